@@ -1,0 +1,26 @@
+# Two entry points, each creating .venv on first use (and again whenever pyproject.toml changes).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev,datasets,det]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/mask3d-vit demo $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	$(PY) benchmarks/pretrain_throughput.py
+
+clean:
+	rm -rf $(VENV) runs
