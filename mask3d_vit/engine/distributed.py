@@ -1,0 +1,71 @@
+"""Process-group setup from torchrun's environment, and the few collectives tasks need.
+
+Launch one process per device with ``torchrun --nproc_per_node N -m mask3d_vit pretrain ...``; a plain
+``python -m mask3d_vit ...`` is a world of one and every helper here is then a no-op.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_dist() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_dist() else 1
+
+
+def is_main() -> bool:
+    return get_rank() == 0
+
+
+def init_distributed(device: str = "auto") -> torch.device:
+    """Join the process group torchrun describes (WORLD_SIZE > 1) and pick this rank's device.
+
+    Args:
+        device: "auto" (CUDA if available, else CPU), "cpu" or "cuda".
+    Returns:
+        The device this process trains on (``cuda:LOCAL_RANK`` under torchrun on GPUs).
+    """
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"train.device={device!r}: use auto, cpu or cuda")
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is visible; use train.device=cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not is_dist():
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        # NCCL for GPUs; gloo runs everywhere (CPU tests, CPU clusters).
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=30))
+    return torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+
+
+def cleanup() -> None:
+    if is_dist():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_dist():
+        dist.barrier()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum ``tensor`` over ranks in place (and return it); identity in one process."""
+    if is_dist():
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    return all_reduce_sum(tensor).div_(get_world_size())

@@ -1,0 +1,56 @@
+"""Shared command-line plumbing for every training command (pretrain, finetune, probe).
+
+``mask3d-vit <task> [--config RECIPE] [--out RUN_DIR] [--resume auto|PATH] [--init-from WEIGHTS] [key=value ...]``
+
+``--resume`` continues a run exactly where it stopped (weights, optimizer, step, RNG); ``--init-from`` starts a
+new run from weights only. They are separate on purpose: mixing them up is the classic way to lose a run.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from ..config import load_config, load_yaml, resolve_recipe, save_config
+from . import distributed as D
+from .checkpoint import list_checkpoints
+
+CONFIG_FILE = "config.yaml"
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, default_config: str) -> None:
+    parser.add_argument("--config", default=default_config,
+                        help=f"YAML recipe: a path or a packaged name (default: {default_config})")
+    parser.add_argument("--out", default=None, help="run directory (default: runs/<recipe name>)")
+    parser.add_argument("--resume", default=None, metavar="auto|PATH",
+                        help="continue a run: 'auto' = newest good checkpoint of --out, or a checkpoint/run path")
+    parser.add_argument("--init-from", default=None, metavar="WEIGHTS",
+                        help="start from weights: an MAE .pth, a timm state dict, an exported .safetensors or a "
+                             "run/checkpoint of ours (encoder only)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.base_lr=1e-3")
+
+
+def setup_run(args: argparse.Namespace, config_cls):
+    """Resolve the config and run dir, join the process group, and write ``config.yaml`` (rank 0).
+
+    On ``--resume`` the run's own config.yaml is the base, so a resumed run trains with the settings it started
+    with unless overridden. Returns ``(cfg, run_dir)``.
+    """
+    run_dir = Path(args.out or Path("runs") / resolve_recipe(args.config).stem)
+    saved = run_dir / CONFIG_FILE
+    base = load_yaml(saved) if args.resume and saved.is_file() else None
+    recipe = None if base is not None else args.config
+    cfg = load_config(config_cls, recipe, args.overrides, base=base)
+    if args.init_from:
+        if not Path(args.init_from).exists():
+            raise FileNotFoundError(f"--init-from {args.init_from}: no such file or run directory")
+        cfg.init_from = str(args.init_from)
+    if not args.resume and list_checkpoints(run_dir):
+        raise FileExistsError(f"{run_dir} already holds checkpoints: pass --resume auto to continue that run, or "
+                              f"--out NEW_DIR to start another")
+    D.init_distributed(cfg.train.device)
+    logging.basicConfig(level=logging.INFO if D.is_main() else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if D.is_main():
+        save_config(cfg, saved)
+    return cfg, run_dir

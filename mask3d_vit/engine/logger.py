@@ -1,0 +1,82 @@
+"""Run logging on rank 0: JSON-lines metrics, TensorBoard scalars, and a progress display with img/s and ETA."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..io import write_text
+from .distributed import is_main
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class RunLogger:
+    """Writes ``metrics.jsonl`` and ``tb/`` under the run dir; silent on ranks other than 0.
+
+    Args:
+        run_dir: the run directory.
+        total_steps: optimizer steps in the whole run (for the ETA).
+        start_step: first step of this process (after a resume); records past it are dropped from metrics.jsonl so
+            a resumed run's log reads as if it had never stopped.
+    """
+
+    def __init__(self, run_dir: Path, *, total_steps: int, start_step: int = 0):
+        self.enabled = is_main()
+        self.total, self.start_step = total_steps, start_step
+        self.t0 = time.time()
+        self.bar = None
+        self.tb = None
+        if not self.enabled:
+            return
+        self.path = Path(run_dir) / METRICS_FILE
+        kept = [r for r in read_metrics(run_dir) if r.get("step", 0) <= start_step]
+        write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        from torch.utils.tensorboard import SummaryWriter  # imported lazily: TensorBoard costs ~1 s to import
+        self.tb = SummaryWriter(str(Path(run_dir) / "tb"), purge_step=start_step + 1 if start_step else None)
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
+
+    def log(self, step: int, values: dict[str, float], *, images: int = 0) -> None:
+        """Record ``values`` at ``step``; ``images`` processed since the previous call gives img/s."""
+        if not self.enabled:
+            return
+        now = time.time()
+        record = {"step": step, **{k: float(v) for k, v in values.items()}, "time": round(now - self.t0, 3)}
+        if images:
+            record["img_per_s"] = images / max(now - getattr(self, "_last", self.t0), 1e-9)
+        self._last = now
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        for k, v in record.items():
+            if k not in ("step", "time"):
+                self.tb.add_scalar(k, v, step)
+        done = step - self.start_step
+        eta = (now - self.t0) / max(done, 1) * (self.total - step)
+        shown = {k: f"{v:.4g}" for k, v in record.items() if k.startswith(("loss", "eval/", "img_per_s"))}
+        if self.bar is not None:
+            self.bar.set_postfix(shown, refresh=False)
+            self.bar.update(step - self.bar.n)
+        else:
+            print(f"step {step}/{self.total} " + " ".join(f"{k}={v}" for k, v in shown.items())
+                  + f" eta {_fmt(eta)}", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _fmt(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"

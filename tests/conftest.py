@@ -1,0 +1,18 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# One thread per test process keeps timings stable on 2-core CI machines and avoids oversubscription when a test
+# launches subprocesses.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real sample frames not present at {SHARED_DATA} (developer-only data)")
+    return SHARED_DATA

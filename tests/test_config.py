@@ -1,0 +1,56 @@
+from dataclasses import dataclass, field
+
+import pytest
+
+from mask3d_vit.config import ConfigError, load_config, save_config, load_yaml, to_dict
+
+
+@dataclass
+class Inner:
+    lr: float = 1e-3
+    sizes: tuple[int, int] = (96, 128)
+    name: str = "a"
+
+
+@dataclass
+class Outer:
+    inner: Inner = field(default_factory=Inner)
+    items: list[Inner] = field(default_factory=lambda: [Inner()])
+    flag: bool = False
+    steps: int = 10
+
+
+def test_defaults_recipe_overrides(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("inner:\n  lr: 2e-4\nsteps: 20\n")
+    cfg = load_config(Outer, recipe, ["inner.sizes=[32, 48]", "flag=true", "items=[{name: b}, {lr: 1}]"])
+    assert cfg.inner.lr == pytest.approx(2e-4) and isinstance(cfg.inner.lr, float)
+    assert cfg.inner.sizes == (32, 48) and cfg.steps == 20 and cfg.flag is True
+    assert [i.name for i in cfg.items] == ["b", "a"] and cfg.items[1].lr == 1.0
+
+
+def test_roundtrip_through_yaml(tmp_path):
+    cfg = load_config(Outer, None, ["inner.name=x"])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(Outer, None, base=load_yaml(tmp_path / "config.yaml"))
+    assert to_dict(again) == to_dict(cfg)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("inner.lrr=1", "unknown key inner.lrr"),
+    ("inner.lr=nan", "inner.lr=nan is not finite"),
+    ("inner.lr=.inf", "inner.lr=inf is not finite"),
+    ("steps=1.5", "steps must be an integer"),
+    ("flag=maybe", "flag must be true or false"),
+    ("inner.sizes=[1, 2, 3]", "inner.sizes needs 2 values"),
+    ("noequals", "not of the form key=value"),
+    ("steps.x=1", "steps is not a config section"),
+])
+def test_bad_values_are_named(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        load_config(Outer, None, [override])
+
+
+def test_unknown_recipe_lists_packaged_ones():
+    with pytest.raises(ConfigError, match="packaged recipes: .*demo"):
+        load_config(Outer, "no_such_recipe")

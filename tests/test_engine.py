@@ -1,0 +1,170 @@
+"""The generic loop: schedule, parameter groups, checkpoints, exact resume, NaN guard, atomic writes."""
+import math
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from mask3d_vit.engine.checkpoint import (CheckpointError, list_checkpoints, load_checkpoint, load_latest,
+                                          save_checkpoint)
+from mask3d_vit.engine.logger import read_metrics
+from mask3d_vit.engine.optim import OptimConfig, build_optimizer, lr_at
+from mask3d_vit.engine.trainer import NonFiniteLossError, TrainConfig, Trainer
+from mask3d_vit.io import atomic_write
+
+
+class ToyData(torch.utils.data.Dataset):
+    """Random frames whose augmentation (a random flip) uses the global RNG, like real transforms do."""
+
+    def __init__(self, n=24, nan_ids=()):
+        self.n, self.nan_ids = n, set(nan_ids)
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        x = torch.randn(8, generator=g)
+        if torch.rand(()) < 0.5:
+            x = x.flip(0)
+        target = torch.tensor(float("nan") if i in self.nan_ids else x.sum().item())
+        return {"x": x, "target": target, "frame_id": f"toy-{i}"}
+
+
+class ToyModel(nn.Module):
+    """Computes its own loss; random masking and dropout exercise the RNG state a resume must restore."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.Dropout(0.1), nn.Linear(16, 1))
+        self.pos_embed = nn.Parameter(torch.zeros(8))
+
+    def no_weight_decay(self):
+        return {"pos_embed"}
+
+    def forward(self, batch):
+        keep = (torch.rand_like(batch["x"]) > 0.25).float()
+        pred = self.net(batch["x"] * keep + self.pos_embed).squeeze(-1)
+        loss = (pred - batch["target"]).pow(2).mean()
+        return {"loss": loss, "loss_mse": loss.detach()}
+
+
+def make_trainer(run_dir, *, epochs=3, data=None, **train_kw):
+    torch.manual_seed(0)
+    train = TrainConfig(epochs=epochs, batch_size=4, precision="fp32", device="cpu", log_every=2, ckpt_every=1,
+                        keep_ckpts=100, eval_every=0, **train_kw)
+    optim = OptimConfig(base_lr=0.05, warmup_epochs=1)
+    return Trainer(ToyModel(), data or ToyData(), train=train, optim=optim, run_dir=run_dir, config={"toy": 1})
+
+
+def final_weights(run_dir):
+    return load_latest(run_dir)[1]["model"]
+
+
+def test_lr_schedule_warmup_then_cosine():
+    cfg = OptimConfig(min_lr=1e-5)
+    lrs = [lr_at(s, peak=1e-3, total=100, warmup=10, cfg=cfg) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert lrs[-1] == pytest.approx(1e-5, rel=0.05)
+    poly = OptimConfig(schedule="poly", min_lr=0.0)
+    assert lr_at(55, peak=1.0, total=100, warmup=10, cfg=poly) == pytest.approx(0.5)
+
+
+def test_param_groups_skip_decay_on_norms_biases_and_named():
+    model = ToyModel()
+    opt = build_optimizer(model, OptimConfig(weight_decay=0.05))
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert decayed == {"net.0.weight", "net.3.weight"}
+    seen = [names[id(p)] for g in opt.param_groups for p in g["params"]]
+    assert sorted(seen) == sorted(names.values())
+
+
+def test_resume_mid_run_is_bitwise_exact(tmp_path):
+    full = make_trainer(tmp_path / "full")
+    full.fit()
+    assert full.step == 18  # 24 frames / batch 4 = 6 steps x 3 epochs
+    # Continue a copy of the run from the checkpoint at step 7 (mid-epoch) in a fresh process-like trainer.
+    part = tmp_path / "part"
+    (part / "checkpoints").mkdir(parents=True)
+    src = tmp_path / "full" / "checkpoints" / "step_00000007.pt"
+    (part / "checkpoints" / src.name).write_bytes(src.read_bytes())
+    resumed = make_trainer(part)
+    resumed.fit(resume="auto")
+    a, b = final_weights(tmp_path / "full"), final_weights(part)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    steps = [r["step"] for r in read_metrics(part) if "loss" in r]
+    assert steps == sorted(steps) and steps[0] > 7
+
+
+def test_corrupt_latest_checkpoint_falls_back(tmp_path, caplog):
+    make_trainer(tmp_path, epochs=1).fit()
+    newest = list_checkpoints(tmp_path)[0]
+    newest.write_bytes(newest.read_bytes()[: 200])
+    path, state = load_latest(tmp_path)
+    assert path != newest and state["step"] == 5
+    assert "truncated or corrupt" in caplog.text
+
+
+def test_checkpoint_needing_pickle_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "payload": pickle.PickleError("x")}, path)
+    with pytest.raises(CheckpointError, match="refused: the file needs arbitrary unpickling"):
+        load_checkpoint(path)
+
+
+def test_keep_last_k(tmp_path):
+    for step in range(1, 6):
+        save_checkpoint({"model": {}, "step": step}, tmp_path, step, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000005.pt", "step_00000004.pt"]
+
+
+def test_nan_loss_steps_are_skipped_and_never_saved(tmp_path):
+    trainer = make_trainer(tmp_path, data=ToyData(nan_ids={3}))
+    result = trainer.fit()
+    assert result["skipped_steps"] == 3  # frame 3 appears once per epoch
+    for t in final_weights(tmp_path).values():
+        assert torch.isfinite(t).all()
+
+
+def test_nan_policy_stop_raises_with_frame_ids(tmp_path):
+    with pytest.raises(NonFiniteLossError, match="toy-3"):
+        make_trainer(tmp_path, data=ToyData(nan_ids={3}), nan_policy="stop").fit()
+
+
+def test_batch_must_divide_across_accumulation(tmp_path):
+    with pytest.raises(ValueError, match="multiple of processes x accum_steps"):
+        make_trainer(tmp_path, accum_steps=3)
+
+
+def test_accumulation_matches_big_batch(tmp_path):
+    """2 x 2 accumulated micro-batches give the same step as one batch of 4 (no dropout/masking randomness)."""
+    class Det(ToyModel):
+        def forward(self, batch):
+            pred = self.net[0](batch["x"]).sum(-1)
+            loss = (pred - batch["target"]).pow(2).mean()
+            return {"loss": loss}
+    weights = []
+    for accum in (1, 2):
+        torch.manual_seed(0)
+        t = Trainer(Det(), ToyData(), train=TrainConfig(epochs=1, batch_size=4, accum_steps=accum,
+                                                         precision="fp32", device="cpu", eval_every=0),
+                    optim=OptimConfig(base_lr=0.05), run_dir=tmp_path / f"a{accum}", config={})
+        t.fit()
+        weights.append(t.model.net[0].weight.detach().clone())
+    torch.testing.assert_close(weights[0], weights[1], rtol=1e-5, atol=1e-6)
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as f:
+            f.write(b"new partial")
+            raise RuntimeError("crash mid-write")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
