@@ -1,11 +1,13 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-# One thread per test process keeps timings stable on 2-core CI machines and avoids oversubscription when a test
-# launches subprocesses.
+# tests/ holds helper modules (toy models) that subprocess workers import as well.
+sys.path.insert(0, str(Path(__file__).parent))
+
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -1,10 +1,8 @@
 """The generic loop: schedule, parameter groups, checkpoints, exact resume, NaN guard, atomic writes."""
-import math
 import pickle
 
 import pytest
 import torch
-from torch import nn
 
 from mask3d_vit.engine.checkpoint import (CheckpointError, list_checkpoints, load_checkpoint, load_latest,
                                           save_checkpoint)
@@ -13,41 +11,7 @@ from mask3d_vit.engine.optim import OptimConfig, build_optimizer, lr_at
 from mask3d_vit.engine.trainer import NonFiniteLossError, TrainConfig, Trainer
 from mask3d_vit.io import atomic_write
 
-
-class ToyData(torch.utils.data.Dataset):
-    """Random frames whose augmentation (a random flip) uses the global RNG, like real transforms do."""
-
-    def __init__(self, n=24, nan_ids=()):
-        self.n, self.nan_ids = n, set(nan_ids)
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        g = torch.Generator().manual_seed(i)
-        x = torch.randn(8, generator=g)
-        if torch.rand(()) < 0.5:
-            x = x.flip(0)
-        target = torch.tensor(float("nan") if i in self.nan_ids else x.sum().item())
-        return {"x": x, "target": target, "frame_id": f"toy-{i}"}
-
-
-class ToyModel(nn.Module):
-    """Computes its own loss; random masking and dropout exercise the RNG state a resume must restore."""
-
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(8, 16), nn.LayerNorm(16), nn.Dropout(0.1), nn.Linear(16, 1))
-        self.pos_embed = nn.Parameter(torch.zeros(8))
-
-    def no_weight_decay(self):
-        return {"pos_embed"}
-
-    def forward(self, batch):
-        keep = (torch.rand_like(batch["x"]) > 0.25).float()
-        pred = self.net(batch["x"] * keep + self.pos_embed).squeeze(-1)
-        loss = (pred - batch["target"]).pow(2).mean()
-        return {"loss": loss, "loss_mse": loss.detach()}
+from toy import DetModel, ToyData, ToyModel
 
 
 def make_trainer(run_dir, *, epochs=3, data=None, **train_kw):
@@ -143,15 +107,10 @@ def test_batch_must_divide_across_accumulation(tmp_path):
 
 def test_accumulation_matches_big_batch(tmp_path):
     """2 x 2 accumulated micro-batches give the same step as one batch of 4 (no dropout/masking randomness)."""
-    class Det(ToyModel):
-        def forward(self, batch):
-            pred = self.net[0](batch["x"]).sum(-1)
-            loss = (pred - batch["target"]).pow(2).mean()
-            return {"loss": loss}
     weights = []
     for accum in (1, 2):
         torch.manual_seed(0)
-        t = Trainer(Det(), ToyData(), train=TrainConfig(epochs=1, batch_size=4, accum_steps=accum,
+        t = Trainer(DetModel(), ToyData(), train=TrainConfig(epochs=1, batch_size=4, accum_steps=accum,
                                                          precision="fp32", device="cpu", eval_every=0),
                     optim=OptimConfig(base_lr=0.05), run_dir=tmp_path / f"a{accum}", config={})
         t.fit()

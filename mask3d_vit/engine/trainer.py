@@ -70,21 +70,22 @@ def _cpu_has_bf16() -> bool:
 
 
 def _rng_state() -> dict:
-    state = {"python": random.getstate(), "torch": torch.random.get_rng_state(),
-             "numpy": {k: (torch.from_numpy(v.copy()) if isinstance(v, np.ndarray) else v)
-                       for k, v in zip(("kind", "key", "pos", "has_gauss", "cached"), np.random.get_state())}}
+    # Plain Python data only: it travels through all_gather_object and loads with weights_only=True.
+    kind, key, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.random.get_rng_state().tolist(),
+             "numpy": [kind, key.tolist(), pos, has_gauss, cached]}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
     return state
 
 
 def _set_rng_state(state: dict) -> None:
     random.setstate(_as_tuple(state["python"]))
-    torch.random.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["key"].numpy(), n["pos"], n["has_gauss"], n["cached"]))
+    torch.random.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    kind, key, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(key, dtype=np.uint32), pos, has_gauss, cached))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
 
 
 def _as_tuple(x):
