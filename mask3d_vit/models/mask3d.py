@@ -1,0 +1,450 @@
+"""Mask3D pre-training (Hou et al., CVPR 2023): reconstruct dense depth from masked colour and masked depth patches.
+
+::
+
+    rgb (B,3,H,W) -> patches -> keep 25 % --> ViT encoder (timm, kept for downstream) --+
+                                                                                       +--> decoder --> dense depth
+    depth (B,1,H,W) -> patches -> keep 25 % --> light depth branch ---------------------+        (+ masked RGB, MAE)
+
+The colour encoder sees only its visible tokens (MAE-style, so pre-training is cheap). The decoder runs on the full
+patch grid of colour tokens (visible positions carry encoder features, hidden ones a learned mask token) followed by
+the visible depth tokens, and a per-patch linear head predicts the ``p x p`` depth values of every patch. Only
+``Mask3D.encoder`` is kept for downstream tasks (see :mod:`mask3d_vit.models.weights`).
+
+Objectives: ``"depth"`` (Mask3D), ``"rgb"`` (the MAE baseline: no depth branch at all) and ``"rgb+depth"`` (both
+heads, ``loss = loss_depth + rgb_loss_weight * loss_rgb``).
+
+Conventions:
+
+- Depth enters the depth branch as ``depth / max_depth`` with invalid pixels (zero, NaN, inf, negative, beyond
+  ``max_depth``, or ``batch["valid"]`` False) set to 0, so a valid reading is always > 0 and "no reading" is 0.
+- Depth targets (``depth_target``): ``"metric"`` metres; ``"log"`` log-metres; ``"standardized"`` per frame
+  ``(d - mean) / std`` over that frame's valid pixels. The loss covers valid pixels only, averaged over all valid
+  pixels of the batch; a batch without valid depth gives a zero loss that still backpropagates.
+- The colour target is the ``[0, 1]`` image; with ``norm_pix_loss`` each patch is standardised by its own mean and
+  variance (MAE), and the loss is the MSE over colour-hidden patches.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from timm.layers import PatchEmbed, build_sincos2d_pos_embed, resample_abs_pos_embed
+from timm.models.vision_transformer import Block, VisionTransformer, init_weights_vit_timm
+from torch import nn
+
+from ..data.sample import DEPTH, RGB, VALID, depth_validity
+from .vit import build_encoder, check_image, normalize_rgb
+
+__all__ = [
+    "OBJECTIVES", "DEPTH_TARGETS", "LOSSES", "LOSS_REGIONS", "Mask3DConfig", "Mask3D", "DepthBranch",
+    "random_masking", "take_tokens", "patchify", "unpatchify", "sincos_pos_embed",
+    "mask3d_vit_tiny_patch16_dec128d2b", "mask3d_vit_small_patch16_dec128d2b",
+    "mask3d_vit_base_patch16_dec512d8b", "mask3d_vit_large_patch16_dec512d8b",
+]
+
+OBJECTIVES = ("depth", "rgb", "rgb+depth")
+DEPTH_TARGETS = ("metric", "log", "standardized")
+LOSSES = ("l1", "l2")
+LOSS_REGIONS = ("all", "masked")
+_EPS = 1e-6
+
+
+@dataclass
+class Mask3DConfig:
+    """Architecture and objective of :class:`Mask3D`; the ``model`` section of a pre-training run config.
+
+    The fields are exactly the keyword arguments of :class:`Mask3D` (documented there).
+    """
+    encoder: str = "vit_tiny_patch16"
+    img_size: tuple[int, int] = (128, 128)
+    objective: str = "depth"
+    rgb_mask_ratio: float = 0.75
+    depth_mask_ratio: float = 0.75
+    depth_blocks: int = 2
+    depth_dim: int = 128
+    depth_heads: int = 4
+    decoder_dim: int = 128
+    decoder_depth: int = 2
+    decoder_heads: int = 4
+    depth_target: str = "log"
+    loss: str = "l1"
+    loss_region: str = "all"
+    max_depth: float = 10.0
+    rgb_loss_weight: float = 1.0
+    norm_pix_loss: bool = True
+    drop_path_rate: float = 0.0
+
+
+def random_masking(batch: int, num_patches: int, ratio: float, device: torch.device | str | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample uniform random patch masking (MAE): each sample hides its own random subset of patches.
+
+    Draws from the global torch RNG of ``device``, so saving/restoring RNG state reproduces the masks exactly.
+
+    Args:
+        batch: number of samples ``B``.
+        num_patches: patches per sample ``N``.
+        ratio: fraction hidden, in ``[0, 1)``; ``round(N * (1 - ratio))`` patches stay visible, at least one.
+        device: where the noise and results live.
+
+    Returns:
+        ``keep``: ``(B, K)`` int64 indices of the visible patches, ascending (raster order), and
+        ``mask``: ``(B, N)`` bool, True = hidden.
+    """
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"mask ratio must be in [0, 1), got {ratio}")
+    num_keep = max(1, round(num_patches * (1.0 - ratio)))
+    noise = torch.rand(batch, num_patches, device=device)
+    keep = noise.argsort(dim=1)[:, :num_keep].sort(dim=1).values
+    mask = torch.ones(batch, num_patches, dtype=torch.bool, device=device)
+    mask.scatter_(1, keep, False)
+    return keep, mask
+
+
+def take_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``tokens: (B, N, D)``, ``index: (B, K)`` -> ``(B, K, D)``, the indexed tokens of each sample."""
+    return tokens.gather(1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+
+
+def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B, N, p * p * C)`` in raster patch order, values ordered (row, col, channel) as MAE."""
+    b, c, h, w = images.shape
+    p = patch_size
+    x = images.reshape(b, c, h // p, p, w // p, p)
+    return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // p) * (w // p), p * p * c)
+
+
+def unpatchify(patches: torch.Tensor, patch_size: int, grid: tuple[int, int]) -> torch.Tensor:
+    """Inverse of :func:`patchify`: ``(B, N, p * p * C)`` on a ``grid = (h, w)`` patch grid -> ``(B, C, h*p, w*p)``."""
+    b, n, d = patches.shape
+    p = patch_size
+    gh, gw = grid
+    c = d // (p * p)
+    x = patches.reshape(b, gh, gw, p, p, c)
+    return x.permute(0, 5, 1, 3, 2, 4).reshape(b, c, gh * p, gw * p)
+
+
+def sincos_pos_embed(grid: tuple[int, int], dim: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Fixed 2D sin-cos position embedding of a ``grid = (h, w)`` patch grid: ``(h * w, dim)``, raster order.
+
+    Being a function of the grid, it fits any image size without resampling, unlike learned embeddings.
+    """
+    return build_sincos2d_pos_embed(list(grid), dim=dim, device=device, dtype=dtype)
+
+
+def _check_batched(x: torch.Tensor, patch_size: int, name: str, channels: int) -> None:
+    if x.ndim != 4:
+        raise ValueError(f"{name} must be a batch (B, {channels}, H, W), got shape {tuple(x.shape)}; stack samples "
+                         f"(or add a batch dimension with x[None])")
+    check_image(x, patch_size, name=name, channels=channels)
+
+
+class DepthBranch(nn.Module):
+    """Encodes the visible depth patches: 1-channel patch embedding + 2D sin-cos positions + light ViT blocks.
+
+    Args:
+        patch_size: must equal the colour encoder's, so depth and colour patches align.
+        dim: token width.
+        depth: number of transformer blocks (0: the patch embedding alone).
+        num_heads: attention heads per block.
+    """
+
+    def __init__(self, *, patch_size: int = 16, dim: int = 128, depth: int = 2, num_heads: int = 4):
+        super().__init__()
+        if dim % 4:
+            raise ValueError(f"depth_dim={dim} must be divisible by 4 for 2D sin-cos position embeddings")
+        if depth and dim % num_heads:
+            raise ValueError(f"depth_dim={dim} is not divisible by depth_heads={num_heads}")
+        self.patch_size = patch_size
+        self.patch_embed = PatchEmbed(img_size=None, patch_size=patch_size, in_chans=1, embed_dim=dim)
+        self.blocks = nn.Sequential(*[Block(dim=dim, num_heads=num_heads, qkv_bias=True) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim) if depth else nn.Identity()
+
+    def forward(self, depth: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """``depth: (B, 1, H, W)`` normalised, 0 = invalid; ``keep: (B, K)`` visible patches -> ``(B, K, dim)``."""
+        x = self.patch_embed(depth)
+        grid = (depth.shape[-2] // self.patch_size, depth.shape[-1] // self.patch_size)
+        x = x + sincos_pos_embed(grid, x.shape[-1], device=x.device, dtype=x.dtype)
+        return self.norm(self.blocks(take_tokens(x, keep)))
+
+
+class Mask3D(nn.Module):
+    """Masked RGB-D pre-training of a timm ViT by dense depth reconstruction (plus the MAE colour baseline).
+
+    Args:
+        encoder: name of the colour encoder (:func:`mask3d_vit.models.vit.build_encoder`).
+        img_size: ``(H, W)`` nominal training size: the grid of the encoder's learned position embedding. Other
+            sizes (multiples of the patch size) also work; the embedding is resampled on the fly.
+        objective: ``"depth"`` (Mask3D), ``"rgb"`` (MAE; no depth branch or depth head is built, so DDP sees no
+            unused parameters) or ``"rgb+depth"``.
+        rgb_mask_ratio: fraction of colour patches hidden from the encoder, in ``[0, 1)``.
+        depth_mask_ratio: fraction of depth patches hidden, in ``[0, 1]``; 1 means no depth input at all (dense
+            depth from colour alone; the depth branch is then not built).
+        depth_blocks: transformer blocks in the depth branch (0: patch embedding only).
+        depth_dim: token width of the depth branch.
+        depth_heads: attention heads of the depth branch.
+        decoder_dim: token width of the decoder.
+        decoder_depth: transformer blocks in the decoder.
+        decoder_heads: attention heads of the decoder.
+        depth_target: ``"metric"``, ``"log"`` or ``"standardized"`` (per frame, over its valid pixels).
+        loss: ``"l1"`` or ``"l2"`` on the depth target.
+        loss_region: ``"all"`` patches (dense, as in the paper) or ``"masked"`` (colour-hidden patches only).
+        max_depth: depth at or beyond this (metres) is invalid; also the depth input scale.
+        rgb_loss_weight: weight of the colour loss for ``"rgb+depth"``.
+        norm_pix_loss: MAE's per-patch normalised colour target.
+        drop_path_rate: stochastic depth of the colour encoder.
+    """
+
+    def __init__(self, *, encoder: str = "vit_tiny_patch16", img_size: tuple[int, int] = (128, 128),
+                 objective: str = "depth", rgb_mask_ratio: float = 0.75, depth_mask_ratio: float = 0.75,
+                 depth_blocks: int = 2, depth_dim: int = 128, depth_heads: int = 4, decoder_dim: int = 128,
+                 decoder_depth: int = 2, decoder_heads: int = 4, depth_target: str = "log", loss: str = "l1",
+                 loss_region: str = "all", max_depth: float = 10.0, rgb_loss_weight: float = 1.0,
+                 norm_pix_loss: bool = True, drop_path_rate: float = 0.0):
+        super().__init__()
+        choices = (("objective", objective, OBJECTIVES), ("depth_target", depth_target, DEPTH_TARGETS),
+                   ("loss", loss, LOSSES), ("loss_region", loss_region, LOSS_REGIONS))
+        for key, value, valid in choices:
+            if value not in valid:
+                raise ValueError(f"{key}={value!r} is not supported; choose one of {', '.join(valid)}")
+        if not 0.0 <= rgb_mask_ratio < 1.0:
+            raise ValueError(f"rgb_mask_ratio={rgb_mask_ratio} must be in [0, 1): the encoder needs visible patches")
+        if not 0.0 <= depth_mask_ratio <= 1.0:
+            raise ValueError(f"depth_mask_ratio={depth_mask_ratio} must be in [0, 1]")
+        if not max_depth > 0:
+            raise ValueError(f"max_depth={max_depth} must be a positive distance in metres")
+        if decoder_dim % 4 or decoder_dim % decoder_heads:
+            raise ValueError(f"decoder_dim={decoder_dim} must be divisible by 4 (sin-cos positions) and by "
+                             f"decoder_heads={decoder_heads}")
+        self.objective = objective
+        self.rgb_mask_ratio = rgb_mask_ratio
+        self.depth_mask_ratio = depth_mask_ratio
+        self.depth_target = depth_target
+        self.loss = loss
+        self.loss_region = loss_region
+        self.max_depth = max_depth
+        self.rgb_loss_weight = rgb_loss_weight
+        self.norm_pix_loss = norm_pix_loss
+        self.predicts_depth = objective in ("depth", "rgb+depth")
+        self.predicts_rgb = objective in ("rgb", "rgb+depth")
+        self.uses_depth_input = self.predicts_depth and depth_mask_ratio < 1.0
+
+        self.encoder: VisionTransformer = build_encoder(encoder, img_size=tuple(img_size),
+                                                        drop_path_rate=drop_path_rate)
+        self.patch_size = self.encoder.patch_embed.patch_size[0]
+        for side, size in zip(("height", "width"), img_size):
+            if size % self.patch_size:
+                raise ValueError(f"img_size {tuple(img_size)}: {side} {size} is not divisible by the patch size "
+                                 f"{self.patch_size}; use a multiple of {self.patch_size}")
+
+        p = self.patch_size
+        self.decoder_embed = nn.Linear(self.encoder.embed_dim, decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.rgb_type_embed = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        if self.uses_depth_input:
+            self.depth_branch = DepthBranch(patch_size=p, dim=depth_dim, depth=depth_blocks, num_heads=depth_heads)
+            self.depth_embed = nn.Linear(depth_dim, decoder_dim)
+            self.depth_type_embed = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.decoder_blocks = nn.Sequential(*[Block(dim=decoder_dim, num_heads=decoder_heads, qkv_bias=True)
+                                              for _ in range(decoder_depth)])
+        self.decoder_norm = nn.LayerNorm(decoder_dim)
+        if self.predicts_depth:
+            self.depth_head = nn.Linear(decoder_dim, p * p)
+        if self.predicts_rgb:
+            self.rgb_head = nn.Linear(decoder_dim, p * p * 3)
+        self._init_weights()
+
+    @classmethod
+    def from_config(cls, cfg: Mask3DConfig) -> "Mask3D":
+        """Build from the ``model`` section of a run config (its fields are this class's arguments)."""
+        return cls(**dataclasses.asdict(cfg))
+
+    def _init_weights(self) -> None:
+        # The encoder keeps timm's own initialisation (so it matches a freshly created timm ViT); the new modules
+        # get timm's ViT scheme too, and the learned tokens N(0, 0.02) as MAE's mask token.
+        for name, module in self.named_children():
+            if name != "encoder":
+                module.apply(init_weights_vit_timm)
+        for param in self.parameters(recurse=False):
+            nn.init.normal_(param, std=0.02)
+
+    def no_weight_decay(self) -> set[str]:
+        """Position embeddings and learned tokens (norms and biases are excluded by the optimizer by ndim)."""
+        params = dict(self.named_parameters())
+        names = {f"encoder.{n}" for n in self.encoder.no_weight_decay()}
+        names |= {"mask_token", "rgb_type_embed", "depth_type_embed"}
+        return {n for n in names if n in params}
+
+    def forward_encoder(self, rgb: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Run the colour encoder on the visible patches only.
+
+        Args:
+            rgb: ``(B, 3, H, W)`` uint8 or ``[0, 1]`` float.
+            keep: ``(B, K)`` visible patch indices (raster order on the ``H/p x W/p`` grid).
+
+        Returns:
+            ``(B, 1 + K, D)``: class token, then the encoded visible patches.
+        """
+        enc = self.encoder
+        x = enc.patch_embed(normalize_rgb(rgb))  # (B, h, w, D): dynamic_img_size keeps the grid for resampling
+        b, h, w, d = x.shape
+        pos = resample_abs_pos_embed(enc.pos_embed, new_size=(h, w), old_size=enc.patch_embed.grid_size,
+                                     num_prefix_tokens=1)
+        x = take_tokens(x.reshape(b, h * w, d) + pos[:, 1:], keep)
+        cls = (enc.cls_token + pos[:, :1]).expand(b, -1, -1)
+        x = enc.norm_pre(enc.pos_drop(torch.cat([cls, x], dim=1)))
+        return enc.norm(enc.blocks(x))
+
+    def forward(self, batch: dict) -> dict:
+        """Mask, encode, decode and score one batch.
+
+        Args:
+            batch: the sample-dict convention: ``rgb`` uint8 ``(B, 3, H, W)``; for depth objectives ``depth``
+                float ``(B, 1, H, W)`` metres and optionally ``valid`` bool ``(B, 1, H, W)``.
+
+        Returns:
+            ``loss`` (scalar, with graph); detached ``loss_depth`` / ``loss_rgb`` for the terms in use;
+            ``pred_depth`` ``(B, 1, H, W)`` metres (for ``"standardized"`` de-standardised with the frame's own
+            valid statistics: a visualisation convenience); ``pred_rgb`` ``(B, 3, H, W)`` in ``[0, 1]`` (with
+            ``norm_pix_loss``, de-normalised with each target patch's statistics, as in MAE's figures);
+            ``rgb_mask`` ``(B, N)`` bool and ``depth_mask`` ``(B, N)`` bool, True = hidden.
+        """
+        if RGB not in batch:
+            raise ValueError(f"batch has no {RGB!r} entry; keys: {', '.join(sorted(batch))}")
+        rgb = batch[RGB]
+        _check_batched(rgb, self.patch_size, RGB, channels=3)
+        b, _, height, width = rgb.shape
+        grid = (height // self.patch_size, width // self.patch_size)
+        n = grid[0] * grid[1]
+        device = rgb.device
+        if self.predicts_depth:
+            depth, valid = self._clean_depth(batch, rgb)
+
+        keep, rgb_mask = random_masking(b, n, self.rgb_mask_ratio, device)
+        tokens = self.decoder_embed(self.forward_encoder(rgb, keep))
+        cls, visible = tokens[:, :1], tokens[:, 1:]
+        # Full colour grid: encoder features where visible, the mask token where hidden.
+        grid_tokens = visible.new_zeros(b, n, visible.shape[-1]).scatter(
+            1, keep.unsqueeze(-1).expand(-1, -1, visible.shape[-1]), visible)
+        grid_tokens = torch.where(rgb_mask.unsqueeze(-1), self.mask_token.to(grid_tokens.dtype), grid_tokens)
+        pos = sincos_pos_embed(grid, grid_tokens.shape[-1], device=device, dtype=grid_tokens.dtype)
+        sequence = [cls, grid_tokens + pos + self.rgb_type_embed]
+
+        out = {"rgb_mask": rgb_mask}
+        if self.predicts_depth:
+            if self.uses_depth_input:
+                keep_d, depth_mask = random_masking(b, n, self.depth_mask_ratio, device)
+                depth_tokens = self.depth_embed(self.depth_branch(depth / self.max_depth, keep_d))
+                sequence.append(depth_tokens + pos[keep_d] + self.depth_type_embed)
+            else:
+                depth_mask = torch.ones(b, n, dtype=torch.bool, device=device)
+            out["depth_mask"] = depth_mask
+
+        x = self.decoder_norm(self.decoder_blocks(torch.cat(sequence, dim=1)))[:, 1:1 + n]
+
+        losses = []
+        if self.predicts_depth:
+            loss_depth, out["pred_depth"] = self._depth_loss(self.depth_head(x).float(), depth, valid, rgb_mask,
+                                                             grid)
+            out["loss_depth"] = loss_depth.detach()
+            losses.append(loss_depth)
+        if self.predicts_rgb:
+            loss_rgb, out["pred_rgb"] = self._rgb_loss(self.rgb_head(x).float(), rgb, rgb_mask, grid)
+            out["loss_rgb"] = loss_rgb.detach()
+            losses.append(loss_rgb * (self.rgb_loss_weight if self.predicts_depth else 1.0))
+        out["loss"] = sum(losses)
+        return out
+
+    def _clean_depth(self, batch: dict, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> depth ``(B, 1, H, W)`` float32 with every invalid pixel set to 0, and the validity mask."""
+        if DEPTH not in batch:
+            raise ValueError(f"objective {self.objective!r} needs {DEPTH!r} in the batch; keys: "
+                             f"{', '.join(sorted(batch))}")
+        depth = batch[DEPTH]
+        _check_batched(depth, self.patch_size, DEPTH, channels=1)
+        if depth.shape[0] != rgb.shape[0] or depth.shape[-2:] != rgb.shape[-2:]:
+            raise ValueError(f"depth is {'x'.join(map(str, depth.shape))} but rgb is "
+                             f"{'x'.join(map(str, rgb.shape))} (B x C x H x W): pair each frame with a depth map "
+                             f"of the same size (resize depth with nearest-neighbour interpolation)")
+        depth = depth.float()
+        valid = depth_validity(depth, self.max_depth)
+        if VALID in batch:
+            if batch[VALID].shape != depth.shape:
+                raise ValueError(f"valid mask has shape {tuple(batch[VALID].shape)} but depth has "
+                                 f"{tuple(depth.shape)}; they must match")
+            valid &= batch[VALID].bool()
+        # Zero invalid readings before anything else touches them: NaN * 0 is still NaN.
+        return torch.where(valid, depth, torch.zeros((), device=depth.device)), valid
+
+    def _depth_loss(self, pred: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor, rgb_mask: torch.Tensor,
+                    grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``pred: (B, N, p*p)`` in target space -> (loss, prediction in metres ``(B, 1, H, W)``)."""
+        p = self.patch_size
+        weight = valid.float()
+        if self.depth_target == "metric":
+            target = depth
+        elif self.depth_target == "log":
+            target = torch.where(valid, depth.clamp_min(_EPS).log(), torch.zeros((), device=depth.device))
+        else:
+            count = weight.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1)
+            mean = (depth * weight).sum(dim=(1, 2, 3), keepdim=True) / count
+            std = ((((depth - mean) * weight) ** 2).sum(dim=(1, 2, 3), keepdim=True) / count + _EPS).sqrt()
+            target = (depth - mean) / std * weight
+
+        weight = patchify(weight, p)
+        if self.loss_region == "masked":
+            weight = weight * rgb_mask.unsqueeze(-1)
+        diff = pred - patchify(target, p)
+        err = diff.abs() if self.loss == "l1" else diff.square()
+        loss = (err * weight).sum() / weight.sum().clamp_min(1)
+
+        with torch.no_grad():
+            dense = unpatchify(pred, p, grid)
+            if self.depth_target == "log":
+                dense = dense.exp()
+            elif self.depth_target == "standardized":
+                dense = dense * std + mean
+            dense = dense.clamp(0, self.max_depth)
+        return loss, dense
+
+    def _rgb_loss(self, pred: torch.Tensor, rgb: torch.Tensor, rgb_mask: torch.Tensor,
+                  grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``pred: (B, N, p*p*3)`` -> (MAE loss over hidden patches, prediction ``(B, 3, H, W)`` in ``[0, 1]``)."""
+        target = patchify(rgb.float() / 255.0 if rgb.dtype == torch.uint8 else rgb.float(), self.patch_size)
+        if self.norm_pix_loss:
+            mean = target.mean(dim=-1, keepdim=True)
+            std = (target.var(dim=-1, keepdim=True) + _EPS).sqrt()
+            target = (target - mean) / std
+        per_patch = (pred - target).square().mean(dim=-1)
+        hidden = rgb_mask.float()
+        loss = (per_patch * hidden).sum() / hidden.sum().clamp_min(1)
+        with torch.no_grad():
+            image = pred * std + mean if self.norm_pix_loss else pred
+            image = unpatchify(image, self.patch_size, grid).clamp(0, 1)
+        return loss, image
+
+
+def mask3d_vit_tiny_patch16_dec128d2b(**kwargs) -> Mask3D:
+    """Mask3D with a ViT-Ti/16 encoder and a 128-wide, 2-block decoder (fits the 2-core CPU)."""
+    return Mask3D(**{**dict(encoder="vit_tiny_patch16", decoder_dim=128, decoder_depth=2, decoder_heads=4),
+                     **kwargs})
+
+
+def mask3d_vit_small_patch16_dec128d2b(**kwargs) -> Mask3D:
+    """Mask3D with a ViT-S/16 encoder and a 128-wide, 2-block decoder."""
+    return Mask3D(**{**dict(encoder="vit_small_patch16", decoder_dim=128, decoder_depth=2, decoder_heads=4),
+                     **kwargs})
+
+
+def mask3d_vit_base_patch16_dec512d8b(**kwargs) -> Mask3D:
+    """Mask3D with a ViT-B/16 encoder and MAE's 512-wide, 8-block decoder."""
+    return Mask3D(**{**dict(encoder="vit_base_patch16", decoder_dim=512, decoder_depth=8, decoder_heads=16,
+                            depth_dim=256, depth_heads=8), **kwargs})
+
+
+def mask3d_vit_large_patch16_dec512d8b(**kwargs) -> Mask3D:
+    """Mask3D with a ViT-L/16 encoder and MAE's 512-wide, 8-block decoder."""
+    return Mask3D(**{**dict(encoder="vit_large_patch16", decoder_dim=512, decoder_depth=8, decoder_heads=16,
+                            depth_dim=256, depth_heads=8), **kwargs})
