@@ -8,7 +8,8 @@ way to bring custom data::
                           "class_set": "nyu13", "classes": ["unlabeled", "bed", ...],
                           "intrinsics": [fx, fy, cx, cy],                # default for every frame
                           "frame_intrinsics": {"<id>": [fx, fy, cx, cy]}, # optional per-frame overrides
-                          "splits": ["train", "val"], "source": "..."}
+                          "splits": ["train", "val"], "source": "...",
+                          "depth_range": [0.1, 20.0]}  # optional: plausible median depth (m), default indoor
       rgb/<id>.png       uint8 RGB (.jpg also read)
       depth/<id>.png     uint16, metres = value / depth_scale; 0 = no depth
       label/<id>.png     optional, class ids of ``class_set`` (0 = unlabeled)
@@ -34,6 +35,8 @@ FORMAT = "mask3d-frames"
 VERSION = 1
 _ID = re.compile(r"^[A-Za-z0-9_.\-]+$")
 RGB_SUFFIXES = (".png", ".jpg", ".jpeg")
+# Plausible median depth of indoor RGB-D frames (metres); outside it the depth scale is probably wrong.
+INDOOR_DEPTH_RANGE = (0.1, 20.0)
 
 
 class FramesWriter:
@@ -45,15 +48,17 @@ class FramesWriter:
         class_set: name of the class set (e.g. ``"nyu13"``).
         depth_scale: stored uint16 value per metre (1000 = millimetres).
         source: free text describing where the frames came from.
+        depth_range: plausible (low, high) median depth in metres when not indoor (e.g. street scenes).
     """
 
     def __init__(self, root: str | Path, *, classes: list[str] = (), class_set: str | None = None,
-                 depth_scale: float = 1000.0, source: str = ""):
+                 depth_scale: float = 1000.0, source: str = "", depth_range: tuple[float, float] | None = None):
         self.root = Path(root)
         self.classes = list(classes)
         self.class_set = class_set
         self.depth_scale = float(depth_scale)
         self.source = source
+        self.depth_range = depth_range
         self.intrinsics: dict[str, list[float]] = {}
         meta = self.root / "meta.json"
         if meta.is_file():  # resuming: keep what earlier runs recorded
@@ -97,6 +102,8 @@ class FramesWriter:
                 "classes": self.classes, "intrinsics": common, "splits": sorted(splits), "source": self.source}
         if common is None and values:
             meta["frame_intrinsics"] = self.intrinsics
+        if self.depth_range is not None:
+            meta["depth_range"] = [float(v) for v in self.depth_range]
         write_json(self.root / "meta.json", meta)
         return self.root / "meta.json"
 
@@ -180,6 +187,16 @@ class FramesDataset(torch.utils.data.Dataset):
         self.require_labels = require_labels
         self.transform = transform
         self.classes = self.meta.get("classes") or []
+        self.class_set = self.meta.get("class_set")
+        self.depth_range = tuple(self.meta.get("depth_range") or INDOOR_DEPTH_RANGE)
+
+    @property
+    def problems(self) -> list[str]:
+        """Files of the folder without their RGB partner (a depth, label or instance map of no frame)."""
+        stems = {p.stem for p in (self.root / "rgb").iterdir()} if (self.root / "rgb").is_dir() else set()
+        return [f"{p}: no matching rgb/{p.stem}.* (orphan file)"
+                for kind in ("depth", "label", "instance") if (self.root / kind).is_dir()
+                for p in sorted((self.root / kind).iterdir()) if p.suffix == ".png" and p.stem not in stems]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -194,6 +211,8 @@ class FramesDataset(torch.utils.data.Dataset):
         fid = self.ids[index]
         rgb = read_image(find_rgb(self.root, fid), "RGB")
         depth_path = self.root / "depth" / f"{fid}.png"
+        if not depth_path.is_file():
+            raise FileNotFoundError(f"{depth_path}: missing depth map for frame {fid!r}")
         raw = read_image(depth_path)
         if raw.dtype != np.uint16 and raw.dtype != np.int32:
             raise ValueError(f"{depth_path}: depth must be a 16-bit PNG, got {raw.dtype}")
@@ -205,5 +224,8 @@ class FramesDataset(torch.utils.data.Dataset):
             elif key == "label" and self.require_labels:
                 raise FileNotFoundError(f"{p}: missing label map for frame {fid!r} (labels are required here)")
         depth = raw.astype(np.float32) / self.depth_scale
-        sample = make_sample(rgb, depth, self.intrinsics(fid), fid, max_depth=self.max_depth, **optional)
+        try:
+            sample = make_sample(rgb, depth, self.intrinsics(fid), fid, max_depth=self.max_depth, **optional)
+        except ValueError as e:  # size mismatches: say which folder the frame lives in
+            raise ValueError(f"{self.root}: {e}") from None
         return self.transform(sample) if self.transform else sample

@@ -1,0 +1,326 @@
+"""Dataset factory: data sources in a run config -> datasets of samples at the training resolution.
+
+Every task builds its data here::
+
+    cfg = DataConfig(sources=[SourceConfig(format="nyuv2", root="nyu_depth_v2_labeled.mat", class_set="nyu13")],
+                     size=(240, 320))
+    train_set = build_dataset(cfg, split="train", train=True, require_labels=True)
+    num_classes = get_class_set(class_set_of(cfg)).num_classes
+
+Each source is opened by its format reader (:mod:`mask3d_vit.data.formats`, :class:`FramesDataset`, SynthRooms),
+which decodes frames at their native resolution. :class:`SourceDataset` then limits the depth range, keeps the keys
+the task asked for, optionally caches decoded frames in memory, applies the joint transforms (random resized crop,
+flip and colour jitter for training; a centre crop for evaluation) and, with ``skip_bad``, logs and skips frames that
+fail to load. Several sources are concatenated. Before training starts, a few frames of every source are probed so a
+wrong depth scale fails the run instead of silently training on it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, Dataset, Subset
+
+from ..config import ConfigError
+from .classes import get_class_set
+from .formats.common import units_problem, valid_median
+from .frames import INDOOR_DEPTH_RANGE, FramesDataset, read_meta
+from .sample import DEPTH, INSTANCE, LABEL, VALID, depth_validity
+from .transforms import eval_transform, shrink_to_cover, train_transform
+
+logger = logging.getLogger("mask3d_vit.data")
+
+FORMATS = ("synthrooms", "frames", "nyuv2", "scannet", "sunrgbd", "cityscapes", "pairs")
+# Label space of the formats whose labels have a fixed class set (frames: meta.json; nyuv2: SourceConfig.class_set).
+FIXED_CLASS_SETS = {"synthrooms": "synthrooms", "scannet": "scannet20", "sunrgbd": "sun37",
+                    "cityscapes": "cityscapes19", "pairs": None}
+# Formats whose stored depth has a user-settable scale (stored units per metre).
+SCALED_DEPTH = ("frames", "pairs", "scannet", "nyuv2", "sunrgbd")
+_PROBES = 3
+_VAL_SEED_OFFSET = 1_000_003  # synthrooms validation frames come from a disjoint seed
+
+
+@dataclass
+class SourceConfig:
+    """One data source. Plain fields only: it lives inside YAML run configs."""
+    format: str = "synthrooms"  # synthrooms | frames | nyuv2 | scannet | sunrgbd | cityscapes | pairs
+    root: str = ""              # folder or file on disk ("" for synthrooms)
+    split: str = ""             # "" = the split the task asks for; "all" = every frame; else this split
+    num_frames: int = 2000      # synthrooms only: frames per epoch
+    seed: int = 0               # synthrooms scenes; also picks the frames kept by `fraction`
+    depth_scale: float = 0.0    # stored depth units per metre; 0 = the format's default / meta.json
+    class_set: str = ""         # nyuv2: "nyu40" (default) or "nyu13"; other formats have a fixed label space
+    raw_depth: bool = False     # nyuv2 / sunrgbd: raw sensor depth (with holes) instead of the filled maps
+    frame_skip: int = 25        # scannet: keep every frame_skip-th frame of each scan (Pri3D / Mask3D use 25)
+    fraction: float = 1.0       # keep this fraction of the frames (data-efficiency runs: 0.2, 0.4, ...)
+
+
+@dataclass
+class DataConfig:
+    """Data of a run: the sources, the training resolution and the augmentation."""
+    sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
+    val_sources: list[SourceConfig] = field(default_factory=list)  # empty: `sources` at split "val"
+    size: tuple[int, int] = (128, 128)      # (H, W) of every sample
+    max_depth: float = 10.0                 # metres; farther depth is invalid
+    augment: bool = True                    # training: random resized crop + flip + jitter; else centre crop
+    crop_scale: tuple[float, float] = (0.5, 1.0)  # random resized crop: area fraction range
+    jitter: float = 0.2                     # colour jitter strength (brightness, contrast, saturation); 0 = off
+    skip_bad: bool = False                  # log and skip unreadable frames instead of stopping
+    cache: bool = True                      # keep decoded frames in memory, downscaled to cover `size`
+    cache_gb: float = 4.0                   # cache budget per source and DataLoader worker; later frames re-decode
+    check_units: bool = True                # probe each source's median depth; stop on an implausible scale
+
+
+class SourceDataset(Dataset):
+    """A source's raw frames as samples at the training resolution.
+
+    Args:
+        reader: map-style dataset of raw sample dicts at native resolution (a format reader, a frames folder or
+            SynthRooms).
+        transform: joint transform producing samples at the training size (see :mod:`mask3d_vit.data.transforms`).
+        max_depth: depth at or beyond this range (metres) becomes invalid.
+        keep: which of the optional keys ``label`` / ``instance`` to keep; a frame without a kept key is an error.
+        num_classes: labels must lie in 0..num_classes (a frame with other ids is an error); None = unchecked.
+        cache_size: (H, W) the cache must cover: decoded frames are stored once, downscaled to cover it (uint8 RGB,
+            fp16 depth); None disables the cache.
+        cache_bytes: the cache stops growing at this size (frames beyond it are decoded on every access).
+        skip_bad: a frame that fails to load is logged and replaced by the next good one instead of raising.
+        name: how messages refer to the source.
+    """
+
+    def __init__(self, reader: Dataset, *, transform=None, max_depth: float | None = None,
+                 keep: tuple[str, ...] = (), num_classes: int | None = None,
+                 cache_size: tuple[int, int] | None = None, cache_bytes: float = float("inf"), skip_bad: bool = False,
+                 name: str = "source"):
+        self.reader = reader
+        self.transform = transform
+        self.max_depth = max_depth
+        self.keep = tuple(keep)
+        self.num_classes = num_classes
+        self.cache_size = cache_size
+        self.skip_bad = skip_bad
+        self.name = name
+        self.bad: set[int] = set()
+        self.cache_bytes = cache_bytes
+        self._cache: dict[int, dict] = {}
+        self._cached_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self._prepared(index)
+        return self.transform(sample) if self.transform is not None else sample
+
+    def _prepared(self, index: int) -> dict:
+        for attempt in range(len(self)):
+            i = (index + attempt) % len(self)
+            if i in self.bad:
+                continue
+            if i in self._cache:
+                return _unpack(self._cache[i])
+            try:
+                sample = self._prepare(self.reader[i])
+            except Exception as e:  # any decoding failure: the reader's message names the file
+                if not self.skip_bad:
+                    raise
+                self.bad.add(i)
+                logger.warning("%s: skipping frame %d: %s", self.name, i, e)
+                continue
+            if self.cache_size is not None and self._cached_bytes < self.cache_bytes:
+                packed = _pack(sample)
+                self._cache[i] = packed
+                self._cached_bytes += sum(v.nbytes for v in packed.values() if isinstance(v, torch.Tensor))
+                return _unpack(packed)
+            return sample
+        raise RuntimeError(f"{self.name}: every frame failed to load (see the warnings above)")
+
+    def _prepare(self, sample: dict) -> dict:
+        for key in (LABEL, INSTANCE):
+            if key in self.keep and key not in sample:
+                raise ValueError(f"{self.name}: frame {sample.get('frame_id')!r} has no {key} map "
+                                 f"({key} maps are required here)")
+        sample = {k: v for k, v in sample.items() if k not in (LABEL, INSTANCE) or k in self.keep}
+        if LABEL in sample and self.num_classes is not None:
+            top = int(sample[LABEL].max())
+            if top > self.num_classes or int(sample[LABEL].min()) < 0:
+                raise ValueError(f"{self.name}: frame {sample.get('frame_id')!r} has label id {top} outside its class "
+                                 f"set (0..{self.num_classes})")
+        valid = sample[VALID] & depth_validity(sample[DEPTH], self.max_depth)
+        sample[VALID] = valid
+        sample[DEPTH] = torch.where(valid, sample[DEPTH], torch.zeros(()))
+        return shrink_to_cover(sample, self.cache_size) if self.cache_size is not None else sample
+
+
+def _pack(sample: dict) -> dict:
+    # Compact dtypes: a 128x171 frame takes ~110 kB (uint8 RGB + fp16 depth, +22 kB per id map).
+    out = {k: v for k, v in sample.items() if k != VALID}
+    out[DEPTH] = sample[DEPTH].half()
+    for key, dtype in ((LABEL, torch.uint8), (INSTANCE, torch.int32)):
+        if key in sample:
+            out[key] = sample[key].to(dtype)
+    return out
+
+
+def _unpack(packed: dict) -> dict:
+    out = dict(packed)
+    out[DEPTH] = packed[DEPTH].float()
+    out[VALID] = out[DEPTH] > 0
+    for key in (LABEL, INSTANCE):
+        if key in packed:
+            out[key] = packed[key].long()
+    return out
+
+
+def open_source(src: SourceConfig, *, split: str | None, size: tuple[int, int] = (128, 128),
+                require_labels: bool = False) -> Dataset:
+    """The raw reader of one source: samples at native resolution, invalid depth 0, no depth range applied.
+
+    Args:
+        src: the source.
+        split: split to read (``"train"``, ``"val"``, ``"test"``...), None for every frame; ``src.split`` wins.
+        size: rendering size of synthrooms (other formats keep their native resolution).
+        require_labels: raise, naming the file, for a frame without a label map.
+    """
+    fmt = src.format.lower()
+    if fmt not in FORMATS:
+        raise ConfigError(f"data source format {src.format!r} is unknown; choose one of {', '.join(FORMATS)}")
+    if src.split:
+        split = None if src.split == "all" else src.split
+    if fmt != "synthrooms" and not src.root:
+        raise ConfigError(f"data source of format {fmt!r} needs a root (folder or file)")
+    if src.depth_scale < 0 or (src.depth_scale and fmt not in SCALED_DEPTH):
+        raise ConfigError(f"depth_scale={src.depth_scale} is not usable for format {fmt!r}: it must be > 0 and only "
+                          f"applies to {', '.join(SCALED_DEPTH)}")
+    scale = src.depth_scale or None
+    root = Path(src.root).expanduser()
+    if fmt == "synthrooms":
+        from .synthrooms import SynthRooms, SynthRoomsConfig
+        return SynthRooms(src.num_frames, seed=src.seed, cfg=SynthRoomsConfig(size=tuple(size)), transform=None)
+    if fmt == "frames":
+        return FramesDataset(root, split, require_labels=require_labels, depth_scale=scale)
+    if fmt == "nyuv2":
+        from .formats.nyuv2 import open_nyuv2
+        return open_nyuv2(root, split=split, class_set=src.class_set or "nyu40", raw_depth=src.raw_depth,
+                          depth_scale=scale, require_labels=require_labels)
+    if src.class_set:
+        raise ConfigError(f"class_set={src.class_set!r}: only nyuv2 sources choose a class set; {fmt} labels are "
+                          f"{FIXED_CLASS_SETS.get(fmt) or 'given by meta.json'}")
+    if fmt == "scannet":
+        from .formats.scannet import open_scannet
+        return open_scannet(root, split=split, frame_skip=src.frame_skip, depth_scale=scale,
+                            require_labels=require_labels)
+    if fmt == "sunrgbd":
+        from .formats.sunrgbd import SUNRGBD
+        return SUNRGBD(root, split=split, raw_depth=src.raw_depth, depth_scale=scale, require_labels=require_labels)
+    if fmt == "cityscapes":
+        from .formats.cityscapes import Cityscapes
+        return Cityscapes(root, split=split, require_labels=require_labels)
+    from .formats.pairs import Pairs
+    if require_labels:
+        raise ConfigError(f"{root}: pairs sources have no labels; fine-tuning needs a labelled format")
+    if scale is None:
+        raise ConfigError(f"{root}: pairs sources need depth_scale (stored units per metre): 1000 for millimetres, "
+                          "5000 for TUM RGB-D, 10000 for Kinect v2 0.1 mm")
+    return Pairs(root, depth_scale=scale)
+
+
+def source_class_set(src: SourceConfig) -> str | None:
+    """Label space of one source's ``label`` maps; None when it has no labels."""
+    fmt = src.format.lower()
+    if fmt == "nyuv2":
+        return src.class_set or "nyu40"
+    if fmt == "frames":
+        return read_meta(Path(src.root).expanduser()).get("class_set")
+    if fmt not in FIXED_CLASS_SETS:
+        raise ConfigError(f"data source format {src.format!r} is unknown; choose one of {', '.join(FORMATS)}")
+    return FIXED_CLASS_SETS[fmt]
+
+
+def class_set_of(cfg: DataConfig) -> str:
+    """The one label space of every source (training and validation) of ``cfg``; tasks size their heads with it."""
+    found = {}
+    for src in list(cfg.sources) + list(cfg.val_sources):
+        found.setdefault(source_class_set(src), []).append(src.root or src.format)
+    if None in found:
+        raise ConfigError(f"data sources {', '.join(found[None])} have no labels (no class set)")
+    if len(found) != 1:
+        listing = "; ".join(f"{name}: {', '.join(roots)}" for name, roots in found.items())
+        raise ConfigError(f"data sources use different class sets ({listing}); convert them to one class set")
+    return next(iter(found))
+
+
+def build_dataset(cfg: DataConfig, *, split: str = "train", train: bool = True, require_labels: bool = False,
+                  require_instances: bool = False) -> Dataset:
+    """Datasets of samples at ``cfg.size`` (see :mod:`mask3d_vit.data.sample`), one per source, concatenated.
+
+    Args:
+        cfg: the data config.
+        split: ``"train"`` reads ``cfg.sources``; any other split reads ``cfg.val_sources``, or when that is empty
+            ``cfg.sources`` at this split (synthrooms then renders scenes of a disjoint seed).
+        train: augment (when ``cfg.augment``) instead of the deterministic evaluation crop.
+        require_labels: samples carry ``label`` and every frame must have one (fine-tuning); without it the
+            ``label`` key is dropped so sources with and without labels batch together (pre-training).
+        require_instances: samples carry ``instance`` maps and every frame must have one (instance tasks).
+    """
+    sources = list(cfg.sources)
+    if split != "train":
+        sources = list(cfg.val_sources) or [
+            dataclasses.replace(s, seed=s.seed + _VAL_SEED_OFFSET) if s.format == "synthrooms" else s
+            for s in cfg.sources]
+    if not sources:
+        raise ConfigError("data.sources is empty: name at least one data source")
+    size = tuple(int(s) for s in cfg.size)
+    transform = (train_transform(size, scale=cfg.crop_scale, jitter=cfg.jitter) if train and cfg.augment
+                 else eval_transform(size))
+    keep = (LABEL,) * require_labels + (INSTANCE,) * require_instances
+    datasets = []
+    for src in sources:
+        name = f"{src.format} source {src.root}" if src.root else f"{src.format} source"
+        reader = open_source(src, split=split, size=size, require_labels=require_labels or require_instances)
+        if cfg.check_units and src.format != "synthrooms":
+            check_depth_units(reader, name)
+        reader = _fraction(reader, src)
+        class_set = source_class_set(src) if require_labels else None
+        num_classes = get_class_set(class_set).num_classes if class_set else None
+        datasets.append(SourceDataset(reader, transform=transform, max_depth=cfg.max_depth, keep=keep,
+                                      num_classes=num_classes,
+                                      cache_size=size if cfg.cache else None, cache_bytes=cfg.cache_gb * 2**30,
+                                      skip_bad=cfg.skip_bad, name=name))
+    return datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)
+
+
+def _fraction(reader: Dataset, src: SourceConfig) -> Dataset:
+    if not 0 < src.fraction <= 1:
+        raise ConfigError(f"fraction={src.fraction} must lie in (0, 1]")
+    if src.fraction == 1:
+        return reader
+    count = max(1, round(len(reader) * src.fraction))
+    order = np.random.default_rng(src.seed).permutation(len(reader))
+    return Subset(reader, sorted(order[:count].tolist()))
+
+
+def check_depth_units(reader: Dataset, name: str) -> None:
+    """Probe a few frames; raise when their median depth says the depth scale is wrong.
+
+    Raises:
+        ValueError: naming the source, the medians found and the expected range.
+    """
+    n = len(reader)
+    medians = []
+    for i in sorted({0, n // 2, n - 1})[:_PROBES]:
+        try:
+            medians.append(valid_median(reader[i][DEPTH]))
+        except Exception as e:  # a bad probe frame is reported by training itself (or skipped with skip_bad)
+            logger.warning("%s: depth units probe could not read frame %d: %s", name, i, e)
+    medians = [m for m in medians if m is not None]
+    if not medians:
+        return
+    problem = units_problem(float(np.median(medians)), getattr(reader, "depth_range", INDOOR_DEPTH_RANGE))
+    if problem:
+        raise ValueError(f"{name}: {problem} (set the source's depth_scale, or data.check_units=false if the "
+                         f"depth really is like this)")

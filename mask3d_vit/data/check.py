@@ -1,0 +1,170 @@
+"""``mask3d-vit data check``: read every frame of a source and report what is in it and what is wrong.
+
+The report gives counts, resolutions, the depth range, the median depth (a warning when it is outside the format's
+plausible range, usually a wrong depth scale), the hole fraction and the class histogram, then every problem with
+its file: a missing partner file, an unreadable or truncated file, mismatched sizes, label ids outside the class set.
+The command exits non-zero when there are errors.
+"""
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .build import SourceConfig, open_source
+from .classes import get_class_set
+from .formats.common import units_problem, valid_median
+from .frames import INDOOR_DEPTH_RANGE
+from .sample import DEPTH, LABEL, RGB, VALID
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check_source` found."""
+    source: str
+    frames: int = 0
+    resolutions: Counter = field(default_factory=Counter)   # (W, H) -> frame count
+    depth_min: float = float("inf")
+    depth_max: float = 0.0
+    medians: list[float] = field(default_factory=list)       # per-frame median of valid depth, metres
+    holes: list[float] = field(default_factory=list)         # per-frame fraction of pixels without depth
+    class_set: str | None = None
+    class_pixels: Counter = field(default_factory=Counter)   # label id -> pixel count
+    labelled: int = 0
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def format(self) -> str:
+        """Human-readable summary, errors and warnings last."""
+        lines = [f"{self.source}: {self.frames} frames read, {len(self.errors)} errors, {len(self.warnings)} warnings"]
+        if self.resolutions:
+            lines.append("  resolutions (W x H): " + ", ".join(
+                f"{w}x{h} ({n})" for (w, h), n in self.resolutions.most_common()))
+        if self.medians:
+            lines.append(f"  depth: {self.depth_min:.3f}-{self.depth_max:.3f} m, "
+                         f"median {np.median(self.medians):.3f} m, holes {100 * np.mean(self.holes):.1f} % of pixels")
+        if self.class_set:
+            names = get_class_set(self.class_set).names
+            total = sum(self.class_pixels.values()) or 1
+            top = ", ".join(f"{names[i] if i < len(names) else i} {100 * n / total:.1f}%"
+                            for i, n in self.class_pixels.most_common(12))
+            lines.append(f"  labels ({self.class_set}): {self.labelled}/{self.frames} frames; {top}")
+        lines += [f"  ERROR {e}" for e in self.errors]
+        lines += [f"  WARNING {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def check_source(src: SourceConfig, *, split: str | None = None, limit: int | None = None,
+                 progress: bool = False) -> CheckReport:
+    """Read every frame of ``src`` (or the first ``limit``) and collect statistics and problems.
+
+    Args:
+        src: the source to check (format, root, depth_scale...).
+        split: split to read; None for every frame.
+        limit: read at most this many frames.
+        progress: show a progress bar.
+    """
+    report = CheckReport(source=f"{src.format} {src.root}")
+    try:
+        reader = open_source(src, split=split)
+    except Exception as e:  # a source that cannot even be indexed is one error with its reason
+        report.errors.append(str(e))
+        return report
+    report.errors += list(getattr(reader, "problems", []))
+    report.class_set = getattr(reader, "class_set", None)
+    top = get_class_set(report.class_set).num_classes if report.class_set else None
+    count = len(reader) if limit is None else min(limit, len(reader))
+    indices = range(count)
+    if progress:
+        from tqdm import tqdm
+        indices = tqdm(indices, desc="check", unit="frame")
+    for i in indices:
+        try:
+            sample = reader[i]
+        except Exception as e:  # every failure is reported with the reader's message (which names the file)
+            report.errors.append(str(e))
+            continue
+        _add_frame(report, sample, top)
+    if report.medians:
+        problem = units_problem(float(np.median(report.medians)), getattr(reader, "depth_range", INDOOR_DEPTH_RANGE))
+        if problem:
+            report.warnings.append(f"{src.root}: {problem}")
+    return report
+
+
+def _add_frame(report: CheckReport, sample: dict, top: int | None) -> None:
+    report.frames += 1
+    h, w = sample[RGB].shape[-2:]
+    report.resolutions[(w, h)] += 1
+    fid = sample["frame_id"]
+    depth, valid = sample[DEPTH], sample[VALID]
+    report.holes.append(1.0 - float(valid.float().mean()))
+    median = valid_median(depth)
+    if median is None:
+        report.warnings.append(f"frame {fid!r}: no valid depth at all")
+    else:
+        report.medians.append(median)
+        report.depth_min = min(report.depth_min, float(depth[valid].min()))
+        report.depth_max = max(report.depth_max, float(depth[valid].max()))
+    if LABEL in sample:
+        report.labelled += 1
+        ids, counts = torch.unique(sample[LABEL], return_counts=True)
+        report.class_pixels.update(dict(zip(ids.tolist(), counts.tolist())))
+        bad = [i for i in ids.tolist() if i < 0 or (top is not None and i > top)]
+        if bad:
+            report.errors.append(f"frame {fid!r}: label ids {bad} outside the class set {report.class_set} "
+                                 f"(0..{top})")
+
+
+def detect_format(path: str | Path) -> str:
+    """Guess a source's format from its files; raises ValueError when nothing matches."""
+    path = Path(path)
+    if path.is_file():
+        by_suffix = {".mat": "nyuv2", ".sens": "scannet"}
+        if path.suffix.lower() in by_suffix:
+            return by_suffix[path.suffix.lower()]
+    elif path.is_dir():
+        children = [p for p in path.iterdir() if p.is_dir()]
+        if (path / "meta.json").is_file():
+            return "frames"
+        if (path / "leftImg8bit").is_dir():
+            return "cityscapes"
+        if any(path.glob("*.sens")) or any(path.glob("*/*.sens")) or any(
+                (d / "color").is_dir() and (d / "depth").is_dir() for d in children):
+            return "scannet"
+        if any((d / "rgb").is_dir() and (d / "depth").is_dir() for d in children) or _has_sun_frame(path):
+            return "sunrgbd"
+        if (path / "label40").is_dir() or (path / "label13").is_dir():
+            return "nyuv2"
+        if (path / "depth").is_dir():
+            return "pairs"
+    raise ValueError(f"{path}: cannot tell the dataset format from its files; pass --format")
+
+
+def _has_sun_frame(root: Path, max_depth: int = 4) -> bool:
+    for dirpath, dirnames, filenames in os.walk(root):
+        if "image" in dirnames and "intrinsics.txt" in filenames:
+            return True
+        if len(Path(dirpath).relative_to(root).parts) >= max_depth:
+            dirnames.clear()
+    return False
+
+
+def run_check(args) -> int:
+    """CLI entry: print the report; exit status 1 when it holds errors."""
+    src = source_from_args(args)
+    report = check_source(src, split=None if args.split == "all" else args.split, limit=args.limit,
+                          progress=not args.quiet)
+    print(report.format())
+    return 1 if report.errors else 0
+
+
+def source_from_args(args) -> SourceConfig:
+    """A SourceConfig from the shared ``data`` CLI options (path, --format, --depth-scale, ...)."""
+    fmt = args.format or detect_format(args.path)
+    return SourceConfig(format=fmt, root=str(args.path), depth_scale=args.depth_scale or 0.0,
+                        class_set=args.class_set or "", raw_depth=args.raw_depth, frame_skip=args.frame_skip)

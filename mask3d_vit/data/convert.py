@@ -1,0 +1,99 @@
+"""``mask3d-vit data convert``: any supported format -> the frames-folder layout, once.
+
+Decoding a 480x640 PNG pair costs milliseconds; a ``.mat`` frame, a ``.sens`` frame or a Cityscapes disparity map
+more. Converting once gives a folder that loads fast and is checked like any other. Every file is written
+atomically and ``meta.json`` (with the split lists so far) is refreshed every ``checkpoint_every`` frames, so an
+interrupted conversion resumes where it stopped: frames already on disk are skipped.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .build import SourceConfig, open_source
+from .classes import get_class_set
+from .formats.common import Reader
+from .frames import INDOOR_DEPTH_RANGE, FramesWriter
+from .sample import DEPTH, INSTANCE, INTRINSICS, LABEL, RGB
+
+logger = logging.getLogger("mask3d_vit.data")
+
+# Splits converted by default, per format ("all" = every frame, written without a split list).
+DEFAULT_SPLITS = {"nyuv2": ("train", "test"), "scannet": ("train", "val"), "sunrgbd": ("train", "test"),
+                  "cityscapes": ("train", "val"), "frames": ("all",), "pairs": ("all",), "synthrooms": ("train",)}
+# Stored units per metre: millimetres indoors; centimetres for street depth, which exceeds uint16 millimetres (65 m).
+DEPTH_SCALE = {"cityscapes": 100.0}
+
+
+def convert(src: SourceConfig, out: str | Path, *, splits: tuple[str, ...] | None = None, skip_bad: bool = False,
+            checkpoint_every: int = 100, progress: bool = False) -> Path:
+    """Write the frames of ``src`` into a frames folder at ``out``; returns the path of its ``meta.json``.
+
+    Args:
+        src: the source (format, root and options).
+        out: output folder; an earlier, interrupted conversion there is resumed.
+        splits: splits to convert (default :data:`DEFAULT_SPLITS` of the format); ``"all"`` = every frame.
+        skip_bad: log and skip frames that fail to load instead of stopping.
+        checkpoint_every: refresh ``meta.json`` and split lists after this many frames.
+        progress: show a progress bar.
+    """
+    splits = tuple(splits or DEFAULT_SPLITS[src.format])
+    readers = {name: open_source(src, split=None if name == "all" else name) for name in splits}
+    first = next(iter(readers.values()))
+    class_set = getattr(first, "class_set", None)
+    depth_range = getattr(first, "depth_range", INDOOR_DEPTH_RANGE)
+    writer = FramesWriter(out, classes=list(get_class_set(class_set).names) if class_set else [],
+                          class_set=class_set, depth_scale=DEPTH_SCALE.get(src.format, 1000.0),
+                          source=f"mask3d-vit data convert {src.format} {src.root}",
+                          depth_range=None if tuple(depth_range) == INDOOR_DEPTH_RANGE else depth_range)
+    done: dict[str, list[str]] = {name: [] for name in splits if name != "all"}
+    written = 0
+    for name, reader in readers.items():
+        indices = range(len(reader))
+        if progress:
+            from tqdm import tqdm
+            indices = tqdm(indices, desc=f"convert {name}", unit="frame")
+        for i in indices:
+            fid = _frame_id(reader, i)
+            if fid is None or not writer.exists(fid):
+                try:
+                    sample = reader[i]
+                except Exception as e:  # the reader's message names the file
+                    if not skip_bad:
+                        raise
+                    logger.warning("skipping frame %d of %s: %s", i, name, e)
+                    continue
+                fid = sample["frame_id"]
+                _write(writer, sample)
+                written += 1
+                if written % checkpoint_every == 0:
+                    writer.finish(done)
+            if name != "all":
+                done[name].append(fid)
+    return writer.finish(done)
+
+
+def _frame_id(reader, index: int) -> str | None:
+    """The id frame ``index`` will get, known without decoding it for format readers (resuming needs it)."""
+    return reader.frame_id(reader.frames[index]) if isinstance(reader, Reader) else None
+
+
+def _write(writer: FramesWriter, sample: dict) -> None:
+    valid = sample["valid"][0].numpy()
+    depth = np.where(valid, sample[DEPTH][0].numpy(), 0.0)
+    writer.write(sample["frame_id"], sample[RGB].permute(1, 2, 0).numpy(), depth,
+                 intrinsics=sample[INTRINSICS].tolist(),
+                 label=sample[LABEL].numpy() if LABEL in sample else None,
+                 instance=sample[INSTANCE].numpy() if INSTANCE in sample else None)
+
+
+def run_convert(args) -> int:
+    """CLI entry: convert, then print where the frames went."""
+    from .check import source_from_args
+    src = source_from_args(args)
+    splits = tuple(s for s in args.splits.split(",") if s) if args.splits else None
+    meta = convert(src, args.out, splits=splits, skip_bad=args.skip_bad, progress=not args.quiet)
+    print(f"wrote {meta.parent} (check it with: mask3d-vit data check {meta.parent})")
+    return 0
