@@ -1,0 +1,3 @@
+"""Metrics, each reducible across processes: ``segmentation`` (confusion matrix: mIoU, mean class accuracy, pixel
+accuracy, per-class IoU), ``depth`` (AbsRel, RMSE, log10, delta1/2/3, raw and median-scaled) and ``detection``
+(COCO box and mask AP)."""
