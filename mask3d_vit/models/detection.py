@@ -1,0 +1,303 @@
+"""Mask R-CNN on a plain ViT (the ViTDet recipe): instance segmentation and object detection.
+
+::
+
+    rgb uint8 (B,3,H,W) -> torchvision transform (resize to min_size/max_size, pad to a multiple of 64)
+        -> ViT (last block, stride 16) -> simple feature pyramid p2..p6 (strides 4..64, 256 channels)
+        -> torchvision MaskRCNN: RPN on p2..p6, box and mask RoIAlign on p2..p5
+
+The backbone is the pre-trained RGB encoder (:class:`~mask3d_vit.models.backbone.ViTBackbone`), made multi-scale by
+ViTDet's :class:`~mask3d_vit.models.necks.SimpleFeaturePyramid` (scale factors 4, 2, 1, 1/2 plus a max-pooled
+level). Everything after the pyramid is torchvision's Mask R-CNN, configured here.
+
+Conventions:
+
+- torchvision's transform only resizes and batches (mean 0, std 1 on ``[0, 1]`` colour); the backbone normalises
+  with :func:`~mask3d_vit.models.vit.normalize_rgb` like every model of the package, so an exported encoder sees
+  exactly the inputs it was pre-trained on.
+- Batches are padded to a multiple of the coarsest pyramid stride (64), so every level is an exact downsampling
+  of the one before and the ViT patch grid always fits.
+- Class ids are those of the dataset's class set (``num_classes = len(class_set.names)``, id 0 = background);
+  stuff classes simply never occur as targets (:mod:`mask3d_vit.data.instances`).
+
+Example::
+
+    model = ViTMaskRCNN.from_config(DetectorConfig(encoder="vit_tiny_patch16"), num_classes=14)
+    losses = model(batch)                          # train mode: {"loss", "loss_classifier", "loss_mask", ...}
+    detections = model.eval()(batch)["detections"] # per frame: boxes, labels, scores, masks (N, 1, H, W)
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.ops import MultiScaleRoIAlign
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
+
+from ..data.classes import ClassSet
+from ..data.instances import INSTANCES
+from ..data.sample import RGB
+from .backbone import ViTBackbone, build_backbone, prefix_group_matcher
+from .necks import SimpleFeaturePyramid
+
+__all__ = ["DetectorConfig", "ViTDetBackbone", "ViTMaskRCNN", "draw_instances"]
+
+
+@dataclass
+class DetectorConfig:
+    """Architecture of :class:`ViTMaskRCNN`; the ``model`` section of a detection run config.
+
+    Attributes:
+        encoder: encoder name (:data:`mask3d_vit.models.vit.ENCODER_NAMES`).
+        img_size: nominal input (H, W): the position-embedding grid loaded weights are resampled to.
+        out_indices: ViT blocks feeding the pyramid: one (ViTDet: the last) or one per pyramid level.
+        drop_path_rate: stochastic depth of the encoder.
+        pyramid_channels: channels of every pyramid level and of the RPN.
+        scale_factors: pyramid levels relative to the stride-16 ViT map (a max-pooled level is always added).
+        pyramid_norm: norm in the pyramid convolutions ("LN", "BN", "none").
+        min_size: torchvision resizes each image so its short side is ``min_size``...
+        max_size: ...unless its long side would exceed ``max_size``.
+        anchor_sizes: anchor side per pyramid level in pixels (three aspect ratios each), finest first.
+        rpn_pre_nms_top_n_train: proposals per level kept before NMS, training.
+        rpn_post_nms_top_n_train: proposals per image after NMS, training.
+        rpn_pre_nms_top_n_test: as above, inference.
+        rpn_post_nms_top_n_test: as above, inference.
+        rpn_batch_size_per_image: anchors sampled per image for the RPN loss.
+        box_batch_size_per_image: proposals sampled per image for the box and mask losses.
+        box_head_dim: width of the two fully connected layers of the box head.
+        mask_head_dim: width of the four convolutions of the mask head.
+        score_threshold: detections scoring below this are dropped at inference.
+        detections_per_image: at most this many detections per image (COCO scores the best 100).
+    """
+    encoder: str = "vit_base_patch16"
+    img_size: tuple[int, int] = (480, 640)
+    out_indices: tuple[int, ...] = (-1,)
+    drop_path_rate: float = 0.1
+    pyramid_channels: int = 256
+    scale_factors: tuple[float, ...] = (4.0, 2.0, 1.0, 0.5)
+    pyramid_norm: str = "LN"
+    min_size: int = 480
+    max_size: int = 640
+    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
+    rpn_pre_nms_top_n_train: int = 2000
+    rpn_post_nms_top_n_train: int = 1000
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_test: int = 1000
+    rpn_batch_size_per_image: int = 256
+    box_batch_size_per_image: int = 512
+    box_head_dim: int = 1024
+    mask_head_dim: int = 256
+    score_threshold: float = 0.05
+    detections_per_image: int = 100
+
+
+class ViTDetBackbone(nn.Module):
+    """A ViT and a simple feature pyramid as a torchvision detection backbone.
+
+    Args:
+        vit: the RGB encoder as a :class:`~mask3d_vit.models.backbone.ViTBackbone` (one out index, or one per level).
+        out_channels: channels of every pyramid level.
+        scale_factors: pyramid levels relative to the ViT stride, finest first; a max-pooled level follows.
+        norm: norm of the pyramid convolutions.
+
+    Attributes:
+        out_channels: channels of every output map (torchvision reads it to size the RPN and RoI heads).
+        strides: ``{name: stride}`` of the outputs, e.g. ``p2: 4 ... p6: 64``.
+    """
+
+    def __init__(self, *, vit: ViTBackbone, out_channels: int = 256,
+                 scale_factors: Sequence[float] = (4.0, 2.0, 1.0, 0.5), norm: str = "LN"):
+        super().__init__()
+        if len(vit.out_indices) not in (1, len(scale_factors)):
+            raise ValueError(f"the ViT gives {len(vit.out_indices)} feature maps for {len(scale_factors)} pyramid "
+                             f"levels; use one out index or one per level")
+        self.vit = vit
+        self.neck = SimpleFeaturePyramid(in_channels=vit.embed_dim, out_channels=out_channels,
+                                         scale_factors=scale_factors, in_stride=vit.patch_size, norm=norm,
+                                         top_block=True)
+        self.out_channels = out_channels
+        self.strides = dict(self.neck.strides)
+        # Mixed precision of the ViT and pyramid, set by ViTMaskRCNN for each call (None = fp32).
+        self.autocast_dtype: torch.dtype | None = None
+
+    def forward(self, images: torch.Tensor) -> "OrderedDict[str, torch.Tensor]":
+        """``images``: float (B, 3, H, W) in ``[0, 1]`` -> ``OrderedDict`` p2..p6 of float32
+        (B, C, H / stride, W / stride)."""
+        with torch.autocast(images.device.type, dtype=self.autocast_dtype or torch.float32,
+                            enabled=self.autocast_dtype is not None):
+            maps = self.vit(images)
+            pyramid = self.neck(maps[0] if len(maps) == 1 else maps)
+        return OrderedDict((name, x.float()) for name, x in pyramid.items())
+
+
+class ViTMaskRCNN(nn.Module):
+    """Mask R-CNN with a ViTDet backbone, following the engine's contract: ``model(batch) -> dict``.
+
+    Training mode: ``batch`` holds ``rgb`` (uint8 (B, 3, H, W) or a list of (3, H_i, W_i)) and ``instances`` (one
+    target dict per frame, :mod:`mask3d_vit.data.instances`); returns ``loss`` (the sum) and torchvision's five
+    terms (``loss_objectness``, ``loss_rpn_box_reg``, ``loss_classifier``, ``loss_box_reg``, ``loss_mask``).
+    Eval mode: returns ``detections``, one dict per frame with ``boxes`` (N, 4) x0y0x1y1, ``labels`` (N,),
+    ``scores`` (N,) and ``masks`` float (N, 1, H, W) probabilities, at the input image size.
+
+    Args:
+        backbone: the ViT + pyramid.
+        num_classes: class ids 0..num_classes-1, 0 = background (``len(class_set.names)``).
+        min_size: short side images are resized to.
+        max_size: cap on the long side after resizing.
+        anchor_sizes: anchor side per pyramid level, finest first (one per backbone output).
+        rpn_pre_nms_top_n_train: proposals per level kept before NMS, training.
+        rpn_post_nms_top_n_train: proposals per image after NMS, training.
+        rpn_pre_nms_top_n_test: as above, inference.
+        rpn_post_nms_top_n_test: as above, inference.
+        rpn_batch_size_per_image: anchors sampled per image for the RPN loss.
+        box_batch_size_per_image: proposals sampled per image for the box and mask losses.
+        box_head_dim: width of the box head's two fully connected layers.
+        mask_head_dim: width of the mask head's four convolutions.
+        score_threshold: minimum score of a returned detection.
+        detections_per_image: maximum detections returned per image.
+    """
+
+    def __init__(self, *, backbone: ViTDetBackbone, num_classes: int, min_size: int = 480, max_size: int = 640,
+                 anchor_sizes: Sequence[int] = (32, 64, 128, 256, 512), rpn_pre_nms_top_n_train: int = 2000,
+                 rpn_post_nms_top_n_train: int = 1000, rpn_pre_nms_top_n_test: int = 1000,
+                 rpn_post_nms_top_n_test: int = 1000, rpn_batch_size_per_image: int = 256,
+                 box_batch_size_per_image: int = 512, box_head_dim: int = 1024, mask_head_dim: int = 256,
+                 score_threshold: float = 0.05, detections_per_image: int = 100):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes={num_classes}: needs the background (0) and at least one class")
+        levels = list(backbone.strides)
+        if len(anchor_sizes) != len(levels):
+            raise ValueError(f"anchor_sizes has {len(anchor_sizes)} entries but the pyramid has {len(levels)} "
+                             f"levels ({', '.join(levels)}); give one anchor size per level")
+        channels = backbone.out_channels
+        anchors = AnchorGenerator(sizes=tuple((int(s),) for s in anchor_sizes),
+                                  aspect_ratios=((0.5, 1.0, 2.0),) * len(levels))
+        # RoIs are pooled from every level but the max-pooled one, as in the FPN paper and ViTDet.
+        box_pool = MultiScaleRoIAlign(featmap_names=levels[:-1], output_size=7, sampling_ratio=2)
+        mask_pool = MultiScaleRoIAlign(featmap_names=levels[:-1], output_size=14, sampling_ratio=2)
+        self.num_classes = num_classes
+        self.detector = MaskRCNN(
+            backbone, num_classes=None, min_size=min_size, max_size=max_size,
+            image_mean=(0.0, 0.0, 0.0), image_std=(1.0, 1.0, 1.0), size_divisible=max(backbone.strides.values()),
+            rpn_anchor_generator=anchors,
+            rpn_pre_nms_top_n_train=rpn_pre_nms_top_n_train, rpn_post_nms_top_n_train=rpn_post_nms_top_n_train,
+            rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test, rpn_post_nms_top_n_test=rpn_post_nms_top_n_test,
+            rpn_batch_size_per_image=rpn_batch_size_per_image,
+            box_roi_pool=box_pool, box_head=TwoMLPHead(channels * 7 * 7, box_head_dim),
+            box_predictor=FastRCNNPredictor(box_head_dim, num_classes),
+            box_batch_size_per_image=box_batch_size_per_image, box_score_thresh=score_threshold,
+            box_detections_per_img=detections_per_image,
+            mask_roi_pool=mask_pool, mask_head=MaskRCNNHeads(channels, (mask_head_dim,) * 4, 1),
+            mask_predictor=MaskRCNNPredictor(mask_head_dim, mask_head_dim, num_classes))
+
+    @classmethod
+    def from_config(cls, cfg: DetectorConfig, *, num_classes: int, init_from: str | None = None) -> "ViTMaskRCNN":
+        """Build from a :class:`DetectorConfig`, loading encoder weights from ``init_from`` (None = scratch)."""
+        vit = build_backbone(encoder=cfg.encoder, out_indices=cfg.out_indices, img_size=cfg.img_size,
+                             drop_path_rate=cfg.drop_path_rate, init_from=init_from)
+        backbone = ViTDetBackbone(vit=vit, out_channels=cfg.pyramid_channels, scale_factors=cfg.scale_factors,
+                                  norm=cfg.pyramid_norm)
+        return cls(backbone=backbone, num_classes=num_classes, min_size=cfg.min_size, max_size=cfg.max_size,
+                   anchor_sizes=cfg.anchor_sizes, rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
+                   rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
+                   rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
+                   rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
+                   rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
+                   box_batch_size_per_image=cfg.box_batch_size_per_image, box_head_dim=cfg.box_head_dim,
+                   mask_head_dim=cfg.mask_head_dim, score_threshold=cfg.score_threshold,
+                   detections_per_image=cfg.detections_per_image)
+
+    def forward(self, batch: dict) -> dict:
+        device = next(self.parameters()).device
+        images = [im.to(device).float() / 255.0 for im in batch[RGB]]
+        # Only the ViT and pyramid (most of the compute) follow the caller's autocast; the RPN and RoI heads run
+        # in fp32 because bf16 resolves box coordinates to just 2-4 px between 256 and 1024 px.
+        autocast = torch.is_autocast_enabled(device.type)
+        self.detector.backbone.autocast_dtype = torch.get_autocast_dtype(device.type) if autocast else None
+        with torch.autocast(device.type, enabled=False):
+            if not self.training:
+                return {"detections": self.detector(images)}
+            if INSTANCES not in batch:
+                raise KeyError("training Mask R-CNN needs batch['instances'] (build batches with "
+                               "mask3d_vit.data.instances.InstanceCollate)")
+            targets = [{k: v.to(device) for k, v in t.items()} for t in batch[INSTANCES]]
+            for target in targets:
+                self._check_target(target)
+            losses = self.detector(images, targets)
+        return {"loss": sum(losses.values()), **losses}
+
+    def _check_target(self, target: dict) -> None:
+        labels = target["labels"]
+        if labels.numel() and (labels.min() < 1 or labels.max() >= self.num_classes):
+            raise ValueError(f"target labels {labels.unique().tolist()} fall outside 1..{self.num_classes - 1}; "
+                             f"the model was built for {self.num_classes} classes (background included)")
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Encoder blocks for layer-wise lr decay; the pyramid and heads match nothing and keep the full lr."""
+        return prefix_group_matcher(self.detector.backbone.vit.group_matcher(coarse), "detector.backbone.vit.")
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {f"detector.backbone.vit.{name}" for name in self.detector.backbone.vit.no_weight_decay()}
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.detector.backbone.vit.set_grad_checkpointing(enable)
+
+
+def draw_instances(image: np.ndarray | torch.Tensor, prediction: dict, class_set: ClassSet, *,
+                   score_threshold: float = 0.5, mask_threshold: float = 0.5, alpha: float = 0.5) -> np.ndarray:
+    """Draw detections (or ground-truth targets) on an image: filled masks, boxes and "class score" captions.
+
+    Args:
+        image: uint8 (H, W, 3) array or uint8 (3, H, W) tensor (a sample's ``rgb``).
+        prediction: ``boxes`` (N, 4) x0y0x1y1, ``labels`` (N,) class ids of ``class_set``, ``masks`` (N, 1, H, W)
+            or (N, H, W), probabilities or binary, and optionally ``scores`` (N,); a target dict without scores
+            is drawn whole.
+        class_set: gives the class names and colours.
+        score_threshold: detections scoring below this are not drawn.
+        mask_threshold: probability above which a pixel is inside a mask.
+        alpha: opacity of the mask fill.
+
+    Returns:
+        uint8 (H, W, 3).
+    """
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"image must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
+        canvas = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    else:
+        if image.dtype != torch.uint8 or image.ndim != 3 or image.shape[0] != 3:
+            raise ValueError(f"image must be a uint8 (3, H, W) tensor, got {image.dtype} {tuple(image.shape)}")
+        canvas = image
+    canvas = canvas.cpu()
+    labels = prediction["labels"].cpu()
+    scores = prediction.get("scores")
+    keep = scores.cpu() >= score_threshold if scores is not None else torch.ones(len(labels), dtype=torch.bool)
+    masks = prediction["masks"].cpu()
+    masks = (masks[:, 0] if masks.ndim == 4 else masks)[keep]
+    masks = masks > mask_threshold if masks.is_floating_point() else masks.bool()
+    labels, boxes = labels[keep], prediction["boxes"].cpu()[keep]
+    if masks.shape[-2:] != canvas.shape[-2:]:
+        raise ValueError(f"masks are {tuple(masks.shape[-2:])} but the image is {tuple(canvas.shape[-2:])}")
+    if labels.numel() and int(labels.max()) >= len(class_set.names):
+        raise ValueError(f"label {int(labels.max())} is not in class set {class_set.name!r} "
+                         f"({len(class_set.names)} ids)")
+    colours = [tuple(int(c) for c in class_set.palette[i]) for i in labels.tolist()]
+    captions = [class_set.names[i] for i in labels.tolist()]
+    if scores is not None:
+        captions = [f"{name} {score:.2f}" for name, score in zip(captions, scores.cpu()[keep].tolist())]
+    if len(labels):
+        canvas = draw_segmentation_masks(canvas, masks, alpha=alpha, colors=colours)
+        canvas = draw_bounding_boxes(canvas, boxes, labels=captions, colors=colours, width=2)
+    return canvas.permute(1, 2, 0).numpy().copy()

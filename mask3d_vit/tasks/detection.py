@@ -1,0 +1,206 @@
+"""``mask3d-vit finetune det``: instance segmentation and object detection with Mask R-CNN on the pre-trained ViT.
+
+The colour ViT (from a Mask3D or MAE-RGB run, an exported backbone, an ImageNet MAE / timm checkpoint, or scratch)
+becomes a ViTDet backbone under torchvision's Mask R-CNN (:mod:`mask3d_vit.models.detection`) and is fine-tuned with
+layer-wise lr decay::
+
+    mask3d-vit finetune det --config det_synth_tiny --out runs/det_m3d --init-from runs/m3d
+    mask3d-vit finetune det --config det_scannet_base --out runs/det_scannet --init-from m3d_base.safetensors \\
+        "data.sources=[{format: scannet, root: /data/scannet_frames}]"
+
+Several GPUs (``train.batch_size`` stays the global batch)::
+
+    torchrun --nproc_per_node 8 -m mask3d_vit finetune det --config det_scannet_base --init-from m3d.safetensors
+
+Data: any labelled source of ``data.sources`` with instance maps (SynthRooms, NYUv2, ScanNet frames, frames
+folders); instances of stuff classes and fragments below ``min_area`` pixels are not targets
+(:mod:`mask3d_vit.data.instances`). A COCO-format json replaces them when ``coco.train_json`` is set.
+
+A run directory holds ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``figures/`` (ground truth | detections),
+``checkpoints/`` and the latest evaluation as ``eval_<split>.json`` and ``eval_<split>.md`` (per-class AP table).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import ConfigError, load_config, to_dict
+from ..data.build import DataConfig, build_dataset, class_set_of
+from ..data.classes import ClassSet, get_class_set
+from ..data.instances import DEFAULT_MIN_AREA, INSTANCES, CocoInstances, InstanceCollate, thing_class_ids
+from ..data.sample import RGB
+from ..engine import distributed as D
+from ..engine.checkpoint import load_latest
+from ..engine.data import seed_all
+from ..engine.launch import add_run_arguments, setup_run
+from ..engine.optim import OptimConfig
+from ..engine.trainer import TrainConfig, Trainer
+from ..eval.detection import DetectionEvaluator
+from ..io import write_png
+from ..models.detection import DetectorConfig, ViTMaskRCNN, draw_instances
+
+TASK = "det"
+DEFAULT_RECIPE = "det_synth_tiny"
+
+
+@dataclass
+class CocoConfig:
+    """COCO-format instance files; when ``train_json`` is set they replace ``data.sources``."""
+    train_json: str = ""
+    train_images: str = ""       # folder the train json's file names are relative to
+    val_json: str = ""           # "" = evaluate on the training json
+    val_images: str = ""
+
+
+@dataclass
+class DetEvalConfig:
+    """How the detector is evaluated during and after training."""
+    split: str = "val"
+    batch_size: int = 4          # per process
+    max_images: int = 0          # 0 = the whole split
+
+
+@dataclass
+class DetectionConfig:
+    """A detection / instance-segmentation run: data, model, loop, optimizer, evaluation and target rules."""
+    task: str = TASK              # marks the run's checkpoints as detection ones (for predict)
+    data: DataConfig = field(default_factory=DataConfig)
+    coco: CocoConfig = field(default_factory=CocoConfig)
+    model: DetectorConfig = field(default_factory=DetectorConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: DetEvalConfig = field(default_factory=DetEvalConfig)
+    min_area: int = DEFAULT_MIN_AREA       # instances with fewer pixels are not targets
+    stuff_classes: list[str] | None = None  # classes that never form instances; None = the class set's default
+    init_from: str = ""           # backbone weights to start from (set by --init-from); "" = scratch
+    class_set: str = ""           # the label space, filled in at the start of a run so predict needs no data
+    class_names: list[str] = field(default_factory=list)  # its names, "unlabeled" first (filled in likewise)
+
+
+def run_class_set(cfg: DetectionConfig) -> ClassSet:
+    """The label space of the run's stored config (after :func:`resolve_classes`)."""
+    if not cfg.class_names:
+        raise ConfigError("detection config has no class_names; resolve them from the data (resolve_classes)")
+    return ClassSet(cfg.class_set, tuple(cfg.class_names))
+
+
+def resolve_classes(cfg: DetectionConfig, coco_train: CocoInstances | None = None) -> DetectionConfig:
+    """``cfg`` with ``class_set`` / ``class_names`` read from its data, checked against values already stored."""
+    found = coco_train.class_set if coco_train is not None else get_class_set(class_set_of(cfg.data))
+    if cfg.class_names and (cfg.class_set, tuple(cfg.class_names)) != (found.name, found.names):
+        raise ConfigError(f"class_set={cfg.class_set!r} ({len(cfg.class_names)} names) but the data is labelled "
+                          f"in {found.name!r} ({len(found.names)} names); a model predicts one label space")
+    return dataclasses.replace(cfg, class_set=found.name, class_names=list(found.names))
+
+
+def build_model(cfg: DetectionConfig, *, load_init: bool = True) -> ViTMaskRCNN:
+    """The run's model for its resolved classes; ``load_init=False`` skips ``cfg.init_from`` (weights restored from
+    a checkpoint)."""
+    init_from = cfg.init_from if load_init and cfg.init_from else None
+    return ViTMaskRCNN.from_config(cfg.model, num_classes=len(run_class_set(cfg).names), init_from=init_from)
+
+
+class DetectionFigure:
+    """``visualizer(model, batch, path)``: one row per frame (at most 4), ground truth | detections scoring >= 0.5.
+
+    Args:
+        class_set: names and colours of the classes.
+    """
+
+    def __init__(self, class_set: ClassSet):
+        self.class_set = class_set
+
+    def __call__(self, model: ViTMaskRCNN, batch: dict, path: Path) -> None:
+        detections = model(batch)["detections"]
+        rows = []
+        for rgb, target, pred in list(zip(batch[RGB], batch[INSTANCES], detections))[:4]:
+            rows.append(np.concatenate([draw_instances(rgb, target, self.class_set),
+                                        draw_instances(rgb, pred, self.class_set)], axis=1))
+        width = max(r.shape[1] for r in rows)
+        rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]  # frames may differ in size
+        write_png(path, np.concatenate(rows, axis=0))
+
+
+def build_datasets(cfg: DetectionConfig) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset,
+                                                  CocoInstances | None]:
+    """(training set, evaluation set, the COCO training reader when ``coco.train_json`` is used)."""
+    if cfg.coco.train_json:
+        coco = cfg.coco
+        train_set = CocoInstances(coco.train_json, coco.train_images, min_area=cfg.min_area)
+        val_set = (CocoInstances(coco.val_json, coco.val_images or coco.train_images, min_area=cfg.min_area)
+                   if coco.val_json else train_set)
+        if val_set.class_set.names != train_set.class_set.names:
+            raise ConfigError(f"{coco.val_json} and {coco.train_json} list different categories")
+        return train_set, val_set, train_set
+    train_set = build_dataset(cfg.data, split="train", train=True, require_labels=True, require_instances=True)
+    val_set = build_dataset(cfg.data, split=cfg.eval.split, train=False, require_labels=True, require_instances=True)
+    return train_set, val_set, None
+
+
+def run_detection(cfg: DetectionConfig, run_dir: str | Path, *, resume: str | None = None) -> dict:
+    """Fine-tune Mask R-CNN as ``cfg`` says into ``run_dir``.
+
+    Returns:
+        The final logged losses and evaluation metrics (percent): ``eval/box_AP``, ``eval/box_AP50``,
+        ``eval/box_AP75``, the same for ``mask_``, and ``eval/box_AP/<class>``, ``eval/mask_AP/<class>``.
+    """
+    run_dir = Path(run_dir)
+    train_set, val_set, coco_train = build_datasets(cfg)
+    cfg = resolve_classes(cfg, coco_train)
+    class_set = run_class_set(cfg)
+    things = thing_class_ids(class_set, cfg.stuff_classes)
+    collate = InstanceCollate(thing_ids=things, min_area=cfg.min_area)
+    # Initial weights are loaded even when resuming: a resumed checkpoint overwrites them, and "--resume auto"
+    # on a run without checkpoints must start from them.
+    seed_all(cfg.train.seed)
+    model = build_model(cfg)
+    trainer = Trainer(model, train_set, train=cfg.train, optim=cfg.optim, run_dir=run_dir, config=to_dict(cfg),
+                      visualizer=DetectionFigure(class_set), collate_fn=collate)
+    trainer.evaluator = evaluator = DetectionEvaluator(
+        val_set, collate_fn=collate, class_names=class_set.names, thing_ids=things, batch_size=cfg.eval.batch_size,
+        max_images=cfg.eval.max_images, split=cfg.eval.split, out_dir=run_dir)
+    result = trainer.fit(resume=resume)
+    if D.is_main():
+        print(evaluator.table, flush=True)
+    return result
+
+
+def load_detection_model(path: str | Path) -> tuple[ViTMaskRCNN, DetectionConfig, Path]:
+    """Rebuild a fine-tuned detector from a run directory (its newest good checkpoint) or a checkpoint file.
+
+    Returns:
+        (model in eval mode on the CPU, the run config, the checkpoint file used); the class set is
+        :func:`run_class_set` of the config.
+    """
+    ckpt, state = load_latest(path)
+    stored = state.get("config")
+    if not isinstance(stored, dict) or stored.get("task") != TASK:
+        raise ConfigError(f"{ckpt}: not a detection checkpoint (its config's task is "
+                          f"{stored.get('task') if isinstance(stored, dict) else None!r}, expected {TASK!r})")
+    cfg = load_config(DetectionConfig, None, base=stored)
+    model = build_model(cfg, load_init=False)
+    model.load_state_dict(state["model"])
+    return model.eval(), cfg, ckpt
+
+
+def _main(args: argparse.Namespace) -> None:
+    cfg, run_dir = setup_run(args, DetectionConfig)
+    result = run_detection(cfg, run_dir, resume=args.resume)
+    if D.is_main():
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.items()) if "_AP/" not in k)
+        print(f"done: {run_dir} ({shown})", flush=True)
+    D.cleanup()
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``det`` on ``subparsers`` (the task choices of ``mask3d-vit finetune``)."""
+    p = subparsers.add_parser(TASK, help="instance segmentation and detection: Mask R-CNN on the ViT",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_run_arguments(p, DEFAULT_RECIPE)
+    p.set_defaults(func=_main)
+    return p
