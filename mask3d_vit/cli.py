@@ -11,13 +11,15 @@ import os
 import sys
 
 from . import __version__
-from .engine.checkpoint import CheckpointError
 
 # (module, registration function): the order is the order of `mask3d-vit --help`.
 COMMANDS = (
     ("mask3d_vit.demo", "add_parser"),
     ("mask3d_vit.data.synthrooms", "add_parser"),
+    ("mask3d_vit.data.cli", "add_parser"),
     ("mask3d_vit.tasks.pretrain", "add_parser"),
+    ("mask3d_vit.tasks.finetune", "add_parser"),
+    ("mask3d_vit.tasks.predict", "add_parser"),
     ("mask3d_vit.models.weights", "add_export_parser"),
 )
 
@@ -39,14 +41,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        args.func(args)
+        code = args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError, CheckpointError) as e:
+    except (ValueError, OSError) as e:
         # Bad input and unusable files end in one readable line; MASK3D_DEBUG=1 shows the traceback instead.
         if os.environ.get("MASK3D_DEBUG"):
             raise
         print(f"mask3d-vit {args.command}: error: {e}", file=sys.stderr)
         return 1
-    return 0
+    return code or 0

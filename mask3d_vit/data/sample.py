@@ -11,7 +11,7 @@ key            type, shape                  meaning
 ``label``      int64 (H, W), optional       semantic class id in the dataset's class set; 0 = unlabeled
 ``instance``   int64 (H, W), optional       instance id, unique within the frame; 0 = no instance
 ``intrinsics`` float32 (4,)                 fx, fy, cx, cy in pixels at this resolution
-``frame_id``   str                          stable name of the frame, e.g. ``"synthrooms/s0/000017"``
+``frame_id``   str                          stable name of the frame, e.g. ``"synthrooms-s0-000017"``
 =============  ===========================  ==============================================================
 
 Models must still treat ``depth`` defensively (NaN, inf, negatives): :func:`depth_validity` is the single

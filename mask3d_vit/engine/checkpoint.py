@@ -21,7 +21,7 @@ CKPT_DIR = "checkpoints"
 _STEP = re.compile(r"^step_(\d+)\.pt$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and the reason."""
 
 
@@ -48,18 +48,25 @@ def save_checkpoint(state: dict, run_dir: str | Path, step: int, keep: int = 3) 
     return path
 
 
+def safe_torch_load(path: str | Path):
+    """``torch.load`` onto the CPU with ``weights_only=True``; every failure names the file and the reason."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path}: refused: the file needs arbitrary unpickling, which could run code; only "
+                              f"tensors and plain data are loaded (torch.load weights_only=True). Re-save its state "
+                              f"dict alone (torch.save(model.state_dict(), path)) or convert it to .safetensors. "
+                              f"Detail: {str(e)[:300]}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise CheckpointError(f"{path}: truncated or corrupt file ({type(e).__name__}: {e})") from None
+
+
 def load_checkpoint(path: str | Path) -> dict:
     """Load a checkpoint safely onto the CPU; raises :class:`CheckpointError` naming the file and the problem."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: refused: the file needs arbitrary unpickling, which could run code. Only "
-                              f"tensors and plain data are loaded (weights_only=True). Detail: {str(e)[:300]}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({type(e).__name__}: {e})") from None
+    state = safe_torch_load(path)
     if not isinstance(state, dict) or "model" not in state:
         raise CheckpointError(f"{path}: not a mask3d-vit checkpoint (no 'model' entry)")
     return state

@@ -30,6 +30,14 @@ def seeded_rng(seed: int):
         torch.random.set_rng_state(states[2])
 
 
+def seed_all(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices). torch seeds itself randomly per process, so a task calls this
+    before building its model to make initial weights reproducible."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 class SeededDataset(Dataset):
     """Wraps a dataset so sample ``index`` of ``epoch`` is augmented identically in any worker, on any run."""
 

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed as D
 from .checkpoint import CheckpointError, list_checkpoints, load_latest, save_checkpoint
-from .data import ResumableSampler, SeededDataset, make_loader
+from .data import ResumableSampler, SeededDataset, make_loader, seed_all
 from .logger import RunLogger
 from .optim import OptimConfig, build_optimizer, lr_at, set_lr
 
@@ -139,11 +139,8 @@ class Trainer:
                              f"{train.batch_size}; lower train.batch_size or add data")
         self.total_steps = train.epochs * self.steps_per_epoch
 
-        # Every rank masks differently but reproducibly; seed before the model is built by the caller is the
-        # caller's business, this seed governs training-time randomness.
-        torch.manual_seed(train.seed + self.rank)
-        random.seed(train.seed + self.rank)
-        np.random.seed(train.seed + self.rank)
+        # Training-time randomness (masks, dropout): reproducible, and different on every rank.
+        seed_all(train.seed + self.rank)
 
         from ..models.vit import set_attention_backend
         set_attention_backend(model, self.device)
@@ -151,6 +148,9 @@ class Trainer:
             if not hasattr(model, "set_grad_checkpointing"):
                 raise ValueError(f"train.grad_checkpointing=true but {type(model).__name__} does not support it")
             model.set_grad_checkpointing(True)
+        if self.world > 1 and self.device.type == "cuda":
+            # Per-GPU batches are small; BatchNorm heads (UperNet) need statistics over the global batch.
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(self.device)
         self.optimizer = build_optimizer(self.model, optim)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")

@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +38,7 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 
-from ..engine.checkpoint import load_latest
+from ..engine.checkpoint import load_latest, safe_torch_load
 from ..io import atomic_write
 from .vit import TIMM_NAMES, build_encoder
 
@@ -112,15 +110,7 @@ def read_weights(path: str | Path) -> tuple[dict, dict]:
             return safetensors.torch.load_file(str(path), device="cpu"), metadata
         except safetensors.SafetensorError as e:
             raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ValueError(f"{path}: refused: the file needs arbitrary unpickling, which could run code; only tensors "
-                         f"and plain data are loaded (torch.load weights_only=True). Re-save its state dict alone "
-                         f"(torch.save(model.state_dict(), path)) or convert it to .safetensors. "
-                         f"Detail: {str(e)[:300]}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: not a readable torch weights file ({type(e).__name__}: {e})") from None
+    content = safe_torch_load(path)
     if not isinstance(content, dict):
         raise ValueError(f"{path}: expected a state dict or a checkpoint dict, got {type(content).__name__}")
     return content, {}

@@ -19,7 +19,7 @@ import torch
 from ..config import to_dict
 from ..data.build import DataConfig, build_dataset
 from ..engine import distributed as D
-from ..engine.data import seeded_rng
+from ..engine.data import seed_all, seeded_rng
 from ..engine.launch import add_run_arguments, setup_run
 from ..engine.optim import OptimConfig
 from ..engine.trainer import TrainConfig, Trainer
@@ -85,6 +85,7 @@ def build_model(cfg: PretrainConfig) -> Mask3D:
 def run_pretrain(cfg: PretrainConfig, run_dir: str | Path, resume: str | None = None) -> dict:
     """Pre-train as ``cfg`` says into ``run_dir``; returns the final logged losses and validation metrics."""
     run_dir = Path(run_dir)
+    seed_all(cfg.train.seed)
     model = build_model(cfg)
     train_set = build_dataset(cfg.data, split="train", train=True)
     trainer = Trainer(model, train_set, train=cfg.train, optim=cfg.optim, run_dir=run_dir, config=to_dict(cfg),

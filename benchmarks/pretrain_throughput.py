@@ -1,0 +1,198 @@
+"""Pre-training step throughput and peak memory: mask3d-vit against Hugging Face ``ViTMAEForPreTraining``.
+
+Both models get the same ViT-Tiny encoder (192-d, 12 blocks, 3 heads), the same decoder (128-d, 2 blocks, 4 heads),
+the same image size and colour mask ratio, and run in this one process, one after the other, in fp32 and in bf16
+autocast. A step is forward + backward + AdamW. Ours does more work (a depth branch with its own masked tokens that
+also enter the decoder) and should still be faster. The matmul peak measured in the same run tells how much of the
+machine each step uses.
+
+    pip install -e '.[bench]'          # transformers, only for this benchmark
+    python benchmarks/pretrain_throughput.py [--size 128] [--batch 32] [--rounds 5] [--device cpu|cuda]
+
+Timing: all models are built first, then timed in interleaved rounds in this process (median round reported).
+Peak memory: each model runs a few steps in a fresh interpreter (peak RSS on CPU, peak allocated on CUDA).
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from mask3d_vit.models.mask3d import Mask3D
+from mask3d_vit.models.vit import set_attention_backend
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _reset_peak(device) -> int:
+    """Reset the peak-memory counter; returns the current usage in bytes (the baseline)."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.memory_allocated()
+    Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM (peak RSS) to the current RSS
+    return _status_kb("VmRSS") * 1024
+
+
+def _peak(device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated()
+    return _status_kb("VmHWM") * 1024
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def ours(size: int, batch: int, device: torch.device):
+    model = Mask3D(encoder="vit_tiny_patch16", img_size=(size, size), objective="depth", rgb_mask_ratio=0.75,
+                   depth_mask_ratio=0.75, decoder_dim=128, decoder_depth=2, decoder_heads=4).to(device)
+    set_attention_backend(model, device)
+    g = torch.Generator().manual_seed(0)
+    batch_dict = {"rgb": torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g).to(device),
+                  "depth": (torch.rand(batch, 1, size, size, generator=g) * 5 + 0.5).to(device)}
+    return model, lambda: model(batch_dict)["loss"]
+
+
+def huggingface(size: int, batch: int, device: torch.device, attn: str):
+    from transformers import ViTMAEConfig, ViTMAEForPreTraining
+    cfg = ViTMAEConfig(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768,
+                       image_size=size, patch_size=16, mask_ratio=0.75, decoder_hidden_size=128,
+                       decoder_num_hidden_layers=2, decoder_num_attention_heads=4, decoder_intermediate_size=512,
+                       norm_pix_loss=True, attn_implementation=attn)
+    model = ViTMAEForPreTraining(cfg).to(device)
+    pixels = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    return model, lambda: model(pixel_values=pixels).loss
+
+
+MODELS = {
+    "mask3d-vit (rgb+depth)": lambda size, batch, device: ours(size, batch, device),
+    "HF ViTMAE (sdpa)": lambda size, batch, device: huggingface(size, batch, device, "sdpa"),
+    "HF ViTMAE (eager)": lambda size, batch, device: huggingface(size, batch, device, "eager"),
+}
+
+
+def make_step(name: str, args, device, precision: str):
+    model, loss_fn = MODELS[name](args.size, args.batch, device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = loss_fn()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
+def peak_memory_mb(name: str, args, precision: str) -> float:
+    """Peak memory of a few steps, measured in a fresh interpreter so no other model's freed memory is reused."""
+    cmd = [sys.executable, __file__, "--memory-of", name, "--precision", precision, "--size", str(args.size),
+           "--batch", str(args.batch), "--device", args.device]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def _memory_child(args) -> None:
+    device = torch.device(args.device)
+    base = _reset_peak(device)
+    step = make_step(args.memory_of, args, device, args.precision)
+    for _ in range(3):
+        step()
+    print((_peak(device) - base) / 2**20)
+
+
+def compare(args, device, precision: str) -> dict[str, dict]:
+    """Time every model on interleaved rounds (the median round wins), so load on a shared machine hits all alike."""
+    steps = {name: make_step(name, args, device, precision) for name in MODELS}
+    flops = {}
+    for name, step in steps.items():
+        with FlopCounterMode(display=False) as counter:
+            step()
+        flops[name] = counter.get_total_flops()
+        step()
+    times = {name: [] for name in MODELS}
+    for _ in range(args.rounds):
+        for name, step in steps.items():
+            _sync(device)
+            t = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            _sync(device)
+            times[name].append((time.perf_counter() - t) / args.steps)
+    out = {}
+    for name in MODELS:
+        seconds = statistics.median(times[name])
+        out[name] = {"img_per_s": args.batch / seconds, "step_ms": seconds * 1e3, "gflop_per_step": flops[name] / 1e9,
+                     "achieved_gflops": flops[name] / seconds / 1e9,
+                     "peak_mem_mb": peak_memory_mb(name, args, precision)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=3, help="steps per timed round")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (median reported)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    if args.memory_of:
+        return _memory_child(args)
+    device = torch.device(args.device)
+    peaks = {p: matmul_gflops(device, torch.float32 if p == "fp32" else torch.bfloat16) for p in ("fp32", "bf16")}
+    print(f"device {device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
+          f"torch {torch.__version__}, ViT-Tiny @ {args.size}px, batch {args.batch}, mask 0.75, decoder 128x2")
+    print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    print(f"{'precision':9} {'model':26} {'img/s':>8} {'ms/step':>8} {'GFLOP/step':>10} {'GFLOP/s':>8} "
+          f"{'% peak':>7} {'peak MB':>8}")
+    rows = []
+    for precision in ("fp32", "bf16"):
+        results = compare(args, device, precision)
+        for name, r in results.items():
+            print(f"{precision:9} {name:26} {r['img_per_s']:8.1f} {r['step_ms']:8.1f} {r['gflop_per_step']:10.1f} "
+                  f"{r['achieved_gflops']:8.1f} {100 * r['achieved_gflops'] / peaks[precision]:6.1f}% "
+                  f"{r['peak_mem_mb']:8.0f}")
+            rows.append({"precision": precision, "model": name, **r})
+        best_hf = max((r for n, r in results.items() if n.startswith("HF")), key=lambda r: r["img_per_s"])
+        ours_r = results["mask3d-vit (rgb+depth)"]
+        print(f"{precision}: ours / best HF = {ours_r['img_per_s'] / best_hf['img_per_s']:.2f}x img/s, "
+              f"{ours_r['peak_mem_mb'] / best_hf['peak_mem_mb']:.2f}x peak memory", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"matmul_gflops": peaks, "rows": rows, "args": vars(args)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
