@@ -72,10 +72,10 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def ours(size: int, batch: int, device: torch.device):
+def ours(size: int, batch: int, device: torch.device, precision: str):
     model = Mask3D(encoder="vit_tiny_patch16", img_size=(size, size), objective="depth", rgb_mask_ratio=0.75,
                    depth_mask_ratio=0.75, decoder_dim=128, decoder_depth=2, decoder_heads=4).to(device)
-    set_attention_backend(model, device)
+    set_attention_backend(model, device, precision)
     g = torch.Generator().manual_seed(0)
     batch_dict = {"rgb": torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g).to(device),
                   "depth": (torch.rand(batch, 1, size, size, generator=g) * 5 + 0.5).to(device)}
@@ -94,14 +94,14 @@ def huggingface(size: int, batch: int, device: torch.device, attn: str):
 
 
 MODELS = {
-    "mask3d-vit (rgb+depth)": lambda size, batch, device: ours(size, batch, device),
-    "HF ViTMAE (sdpa)": lambda size, batch, device: huggingface(size, batch, device, "sdpa"),
-    "HF ViTMAE (eager)": lambda size, batch, device: huggingface(size, batch, device, "eager"),
+    "mask3d-vit (rgb+depth)": lambda size, batch, device, precision: ours(size, batch, device, precision),
+    "HF ViTMAE (sdpa)": lambda size, batch, device, precision: huggingface(size, batch, device, "sdpa"),
+    "HF ViTMAE (eager)": lambda size, batch, device, precision: huggingface(size, batch, device, "eager"),
 }
 
 
 def make_step(name: str, args, device, precision: str):
-    model, loss_fn = MODELS[name](args.size, args.batch, device)
+    model, loss_fn = MODELS[name](args.size, args.batch, device, precision)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
 
     def step():

@@ -143,7 +143,7 @@ class Trainer:
         seed_all(train.seed + self.rank)
 
         from ..models.vit import set_attention_backend
-        set_attention_backend(model, self.device)
+        set_attention_backend(model, self.device, self.precision)
         if train.grad_checkpointing:
             if not hasattr(model, "set_grad_checkpointing"):
                 raise ValueError(f"train.grad_checkpointing=true but {type(model).__name__} does not support it")

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from timm.layers import PatchEmbed, build_sincos2d_pos_embed, resample_abs_pos_embed
 from timm.models.vision_transformer import Block, VisionTransformer, init_weights_vit_timm
+import torch.nn.functional as F
 from torch import nn
 
 from ..data.sample import DEPTH, RGB, VALID, depth_validity
@@ -39,7 +40,7 @@ from .vit import build_encoder, check_image, normalize_rgb
 
 __all__ = [
     "OBJECTIVES", "DEPTH_TARGETS", "LOSSES", "LOSS_REGIONS", "Mask3DConfig", "Mask3D", "DepthBranch",
-    "random_masking", "take_tokens", "patchify", "unpatchify", "sincos_pos_embed",
+    "random_masking", "take_tokens", "patchify", "unpatchify", "embed_visible", "sincos_pos_embed",
     "mask3d_vit_tiny_patch16_dec128d2b", "mask3d_vit_small_patch16_dec128d2b",
     "mask3d_vit_base_patch16_dec512d8b", "mask3d_vit_large_patch16_dec512d8b",
 ]
@@ -126,6 +127,18 @@ def unpatchify(patches: torch.Tensor, patch_size: int, grid: tuple[int, int]) ->
     return x.permute(0, 5, 1, 3, 2, 4).reshape(b, c, gh * p, gw * p)
 
 
+def embed_visible(patch_embed: PatchEmbed, images: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Patch-embed only the visible patches: ``images (B, C, H, W)``, ``keep (B, K)`` -> ``(B, K, D)``.
+
+    The same linear map as the patch embedding's strided convolution, applied to the gathered pixels of the kept
+    patches only, so a 75 % mask skips 75 % of the embedding work (forward and backward).
+    """
+    p = patch_embed.patch_size[0]
+    w = patch_embed.proj.weight  # (D, C, p, p) -> (D, p * p * C) in patchify's (row, col, channel) order
+    weight = w.permute(0, 2, 3, 1).reshape(w.shape[0], -1)
+    return patch_embed.norm(F.linear(take_tokens(patchify(images, p), keep), weight, patch_embed.proj.bias))
+
+
 def sincos_pos_embed(grid: tuple[int, int], dim: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
     """Fixed 2D sin-cos position embedding of a ``grid = (h, w)`` patch grid: ``(h * w, dim)``, raster order.
 
@@ -164,10 +177,10 @@ class DepthBranch(nn.Module):
 
     def forward(self, depth: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """``depth: (B, 1, H, W)`` normalised, 0 = invalid; ``keep: (B, K)`` visible patches -> ``(B, K, dim)``."""
-        x = self.patch_embed(depth)
         grid = (depth.shape[-2] // self.patch_size, depth.shape[-1] // self.patch_size)
-        x = x + sincos_pos_embed(grid, x.shape[-1], device=x.device, dtype=x.dtype)
-        return self.norm(self.blocks(take_tokens(x, keep)))
+        pos = sincos_pos_embed(grid, self.patch_embed.proj.out_channels, device=depth.device, dtype=depth.dtype)
+        x = embed_visible(self.patch_embed, depth, keep) + pos[keep]
+        return self.norm(self.blocks(x))
 
 
 class Mask3D(nn.Module):
@@ -288,11 +301,11 @@ class Mask3D(nn.Module):
             ``(B, 1 + K, D)``: class token, then the encoded visible patches.
         """
         enc = self.encoder
-        x = enc.patch_embed(normalize_rgb(rgb))  # (B, h, w, D): dynamic_img_size keeps the grid for resampling
-        b, h, w, d = x.shape
+        b = rgb.shape[0]
+        h, w = rgb.shape[-2] // self.patch_size, rgb.shape[-1] // self.patch_size
         pos = resample_abs_pos_embed(enc.pos_embed, new_size=(h, w), old_size=enc.patch_embed.grid_size,
                                      num_prefix_tokens=1)
-        x = take_tokens(x.reshape(b, h * w, d) + pos[:, 1:], keep)
+        x = embed_visible(enc.patch_embed, normalize_rgb(rgb), keep) + pos[0, 1:][keep]
         cls = (enc.cls_token + pos[:, :1]).expand(b, -1, -1)
         x = enc.norm_pre(enc.pos_drop(torch.cat([cls, x], dim=1)))
         return enc.norm(enc.blocks(x))

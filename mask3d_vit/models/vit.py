@@ -121,14 +121,19 @@ def normalize_rgb(rgb: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
-def set_attention_backend(module: nn.Module, device: str | torch.device) -> None:
-    """Choose the attention kernel of every timm attention layer in ``module`` for ``device``.
+def set_attention_backend(module: nn.Module, device: str | torch.device, precision: str = "bf16") -> None:
+    """Choose the attention kernel of every timm attention layer in ``module`` for ``device`` and ``precision``.
 
-    Fused ``scaled_dot_product_attention`` is fastest on CUDA, but on CPU its bf16 backward is about 2.6x slower
-    than plain ``softmax(q k^T) v`` matmuls (docs/cpu-performance.md), so every other device gets the explicit path.
-    Call it after moving the model; it does not change any weights.
+    Fused ``scaled_dot_product_attention`` is fastest on CUDA and for fp32 on CPU, but on CPU its bf16 backward is
+    about 2.6x slower than plain ``softmax(q k^T) v`` matmuls (docs/cpu-performance.md), so low-precision CPU
+    training gets the explicit path. It changes no weights.
+
+    Args:
+        module: a model holding timm attention layers.
+        device: where it runs.
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (the engine's resolved precision).
     """
-    fused = torch.device(device).type == "cuda"
+    fused = torch.device(device).type == "cuda" or precision == "fp32"
     for m in module.modules():
         if hasattr(m, "fused_attn"):
             m.fused_attn = fused
