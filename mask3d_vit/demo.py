@@ -1,44 +1,161 @@
 """``mask3d-vit demo``: the whole method on SynthRooms, on a laptop, with nothing to download.
 
-Renders SynthRooms frames on the fly, pre-trains a ViT-Tiny with the Mask3D objective (reconstruct dense depth from
-25 % of the colour patches and 25 % of the depth patches), and writes the reconstruction figure and the loss curve.
-About 10 minutes on 2 CPU cores; ``--quick`` about 2.
+1. Pre-train a ViT-Tiny twice at the same budget on SynthRooms frames rendered on the fly: with the Mask3D objective
+   (reconstruct dense depth from 25 % of the colour patches and 25 % of the depth patches) and with the MAE-RGB
+   objective (reconstruct the hidden colour patches).
+2. From {scratch, MAE-RGB, Mask3D}: fine-tune semantic segmentation (UperNet on a simple feature pyramid, NYU13
+   classes) and train a linear depth probe on the frozen backbone.
+3. Print and save a markdown table (mIoU, pixel accuracy, depth-probe AbsRel and delta1, wall time) and figures:
+   reconstructions, both loss curves, and segmentation predictions next to the ground truth.
+
+About 10 minutes on 2 CPU cores; ``--quick`` about 2. The table shows whatever the runs produce: at this size,
+differences between rows are small and noisy (one seed); ``benchmarks/transfer.py`` runs the multi-seed protocol.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import load_config, save_config
+import numpy as np
+import torch
+
+from .config import load_config, save_config, to_dict
+from .data.build import build_dataset
+from .data.classes import get_class_set
 from .engine.logger import read_metrics
+from .io import write_json, write_png, write_text
+from .tasks.finetune import FinetuneConfig, load_dense_model, run_finetune
 from .tasks.pretrain import PretrainConfig, run_pretrain
-from .viz import loss_curve
+from .viz import loss_curve, overlay_labels
 
 DEMO_RECIPE = "demo"
-QUICK = ["data.sources=[{format: synthrooms, num_frames: 256, seed: 0}]", "train.epochs=6", "val_batches=2"]
+# --quick: the same pipeline on fewer frames and epochs (about 2 minutes on 2 cores).
+QUICK = ["pretrain.data.sources=[{format: synthrooms, num_frames: 256, seed: 0}]", "pretrain.train.epochs=5",
+         "pretrain.val_batches=2", "seg.data.sources=[{format: synthrooms, num_frames: 128, seed: 0}]",
+         "seg.train.epochs=4", "seg.eval.max_images=64",
+         "depth_probe.data.sources=[{format: synthrooms, num_frames: 128, seed: 0}]", "depth_probe.train.epochs=3",
+         "depth_probe.eval.max_images=64"]
+OBJECTIVE_NAMES = {"depth": "Mask3D", "rgb": "MAE-RGB", "rgb+depth": "RGB+depth"}
 
 
-def run_demo(out: Path, quick: bool = False, overrides: list[str] = ()) -> dict:
-    """Run the demo into ``out``; returns paths of what it wrote and the final losses."""
-    t0 = time.time()
-    cfg = load_config(PretrainConfig, DEMO_RECIPE, (QUICK if quick else []) + list(overrides))
-    run_dir = out / "pretrain-mask3d"
-    save_config(cfg, run_dir / "config.yaml")
-    print(f"[demo] pre-training {cfg.model.encoder} with the Mask3D objective on "
-          f"{cfg.data.sources[0].num_frames} SynthRooms frames at {cfg.data.size[0]}x{cfg.data.size[1]}, "
-          f"{cfg.train.epochs} epochs", flush=True)
-    result = run_pretrain(cfg, run_dir)
-    curve = loss_curve(read_metrics(run_dir), out / "loss_curve.png", title="Mask3D pre-training on SynthRooms")
-    figures = sorted((run_dir / "figures").glob("*.png"))
-    minutes = (time.time() - t0) / 60
-    print(f"[demo] done in {minutes:.1f} min", flush=True)
-    print(f"[demo] reconstruction figure: {figures[-1] if figures else 'none'}")
-    print(f"[demo] loss curve:            {curve}")
-    print(f"[demo] checkpoints:           {run_dir / 'checkpoints'}")
-    print(f"[demo] final losses: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(result.items())
-                                              if k.startswith(("loss", "eval/"))))
-    return {"run_dir": run_dir, "figure": figures[-1] if figures else None, "loss_curve": curve, **result}
+@dataclass
+class DemoConfig:
+    """The demo's runs: one pre-training recipe run per objective, then the same transfer recipes per backbone."""
+    objectives: list[str] = field(default_factory=lambda: ["depth", "rgb"])
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    seg: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(task="seg"))
+    depth_probe: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(task="depth"))
+
+
+def run_demo(out: str | Path, *, quick: bool = False, overrides: list[str] = ()) -> dict:
+    """Run the demo into ``out``; returns the table rows and the paths of what it wrote."""
+    out = Path(out)
+    t_start = time.time()
+    cfg = load_config(DemoConfig, DEMO_RECIPE, (QUICK if quick else []) + list(overrides))
+    save_config(cfg, out / "demo_config.yaml")
+    p = cfg.pretrain
+    print(f"[demo] {p.model.encoder} at {p.data.size[0]}x{p.data.size[1]} on SynthRooms; pre-training "
+          f"{p.data.sources[0].num_frames} frames x {p.train.epochs} epochs per objective", flush=True)
+
+    backbones: dict[str, str] = {"scratch": ""}
+    timings: dict[str, float] = {"scratch": 0.0}
+    for objective in cfg.objectives:
+        name = OBJECTIVE_NAMES[objective]
+        run_dir = out / f"pretrain-{objective.replace('+', '_')}"
+        run_cfg = load_config(PretrainConfig, None, [f"model.objective={objective}"], base=to_dict(p))
+        print(f"[demo] pre-training: {name} -> {run_dir}", flush=True)
+        t = time.time()
+        save_config(run_cfg, run_dir / "config.yaml")
+        run_pretrain(run_cfg, run_dir)
+        timings[name] = time.time() - t
+        backbones[name] = str(run_dir)
+
+    rows = []
+    for name, init in backbones.items():
+        row = {"backbone": name, "pretrain_s": timings[name]}
+        for key, task_cfg in (("seg", cfg.seg), ("depth_probe", cfg.depth_probe)):
+            run_dir = out / f"{key}-{name.lower()}"
+            print(f"[demo] {key.replace('_', ' ')} from {name} -> {run_dir}", flush=True)
+            t = time.time()
+            save_config(task_cfg, run_dir / "config.yaml")
+            result = run_finetune(task_cfg, run_dir, init_from=init)
+            row[f"{key}_s"] = time.time() - t
+            row[f"{key}_run"] = str(run_dir)
+            row.update({f"{key}/{k[5:]}": v for k, v in result.items() if k.startswith("eval/") and "/iou/" not in k})
+        rows.append(row)
+
+    figures = {"loss_curves": _loss_curves(backbones, out / "pretrain_loss_curves.png"),
+               "segmentation": _segmentation_figure(cfg.seg, rows, out / "segmentation.png")}
+    for name, run in backbones.items():
+        if run:
+            recon = sorted((Path(run) / "figures").glob("*.png"))
+            if recon:
+                figures[f"reconstruction ({name})"] = recon[-1]
+    table = results_table(rows)
+    minutes = (time.time() - t_start) / 60
+    report = (f"# mask3d-vit demo results\n\n{table}\n\nTotal wall time {minutes:.1f} min"
+              f"{' (--quick)' if quick else ''}. One seed: small differences between rows are noise.\n\n"
+              + "".join(f"- {k}: `{Path(v).relative_to(out) if Path(v).is_relative_to(out) else v}`\n"
+                        for k, v in figures.items()))
+    write_text(out / "results.md", report)
+    write_json(out / "results.json", {"rows": rows, "figures": {k: str(v) for k, v in figures.items()},
+                                      "minutes": minutes, "quick": quick})
+    print("\n" + table + "\n", flush=True)
+    print(f"[demo] done in {minutes:.1f} min; report: {out / 'results.md'}", flush=True)
+    for k, v in figures.items():
+        print(f"[demo] {k}: {v}")
+    return {"rows": rows, "figures": figures, "report": out / "results.md", "minutes": minutes}
+
+
+def results_table(rows: list[dict]) -> str:
+    """Markdown table of the demo rows (metrics in percent except AbsRel)."""
+    head = ("| backbone | seg mIoU | seg pixel acc | depth probe AbsRel | depth probe delta1 | wall time (pre-train + "
+            "seg + probe) |\n|---|---|---|---|---|---|")
+    lines = [head]
+    for r in rows:
+        wall = r["pretrain_s"] + r["seg_s"] + r["depth_probe_s"]
+        lines.append(f"| {r['backbone']} | {r['seg/miou']:.1f} | {r['seg/pixel_acc']:.1f} | "
+                     f"{r['depth_probe/abs_rel']:.3f} | {r['depth_probe/delta1']:.1f} | "
+                     f"{wall / 60:.1f} min ({r['pretrain_s']:.0f} + {r['seg_s']:.0f} + {r['depth_probe_s']:.0f} s) |")
+    return "\n".join(lines)
+
+
+def _loss_curves(backbones: dict[str, str], path: Path) -> Path:
+    records = []
+    for name, run in backbones.items():
+        if run:
+            records += [{"step": r["step"], f"loss ({name})": r["loss"]} for r in read_metrics(run) if "loss" in r]
+    return loss_curve(records, path, title="pre-training loss (each objective on its own scale)")
+
+
+@torch.no_grad()
+def _segmentation_figure(seg_cfg: FinetuneConfig, rows: list[dict], path: Path, num: int = 4) -> Path:
+    """Validation frames: RGB | ground truth | one prediction per backbone, labelled in the first row."""
+    val = build_dataset(seg_cfg.data, split=seg_cfg.eval.split, train=False, require_labels=True)
+    samples = [val[i] for i in range(min(num, len(val)))]
+    rgb = torch.stack([s["rgb"] for s in samples])
+    labels = [s["label"].numpy() for s in samples]
+    palette = get_class_set(load_dense_model(rows[0]["seg_run"])[1].class_set).palette
+    preds = [load_dense_model(r["seg_run"])[0].predict(rgb).numpy() for r in rows]
+    image = [np.asarray(s["rgb"].permute(1, 2, 0)) for s in samples]
+    grid = [np.concatenate([image[i], overlay_labels(image[i], labels[i], palette, alpha=0.7)]
+                           + [overlay_labels(image[i], p[i], palette, alpha=0.7) for p in preds], axis=1)
+            for i in range(len(samples))]
+    canvas = np.concatenate(grid, axis=0)
+    write_png(path, _caption(canvas, ["RGB", "ground truth"] + [r["backbone"] for r in rows], image[0].shape[1]))
+    return path
+
+
+def _caption(canvas: np.ndarray, titles: list[str], cell_width: int) -> np.ndarray:
+    from PIL import Image, ImageDraw
+    bar = Image.new("RGB", (canvas.shape[1], 14), "white")
+    draw = ImageDraw.Draw(bar)
+    for i, title in enumerate(titles):
+        draw.text((i * cell_width + 3, 1), title, fill="black")
+    return np.concatenate([np.asarray(bar), canvas], axis=0)
 
 
 def _main(args: argparse.Namespace) -> None:
@@ -49,9 +166,10 @@ def _main(args: argparse.Namespace) -> None:
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="pre-train on SynthRooms end to end and show the results",
-                              description=__doc__)
+    p = subparsers.add_parser("demo", help="pre-train and transfer on SynthRooms end to end; print the comparison",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=None, help="output folder (default: runs/demo-<time>)")
     p.add_argument("--quick", action="store_true", help="smaller settings, about 2 minutes")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="pre-training config overrides")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. pretrain.train.epochs=30 seg.train.epochs=5")
     p.set_defaults(func=_main)

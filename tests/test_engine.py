@@ -127,3 +127,19 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
             raise RuntimeError("crash mid-write")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
+
+
+def test_worker_processes_produce_the_same_samples(tmp_path):
+    """Augmentation is seeded per (seed, epoch, index), so DataLoader workers change nothing (exact resume)."""
+    from mask3d_vit.engine.data import ResumableSampler, SeededDataset, make_loader
+    batches = []
+    for workers in (0, 2):
+        data = SeededDataset(ToyData(), seed=5)
+        data.epoch = 1
+        sampler = ResumableSampler(len(data), shuffle=True, seed=5)
+        sampler.set_epoch(1, start=4)
+        loader = make_loader(data, batch_size=4, sampler=sampler, num_workers=workers, seed=5)
+        batches.append([b["x"] for b in loader])
+    assert len(batches[0]) == 5
+    for a, b in zip(*batches):
+        assert torch.equal(a, b)

@@ -126,7 +126,8 @@ def test_depth_loss_is_zero_for_a_perfect_prediction_and_ignores_invalid_pixels(
     model = build_dense_model(micro_cfg(head="linear"), task="depth").eval()
     b = batch(32, 32)
     target = model.loss_target(b)
-    assert model.criterion(target[0], target).item() == pytest.approx(1e-4)  # sqrt of the 1e-8 floor
+    perfect = target[0] - model.log_prior  # the head predicts log-depth relative to the depth prior
+    assert model.criterion(perfect, target).item() == pytest.approx(1e-4)  # sqrt of the 1e-8 floor
     main, _ = model.forward_raw(b["rgb"])
     losses = []
     for junk in (0.0, 100.0):  # whatever depth invalid pixels hold, they must not matter

@@ -379,3 +379,20 @@ def test_named_factory_builds_the_recipe():
     model = mask3d_vit_tiny_patch16_dec128d2b(img_size=(32, 32), depth_blocks=0)
     assert model.encoder.embed_dim == 192 and len(model.decoder_blocks) == 2
     assert model.decoder_embed.out_features == 128 and len(model.depth_branch.blocks) == 0
+
+
+def test_grad_checkpointing_gives_the_same_loss_and_gradients():
+    torch.manual_seed(0)
+    model = micro()
+    batch = make_batch(2, 32, 48)
+    grads = []
+    for enable in (False, True):
+        model.set_grad_checkpointing(enable)
+        torch.manual_seed(1)
+        model.zero_grad()
+        out = model(batch)
+        out["loss"].backward()
+        grads.append((out["loss"].detach(), [p.grad.clone() for p in model.parameters()]))
+    torch.testing.assert_close(grads[1][0], grads[0][0])
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)

@@ -49,6 +49,7 @@ class DenseModelConfig:
     aux_weight: float = 0.4
     loss_stride: int = 4
     silog_lambda: float = 0.85
+    depth_prior: float = 2.5
 
 
 def _window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -213,18 +214,26 @@ class DepthModel(DenseModel):
     """Monocular depth: one log-depth channel, trained with the scale-invariant log loss (Eigen et al. 2014) on
     valid pixels, ``sqrt(mean(d^2) - lambda * mean(d)^2)`` with ``d = log(pred) - log(gt)``.
 
+    The head predicts log-depth relative to ``depth_prior``: with the scale term weighted only ``1 - lambda`` and
+    Adam moving a bias by about one learning rate per step, a head starting at log(1 m) would need thousands of steps
+    to find the metric scale of indoor scenes, which a short probe never gets.
+
     Args:
         silog_lambda: 0 = plain RMSE in log space; 1 = fully scale-invariant; 0.85 is the usual compromise.
+        depth_prior: the depth (metres) an untrained head predicts; the dataset's typical depth.
         **kwargs: see :class:`DenseModel`.
     """
 
     loss_name = "silog"
 
-    def __init__(self, *, silog_lambda: float = 0.85, **kwargs):
+    def __init__(self, *, silog_lambda: float = 0.85, depth_prior: float = 2.5, **kwargs):
         super().__init__(**kwargs)
         if not 0.0 <= silog_lambda <= 1.0:
             raise ValueError(f"silog_lambda must be in [0, 1], got {silog_lambda}")
+        if not depth_prior > 0:
+            raise ValueError(f"depth_prior must be a positive depth in metres, got {depth_prior}")
         self.silog_lambda = silog_lambda
+        self.log_prior = math.log(depth_prior)
 
     def loss_target(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(log-depth, valid), each ``(B, 1, h, w)``; log-depth is 0 where invalid."""
@@ -234,7 +243,7 @@ class DepthModel(DenseModel):
 
     def criterion(self, output: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         log_depth, valid = target
-        d = torch.where(valid, resize(output.float(), log_depth.shape[-2:]) - log_depth, 0.0)
+        d = torch.where(valid, resize(output.float(), log_depth.shape[-2:]) + self.log_prior - log_depth, 0.0)
         n = valid.sum().clamp(min=1)
         mean, mean_sq = d.sum() / n, (d ** 2).sum() / n
         # The clamp keeps sqrt's gradient finite when the prediction is exact.
@@ -243,7 +252,7 @@ class DepthModel(DenseModel):
     @torch.no_grad()
     def predict(self, rgb: torch.Tensor, *, window: int | None = None, stride: int | None = None) -> torch.Tensor:
         """``rgb``: uint8 ``(B, 3, H, W)`` -> float32 ``(B, 1, H, W)`` depth in metres."""
-        return self.infer(rgb, window=window, stride=stride).exp()
+        return (self.infer(rgb, window=window, stride=stride) + self.log_prior).exp()
 
 
 def build_dense_model(cfg: DenseModelConfig, *, task: str, num_classes: int = 0,
@@ -257,7 +266,8 @@ def build_dense_model(cfg: DenseModelConfig, *, task: str, num_classes: int = 0,
             spaced blocks for upernet). ``freeze_backbone``: the probe protocol. ``neck_channels``,
             ``head_channels``, ``norm``, ``dropout``: pyramid/UperNet width, norm ("BN", "LN", "none") and
             classifier dropout. ``aux_weight``: auxiliary FCN loss weight (upernet only; 0 = no auxiliary head).
-            ``loss_stride``: loss resolution. ``silog_lambda``: depth loss (see :class:`DepthModel`).
+            ``loss_stride``: loss resolution. ``silog_lambda``, ``depth_prior``: depth loss and initial depth
+            (see :class:`DepthModel`).
         task: "seg" or "depth".
         num_classes: K for segmentation (ids 1..K).
         init_from: encoder weights (see :func:`mask3d_vit.models.backbone.build_backbone`); None = scratch.
@@ -292,4 +302,4 @@ def build_dense_model(cfg: DenseModelConfig, *, task: str, num_classes: int = 0,
                   loss_stride=cfg.loss_stride)
     if task == "seg":
         return SegmentationModel(num_classes=num_classes, **common)
-    return DepthModel(silog_lambda=cfg.silog_lambda, **common)
+    return DepthModel(silog_lambda=cfg.silog_lambda, depth_prior=cfg.depth_prior, **common)

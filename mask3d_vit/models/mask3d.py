@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 from timm.layers import PatchEmbed, build_sincos2d_pos_embed, resample_abs_pos_embed
+from timm.models import checkpoint_seq
 from timm.models.vision_transformer import Block, VisionTransformer, init_weights_vit_timm
 import torch.nn.functional as F
 from torch import nn
@@ -217,6 +218,7 @@ class Mask3D(nn.Module):
                  loss_region: str = "all", max_depth: float = 10.0, rgb_loss_weight: float = 1.0,
                  norm_pix_loss: bool = True, drop_path_rate: float = 0.0):
         super().__init__()
+        self.grad_checkpointing = False
         choices = (("objective", objective, OBJECTIVES), ("depth_target", depth_target, DEPTH_TARGETS),
                    ("loss", loss, LOSSES), ("loss_region", loss_region, LOSS_REGIONS))
         for key, value, valid in choices:
@@ -290,6 +292,16 @@ class Mask3D(nn.Module):
         names |= {"mask_token", "rgb_type_embed", "depth_type_embed"}
         return {n for n in names if n in params}
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute encoder and decoder block activations during backward: far less activation memory for about
+        a third more compute (``train.grad_checkpointing=true``)."""
+        self.grad_checkpointing = enable
+
+    def _run_blocks(self, blocks: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint_seq(blocks, x)
+        return blocks(x)
+
     def forward_encoder(self, rgb: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """Run the colour encoder on the visible patches only.
 
@@ -308,7 +320,7 @@ class Mask3D(nn.Module):
         x = embed_visible(enc.patch_embed, normalize_rgb(rgb), keep) + pos[0, 1:][keep]
         cls = (enc.cls_token + pos[:, :1]).expand(b, -1, -1)
         x = enc.norm_pre(enc.pos_drop(torch.cat([cls, x], dim=1)))
-        return enc.norm(enc.blocks(x))
+        return enc.norm(self._run_blocks(enc.blocks, x))
 
     def forward(self, batch: dict) -> dict:
         """Mask, encode, decode and score one batch.
@@ -355,7 +367,7 @@ class Mask3D(nn.Module):
                 depth_mask = torch.ones(b, n, dtype=torch.bool, device=device)
             out["depth_mask"] = depth_mask
 
-        x = self.decoder_norm(self.decoder_blocks(torch.cat(sequence, dim=1)))[:, 1:1 + n]
+        x = self.decoder_norm(self._run_blocks(self.decoder_blocks, torch.cat(sequence, dim=1)))[:, 1:1 + n]
 
         losses = []
         if self.predicts_depth:
