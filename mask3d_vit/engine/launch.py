@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Callable
 
 from ..config import load_config, load_yaml, resolve_recipe, save_config
 from . import distributed as D
@@ -54,3 +55,15 @@ def setup_run(args: argparse.Namespace, config_cls):
     if D.is_main():
         save_config(cfg, saved)
     return cfg, run_dir
+
+
+def run_command(args: argparse.Namespace, config_cls, run: Callable[..., dict],
+                shown: Callable[[str], bool] = lambda key: True) -> None:
+    """The body of every training command: set up the run, ``run(cfg, run_dir, resume=...)``, print a summary of
+    the returned metrics (the keys ``shown`` accepts) on rank 0, and leave the process group."""
+    cfg, run_dir = setup_run(args, config_cls)
+    result = run(cfg, run_dir, resume=args.resume)
+    if D.is_main():
+        summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.items()) if shown(k))
+        print(f"done: {run_dir} ({summary})", flush=True)
+    D.cleanup()

@@ -37,7 +37,7 @@ from ..data.sample import RGB
 from ..engine import distributed as D
 from ..engine.checkpoint import load_latest
 from ..engine.data import seed_all
-from ..engine.launch import add_run_arguments, setup_run
+from ..engine.launch import add_run_arguments, run_command
 from ..engine.optim import OptimConfig
 from ..engine.trainer import TrainConfig, Trainer
 from ..eval.detection import DetectionEvaluator
@@ -189,12 +189,7 @@ def load_detection_model(path: str | Path) -> tuple[ViTMaskRCNN, DetectionConfig
 
 
 def _main(args: argparse.Namespace) -> None:
-    cfg, run_dir = setup_run(args, DetectionConfig)
-    result = run_detection(cfg, run_dir, resume=args.resume)
-    if D.is_main():
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.items()) if "_AP/" not in k)
-        print(f"done: {run_dir} ({shown})", flush=True)
-    D.cleanup()
+    run_command(args, DetectionConfig, run_detection, shown=lambda key: "_AP/" not in key)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

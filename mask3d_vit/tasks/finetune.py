@@ -33,7 +33,7 @@ from ..data.sample import DEPTH, LABEL, RGB, VALID
 from ..engine import distributed as D
 from ..engine.checkpoint import CKPT_DIR, load_latest
 from ..engine.data import seed_all
-from ..engine.launch import add_run_arguments, setup_run
+from ..engine.launch import add_run_arguments, run_command
 from ..engine.optim import OptimConfig
 from ..engine.trainer import TrainConfig, Trainer
 from ..eval.depth import DepthMeter
@@ -249,12 +249,7 @@ def load_dense_model(path: str | Path, overrides: list[str] | tuple[str, ...] = 
 def _train_main(args: argparse.Namespace, *, task: str, probe: bool) -> None:
     # The command fixes the task (and the frozen backbone for probes); later overrides still win.
     args.overrides = [f"task={task}"] + ["model.freeze_backbone=true"] * probe + list(args.overrides)
-    cfg, run_dir = setup_run(args, FinetuneConfig)
-    result = run_finetune(cfg, run_dir, resume=args.resume)
-    if D.is_main():
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.items()) if "/iou/" not in k)
-        print(f"done: {run_dir} ({shown})", flush=True)
-    D.cleanup()
+    run_command(args, FinetuneConfig, run_finetune, shown=lambda key: "/iou/" not in key)
 
 
 def _eval_main(args: argparse.Namespace) -> None:

@@ -20,7 +20,7 @@ from ..config import to_dict
 from ..data.build import DataConfig, build_dataset
 from ..engine import distributed as D
 from ..engine.data import seed_all, seeded_rng
-from ..engine.launch import add_run_arguments, setup_run
+from ..engine.launch import add_run_arguments, run_command
 from ..engine.optim import OptimConfig
 from ..engine.trainer import TrainConfig, Trainer
 from ..models.mask3d import Mask3D, Mask3DConfig
@@ -99,12 +99,7 @@ def run_pretrain(cfg: PretrainConfig, run_dir: str | Path, resume: str | None = 
 
 
 def _main(args: argparse.Namespace) -> None:
-    cfg, run_dir = setup_run(args, PretrainConfig)
-    result = run_pretrain(cfg, run_dir, resume=args.resume)
-    if D.is_main():
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.items()))
-        print(f"done: {run_dir} ({shown})", flush=True)
-    D.cleanup()
+    run_command(args, PretrainConfig, run_pretrain)
 
 
 def add_parser(subparsers) -> None:
