@@ -14,21 +14,19 @@ differences between rows are small and noisy (one seed); ``benchmarks/transfer.p
 from __future__ import annotations
 
 import argparse
-import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import load_config, save_config, to_dict
+from .config import load_config, save_config
 from .data.build import build_dataset
 from .data.classes import get_class_set
 from .engine.logger import read_metrics
 from .io import write_json, write_png, write_text
-from .tasks.finetune import FinetuneConfig, load_dense_model, run_finetune
-from .tasks.pretrain import PretrainConfig, run_pretrain
+from .tasks.compare import CompareConfig, objective_variants, run_comparison
+from .tasks.finetune import FinetuneConfig, load_dense_model
 from .viz import loss_curve, overlay_labels
 
 DEMO_RECIPE = "demo"
@@ -38,54 +36,20 @@ QUICK = ["pretrain.data.sources=[{format: synthrooms, num_frames: 256, seed: 0}]
          "seg.train.epochs=4", "seg.eval.max_images=64",
          "depth_probe.data.sources=[{format: synthrooms, num_frames: 128, seed: 0}]", "depth_probe.train.epochs=3",
          "depth_probe.eval.max_images=64"]
-OBJECTIVE_NAMES = {"depth": "Mask3D", "rgb": "MAE-RGB", "rgb+depth": "RGB+depth"}
-
-
-@dataclass
-class DemoConfig:
-    """The demo's runs: one pre-training recipe run per objective, then the same transfer recipes per backbone."""
-    objectives: list[str] = field(default_factory=lambda: ["depth", "rgb"])
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    seg: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(task="seg"))
-    depth_probe: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(task="depth"))
 
 
 def run_demo(out: str | Path, *, quick: bool = False, overrides: list[str] = ()) -> dict:
     """Run the demo into ``out``; returns the table rows and the paths of what it wrote."""
     out = Path(out)
     t_start = time.time()
-    cfg = load_config(DemoConfig, DEMO_RECIPE, (QUICK if quick else []) + list(overrides))
+    cfg = load_config(CompareConfig, DEMO_RECIPE, (QUICK if quick else []) + list(overrides))
     save_config(cfg, out / "demo_config.yaml")
     p = cfg.pretrain
     print(f"[demo] {p.model.encoder} at {p.data.size[0]}x{p.data.size[1]} on SynthRooms; pre-training "
           f"{p.data.sources[0].num_frames} frames x {p.train.epochs} epochs per objective", flush=True)
-
-    backbones: dict[str, str] = {"scratch": ""}
-    timings: dict[str, float] = {"scratch": 0.0}
-    for objective in cfg.objectives:
-        name = OBJECTIVE_NAMES[objective]
-        run_dir = out / f"pretrain-{objective.replace('+', '_')}"
-        run_cfg = load_config(PretrainConfig, None, [f"model.objective={objective}"], base=to_dict(p))
-        print(f"[demo] pre-training: {name} -> {run_dir}", flush=True)
-        t = time.time()
-        save_config(run_cfg, run_dir / "config.yaml")
-        run_pretrain(run_cfg, run_dir)
-        timings[name] = time.time() - t
-        backbones[name] = str(run_dir)
-
-    rows = []
-    for name, init in backbones.items():
-        row = {"backbone": name, "pretrain_s": timings[name]}
-        for key, task_cfg in (("seg", cfg.seg), ("depth_probe", cfg.depth_probe)):
-            run_dir = out / f"{key}-{name.lower()}"
-            print(f"[demo] {key.replace('_', ' ')} from {name} -> {run_dir}", flush=True)
-            t = time.time()
-            save_config(task_cfg, run_dir / "config.yaml")
-            result = run_finetune(task_cfg, run_dir, init_from=init)
-            row[f"{key}_s"] = time.time() - t
-            row[f"{key}_run"] = str(run_dir)
-            row.update({f"{key}/{k[5:]}": v for k, v in result.items() if k.startswith("eval/") and "/iou/" not in k})
-        rows.append(row)
+    rows = run_comparison(cfg, out, variants=objective_variants(cfg.objectives),
+                          log=lambda line: print(f"[demo] {line}", flush=True))
+    backbones = {r["backbone"]: r["pretrain_run"] for r in rows}
 
     figures = {"loss_curves": _loss_curves(backbones, out / "pretrain_loss_curves.png"),
                "segmentation": _segmentation_figure(cfg.seg, rows, out / "segmentation.png")}

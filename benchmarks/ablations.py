@@ -1,0 +1,147 @@
+"""Pre-training ablations of the Mask3D objective (issue 7): which settings should be the library's defaults?
+
+Each variant changes one part of the pre-training recipe (``mask3d_vit/configs/ablation_cpu.yaml``) and is scored,
+like the comparison of ``benchmarks/transfer.py``, by segmentation fine-tuning and the frozen depth probe:
+
+- ``masking``: colour x depth masking ratio in {0.5, 0.75, 0.9}^2;
+- ``depth_branch``: 0 (linear patch embedding only) vs 2 transformer blocks in the depth branch;
+- ``loss_region``: depth loss on all patches (the paper's dense reconstruction) vs the masked ones only;
+- ``depth_target``: metric, log or per-image standardised depth.
+
+Variants whose resolved config is identical (the recipe's own settings appear in every grid) run once. Results are
+kept in ``<out>/ablations.json``: run the grids in parts with the same ``--out`` and the report covers all of them::
+
+    python benchmarks/ablations.py --dry-run                       # every grid: the plan and the time estimate
+    python benchmarks/ablations.py --grid masking --out runs/ablations
+    python benchmarks/ablations.py --grid depth_branch,loss_region,depth_target --out runs/ablations
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from mask3d_vit.config import load_config, save_config, to_dict
+from mask3d_vit.io import write_json, write_text
+from mask3d_vit.tasks.compare import SCRATCH, CompareConfig, estimate_seconds, format_estimate, run_comparison
+from mask3d_vit.tasks.pretrain import PretrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = "ablation_cpu"
+RATIOS = (0.5, 0.75, 0.9)
+GRIDS: dict[str, dict[str, list[str]]] = {
+    "masking": {f"rgb {r:g} / depth {d:g}": [f"model.rgb_mask_ratio={r}", f"model.depth_mask_ratio={d}"]
+                for r in RATIOS for d in RATIOS},
+    "depth_branch": {f"depth blocks {n}": [f"model.depth_blocks={n}"] for n in (0, 2)},
+    "loss_region": {f"loss on {region} patches": [f"model.loss_region={region}"] for region in ("all", "masked")},
+    "depth_target": {f"target {t}": [f"model.depth_target={t}"] for t in ("metric", "log", "standardized")},
+}
+GRIDS_OVERRIDES = {name: overrides for grid in GRIDS.values() for name, overrides in grid.items()}
+COLUMNS = [("seg/miou", "seg mIoU", 1), ("seg/pixel_acc", "seg pixel acc", 1),
+           ("depth_probe/abs_rel", "probe AbsRel", 3), ("depth_probe/delta1", "probe delta1", 1),
+           ("depth_probe/delta1_med", "probe delta1 (median-scaled)", 1)]
+
+
+def _identity(cfg: CompareConfig, overrides: list[str]) -> str:
+    """The resolved pre-training config of a variant, as text: equal text = the same run."""
+    resolved = load_config(PretrainConfig, None, overrides, base=to_dict(cfg.pretrain))
+    return yaml.safe_dump(to_dict(resolved), sort_keys=True)
+
+
+def plan(cfg: CompareConfig, grids: list[str], done: dict[str, dict]) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """(variants still to pre-train, name -> the name of the run that answers it) for ``grids``.
+
+    Args:
+        cfg: the ablation config.
+        grids: names of :data:`GRIDS` to cover.
+        done: rows already measured (``<out>/ablations.json``), by variant name.
+    """
+    unknown = [g for g in grids if g not in GRIDS]
+    if unknown:
+        raise SystemExit(f"--grid {','.join(unknown)}: unknown; choose from {', '.join(GRIDS)}")
+    by_identity = {_identity(cfg, row["overrides"]): name for name, row in done.items()
+                   if name != SCRATCH and "alias" not in row}
+    todo, alias = {}, {}
+    for grid in grids:
+        for name, overrides in GRIDS[grid].items():
+            key = _identity(cfg, overrides)
+            alias[name] = by_identity.setdefault(key, name)
+            if alias[name] == name and name not in done:
+                todo[name] = overrides
+    return todo, alias
+
+
+def table(grid: str, rows: dict[str, dict]) -> str:
+    lines = ["| variant | " + " | ".join(h for _, h, _ in COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+    names = [SCRATCH] + list(GRIDS[grid]) if SCRATCH in rows else list(GRIDS[grid])
+    for name in names:
+        row = rows.get(rows[name]["alias"] if name in rows and "alias" in rows[name] else name)
+        if row is None:
+            continue
+        cells = " | ".join(f"{row[k]:.{d}f}" if k in row else "-" for k, _, d in COLUMNS)
+        lines.append(f"| {name} | {cells} |")
+    return "\n".join(lines)
+
+
+def write_report(rows: dict[str, dict], cfg: CompareConfig, report: Path, commands: list[str]) -> str:
+    p = cfg.pretrain
+    lines = ["# Pre-training ablations (issue 7)", "",
+             f"Written by `benchmarks/ablations.py` on {time.strftime('%Y-%m-%d %H:%M')}; one seed per variant "
+             f"(seed {cfg.seeds[0]}), so differences of about a point are within run-to-run noise (compare the "
+             "standard deviations in `docs/results.md`). Every variant is the recipe `ablation_cpu` "
+             f"({p.model.encoder}, {p.data.size[0]}x{p.data.size[1]}, {p.data.sources[0].num_frames} SynthRooms "
+             f"frames x {p.train.epochs} epochs) with one change; `scratch` is the same transfer without "
+             "pre-training.", "", "Commands:", "", *[f"- `{c}`" for c in commands], ""]
+    for grid in GRIDS:
+        if any(name in rows for name in GRIDS[grid]):
+            lines += [f"## {grid}", "", table(grid, rows), ""]
+    missing = [g for g in GRIDS if not any(name in rows for name in GRIDS[g])]
+    if missing:
+        lines += [f"Not run yet: {', '.join(missing)} (`python benchmarks/ablations.py --grid "
+                  f"{','.join(missing)} --out <same folder>`).", ""]
+    text = "\n".join(lines)
+    write_text(report, text)
+    return text
+
+
+def _main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=RECIPE, help=f"base recipe (default {RECIPE})")
+    parser.add_argument("--grid", default=",".join(GRIDS), help=f"comma-separated subset of {', '.join(GRIDS)}")
+    parser.add_argument("--out", default=str(ROOT / "runs" / "ablations"), help="runs folder; results accumulate")
+    parser.add_argument("--report", default=str(ROOT / "docs" / "ablations.md"), help="markdown report to rewrite")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate, run nothing")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides of the base recipe")
+    args = parser.parse_args(argv)
+
+    cfg = load_config(CompareConfig, args.config, args.overrides)
+    out = Path(args.out)
+    store = out / "ablations.json"
+    saved = yaml.safe_load(store.read_text()) if store.is_file() else {"rows": {}, "commands": []}
+    rows: dict[str, dict] = saved["rows"]
+    todo, alias = plan(cfg, args.grid.split(","), rows)
+    stages = estimate_seconds(cfg, num_variants=len(todo), scratch=SCRATCH not in rows)
+    print(f"[ablations] {len(todo)} pre-training variants to run ({len(alias) - len(todo)} shared or done): "
+          f"{', '.join(todo) or 'none'}", flush=True)
+    print(f"[ablations] estimated wall time on the 2-core reference CPU: {format_estimate(stages)}", flush=True)
+    if args.dry_run:
+        return
+    save_config(cfg, out / "ablation_config.yaml")
+    for row in run_comparison(cfg, out, variants=todo, scratch=SCRATCH not in rows,
+                              log=lambda line: print(f"[ablations] {line}", flush=True)):
+        rows[row["backbone"]] = row | {"overrides": todo.get(row["backbone"], [])}
+    for name, target in alias.items():
+        if target != name:
+            rows[name] = {"alias": target, "overrides": GRIDS_OVERRIDES[name]}
+    saved["commands"].append(shlex.join(["python", "benchmarks/ablations.py",
+                                         *(argv if argv is not None else sys.argv[1:])]))
+    write_json(store, {"rows": rows, "commands": saved["commands"]})
+    print(write_report(rows, cfg, Path(args.report), saved["commands"]), flush=True)
+
+
+if __name__ == "__main__":
+    _main()

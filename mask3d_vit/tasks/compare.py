@@ -1,0 +1,197 @@
+"""The comparison protocol shared by ``mask3d-vit demo`` and ``benchmarks/transfer.py`` / ``benchmarks/ablations.py``.
+
+For every pre-training variant (an objective, or an ablation's config change) and every seed: pre-train once, then
+fine-tune semantic segmentation on each fraction of the labelled frames and train a frozen depth probe from that
+backbone; ``scratch`` (no pre-training) goes through the same transfer runs. Every run uses the same recipe except
+for what the variant changes, so rows differ only by the backbone::
+
+    cfg = load_config(CompareConfig, "transfer_cpu")
+    rows = run_comparison(cfg, "runs/transfer", variants=objective_variants(cfg.objectives))
+    print(summary_table(summarize(rows)))
+
+A row is one (backbone, seed): ``pretrain_s``/``pretrain_run`` and, per transfer run ``key`` (``seg`` on all the
+labelled frames, ``seg@10%`` on a tenth of them, ``depth_probe``), ``<key>_s``, ``<key>_run`` and the run's final
+evaluation metrics as ``<key>/<metric>`` (``miou``, ``pixel_acc``... in percent; ``abs_rel``, ``delta1``,
+``delta1_med``... for depth).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..config import ConfigError, load_config, save_config, to_dict
+from ..data.build import DataConfig, open_source
+from .finetune import FinetuneConfig, run_finetune
+from .pretrain import PretrainConfig, run_pretrain
+
+OBJECTIVE_NAMES = {"depth": "Mask3D", "rgb": "MAE-RGB", "rgb+depth": "RGB+depth"}
+SCRATCH = "scratch"
+# Images per second of ViT-Tiny runs at 96x128 on the 2-core CPU (docs/cpu-performance.md machine, bf16, idle),
+# including SynthRooms rendering and data transforms; used only to predict a protocol's wall time.
+REFERENCE_RATES = {"pretrain": 160.0, "seg": 50.0, "depth_probe": 130.0, "eval": 300.0}
+REFERENCE_PIXELS = 96 * 128
+RUN_OVERHEAD_S = 4.0  # model build, first-batch warm-up, checkpoint and figure writing per run
+
+
+@dataclass
+class CompareConfig:
+    """A comparison: pre-training recipe and objectives, seeds, labelled fractions and the two transfer recipes."""
+    objectives: list[str] = field(default_factory=lambda: ["depth", "rgb"])
+    seeds: list[int] = field(default_factory=lambda: [0])      # train.seed of every run (init, masks, data order)
+    fractions: list[float] = field(default_factory=lambda: [1.0])  # of the seg fine-tuning frames
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    seg: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(task="seg"))
+    depth_probe: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(task="depth"))
+
+
+def objective_variants(objectives: list[str]) -> dict[str, list[str]]:
+    """Pre-training variants of a comparison of objectives: display name -> pre-training overrides."""
+    unknown = [o for o in objectives if o not in OBJECTIVE_NAMES]
+    if unknown:
+        raise ConfigError(f"objectives {unknown}: choose from {', '.join(OBJECTIVE_NAMES)}")
+    return {OBJECTIVE_NAMES[o]: [f"model.objective={o}"] for o in objectives}
+
+
+def transfer_key(task: str, fraction: float = 1.0) -> str:
+    """Row key of a transfer run: ``seg``, ``seg@10%``, ``depth_probe``."""
+    return task if fraction == 1.0 else f"{task}@{fraction * 100:g}%"
+
+
+def transfer_runs(cfg: CompareConfig) -> dict[str, FinetuneConfig]:
+    """The transfer runs of one backbone and seed: row key -> config (fractions applied to every seg source)."""
+    runs = {}
+    for fraction in cfg.fractions:
+        if not 0 < fraction <= 1:
+            raise ConfigError(f"fractions: {fraction} must lie in (0, 1]")
+        sources = [dataclasses.replace(s, fraction=s.fraction * fraction) for s in cfg.seg.data.sources]
+        runs[transfer_key("seg", fraction)] = dataclasses.replace(
+            cfg.seg, data=dataclasses.replace(cfg.seg.data, sources=sources))
+    runs["depth_probe"] = cfg.depth_probe
+    return runs
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in name.lower().replace("%", "pct"))
+
+
+def run_comparison(cfg: CompareConfig, out: str | Path, *, variants: dict[str, list[str]], scratch: bool = True,
+                   log: Callable[[str], None] = print) -> list[dict]:
+    """Pre-train every variant per seed, then run every transfer recipe from every backbone.
+
+    Args:
+        cfg: the comparison (``cfg.objectives`` is not read: ``variants`` says what to pre-train).
+        out: folder of the runs: ``pretrain-<variant>``, ``<key>-<backbone>`` (``-s<seed>`` appended when
+            ``cfg.seeds`` has several seeds), each a normal run directory with its ``config.yaml``.
+        variants: display name -> ``key=value`` overrides of ``cfg.pretrain`` (e.g. ``objective_variants(...)``).
+        scratch: also transfer from a randomly initialised backbone (row ``scratch``).
+        log: progress lines go here.
+
+    Returns:
+        One row per (backbone, seed), in the order scratch, then ``variants``, seed-major (see the module docstring).
+    """
+    out = Path(out)
+    if not cfg.seeds:
+        raise ConfigError("seeds is empty: give at least one seed")
+    suffix = (lambda seed: f"-s{seed}") if len(cfg.seeds) > 1 else (lambda seed: "")
+    runs = transfer_runs(cfg)
+    rows = []
+    for seed in cfg.seeds:
+        backbones = {SCRATCH: ("", 0.0)} if scratch else {}
+        for name, overrides in variants.items():
+            run_dir = out / f"pretrain-{_slug(name)}{suffix(seed)}"
+            run_cfg = load_config(PretrainConfig, None, list(overrides) + [f"train.seed={seed}"],
+                                  base=to_dict(cfg.pretrain))
+            log(f"pre-training {name}, seed {seed} -> {run_dir}")
+            t = time.time()
+            save_config(run_cfg, run_dir / "config.yaml")
+            run_pretrain(run_cfg, run_dir)
+            backbones[name] = (str(run_dir), time.time() - t)
+        for name, (init, seconds) in backbones.items():
+            row = {"backbone": name, "seed": seed, "pretrain_s": seconds, "pretrain_run": init}
+            for key, task_cfg in runs.items():
+                run_dir = out / f"{_slug(key)}-{_slug(name)}{suffix(seed)}"
+                task_cfg = dataclasses.replace(task_cfg, train=dataclasses.replace(task_cfg.train, seed=seed))
+                log(f"{key} from {name}, seed {seed} -> {run_dir}")
+                t = time.time()
+                save_config(task_cfg, run_dir / "config.yaml")
+                result = run_finetune(task_cfg, run_dir, init_from=init)
+                row[f"{key}_s"] = time.time() - t
+                row[f"{key}_run"] = str(run_dir)
+                row.update({f"{key}/{k[5:]}": v for k, v in result.items()
+                            if k.startswith("eval/") and "/iou/" not in k})
+            rows.append(row)
+    return rows
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean and sample standard deviation over seeds of every numeric row entry, per backbone (first-seen order).
+
+    Returns:
+        One dict per backbone: ``backbone``, ``seeds`` (count), and ``<key>`` -> ``(mean, std)`` (std is NaN for a
+        single seed).
+    """
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["backbone"], []).append(row)
+    summary = []
+    for name, group in groups.items():
+        entry: dict = {"backbone": name, "seeds": len(group)}
+        keys = [k for k, v in group[0].items() if isinstance(v, (int, float)) and k != "seed"]
+        for k in keys:
+            values = np.array([r[k] for r in group if k in r], dtype=np.float64)
+            entry[k] = (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else math.nan)
+        summary.append(entry)
+    return summary
+
+
+def _source_frames(data: DataConfig, split: str) -> float:
+    """Frames a run reads from ``data`` (SynthRooms: ``num_frames``; other formats: their readers' length)."""
+    total = 0.0
+    for src in data.sources if split == "train" or not data.val_sources else data.val_sources:
+        count = src.num_frames if src.format == "synthrooms" else len(open_source(src, split=split, size=data.size))
+        total += max(1, round(count * src.fraction)) if split == "train" else count
+    return total
+
+
+def estimate_seconds(cfg: CompareConfig, *, num_variants: int, scratch: bool = True) -> dict[str, float]:
+    """Predicted wall time of :func:`run_comparison` on the 2-core reference CPU, per stage and in total.
+
+    The reference rates (:data:`REFERENCE_RATES`, ViT-Tiny at 96x128) are scaled by pixel count; other encoders or
+    machines make the prediction a rough guide only.
+
+    Returns:
+        ``{"pretrain": s, "seg": s, "depth_probe": s, "total": s}``.
+    """
+    def seconds(rate_key: str, images: float, size: tuple[int, int]) -> float:
+        return images * size[0] * size[1] / REFERENCE_PIXELS / REFERENCE_RATES[rate_key]
+
+    seeds = len(cfg.seeds)
+    p = cfg.pretrain
+    pre_images = _source_frames(p.data, "train") * p.train.epochs
+    pre_val = p.val_batches * p.train.batch_size * (p.train.epochs / max(p.train.eval_every, 1) + 1)
+    pretrain = num_variants * seeds * (seconds("pretrain", pre_images, p.data.size)
+                                       + seconds("eval", pre_val, p.data.size) + RUN_OVERHEAD_S)
+    backbones = (num_variants + int(scratch)) * seeds
+    stages = {"pretrain": pretrain, "seg": 0.0, "depth_probe": 0.0}
+    for key, run in transfer_runs(cfg).items():
+        stage = "seg" if key.startswith("seg") else "depth_probe"
+        evaluated = _source_frames(run.data, run.eval.split)
+        evaluated = min(evaluated, run.eval.max_images) if run.eval.max_images else evaluated
+        evaluations = 1 + (run.train.epochs // run.train.eval_every if run.train.eval_every else 0)
+        stages[stage] += backbones * (seconds(stage, _source_frames(run.data, "train") * run.train.epochs,
+                                              run.data.size)
+                                      + seconds("eval", evaluated * evaluations, run.data.size) + RUN_OVERHEAD_S)
+    stages["total"] = sum(stages.values())
+    return stages
+
+
+def format_estimate(stages: dict[str, float]) -> str:
+    """One line: ``~38 min (pretrain 12.0 + seg 20.1 + depth_probe 5.9 min)``."""
+    parts = " + ".join(f"{k} {v / 60:.1f}" for k, v in stages.items() if k != "total")
+    return f"~{stages['total'] / 60:.0f} min ({parts} min)"
