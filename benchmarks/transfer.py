@@ -78,8 +78,11 @@ def real_frames_config(cfg: CompareConfig, shared: Path) -> CompareConfig:
     real_frames = frame_count(train)
     synth_images = sum(s.num_frames * s.fraction for s in probe.data.sources) * probe.train.epochs
     epochs = max(1, math.ceil(synth_images / real_frames))
+    # A handful of real frames can be fewer than one SynthRooms batch: one batch then holds all of them.
+    batch = min(probe.train.batch_size, real_frames)
     probe = dataclasses.replace(probe, data=dataclasses.replace(probe.data, sources=train, val_sources=held_out),
-                                train=dataclasses.replace(probe.train, epochs=epochs), eval=EvalConfig())
+                                train=dataclasses.replace(probe.train, epochs=epochs, batch_size=batch),
+                                eval=EvalConfig())
     return dataclasses.replace(cfg, seeds=cfg.seeds[:1], fractions=[1.0], pretrain=pretrain, depth_probe=probe)
 
 
