@@ -7,18 +7,12 @@ import pytest
 
 from mask3d_vit.config import load_config
 from mask3d_vit.tasks.compare import CompareConfig, estimate_seconds, summarize
+from smoke import COMPARISON_SMOKE
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
-SMOKE = ["objectives=[depth, rgb]", "seeds=[0, 1]", "fractions=[1.0, 0.5]"]
-for section in ("pretrain", "seg", "depth_probe"):
-    SMOKE += [f"{section}.data.sources=[{{format: synthrooms, num_frames: 16, seed: 0}}]", f"{section}.data.size=[32,48]",
-              f"{section}.model.encoder=vit_micro_patch16", f"{section}.model.img_size=[32,48]",
-              f"{section}.train.epochs=1", f"{section}.train.batch_size=8", f"{section}.train.precision=fp32"]
-SMOKE += ["pretrain.model.decoder_dim=32", "pretrain.model.depth_dim=32", "pretrain.val_batches=1",
-          "seg.model.neck_channels=16", "seg.model.head_channels=16", "seg.eval.max_images=8",
-          "depth_probe.eval.max_images=8"]
+SMOKE = ["objectives=[depth, rgb]", "seeds=[0, 1]", "fractions=[1.0, 0.5]", *COMPARISON_SMOKE]
 
 
 def _load_script():
