@@ -55,27 +55,10 @@ __all__ = ["DetectorConfig", "ViTDetBackbone", "ViTMaskRCNN", "draw_instances"]
 class DetectorConfig:
     """Architecture of :class:`ViTMaskRCNN`; the ``model`` section of a detection run config.
 
-    Attributes:
-        encoder: encoder name (:data:`mask3d_vit.models.vit.ENCODER_NAMES`).
-        img_size: nominal input (H, W): the position-embedding grid loaded weights are resampled to.
-        out_indices: ViT blocks feeding the pyramid: one (ViTDet: the last) or one per pyramid level.
-        drop_path_rate: stochastic depth of the encoder.
-        pyramid_channels: channels of every pyramid level and of the RPN.
-        scale_factors: pyramid levels relative to the stride-16 ViT map (a max-pooled level is always added).
-        pyramid_norm: norm in the pyramid convolutions ("LN", "BN", "none").
-        min_size: torchvision resizes each image so its short side is ``min_size``...
-        max_size: ...unless its long side would exceed ``max_size``.
-        anchor_sizes: anchor side per pyramid level in pixels (three aspect ratios each), finest first.
-        rpn_pre_nms_top_n_train: proposals per level kept before NMS, training.
-        rpn_post_nms_top_n_train: proposals per image after NMS, training.
-        rpn_pre_nms_top_n_test: as above, inference.
-        rpn_post_nms_top_n_test: as above, inference.
-        rpn_batch_size_per_image: anchors sampled per image for the RPN loss.
-        box_batch_size_per_image: proposals sampled per image for the box and mask losses.
-        box_head_dim: width of the two fully connected layers of the box head.
-        mask_head_dim: width of the four convolutions of the mask head.
-        score_threshold: detections scoring below this are dropped at inference.
-        detections_per_image: at most this many detections per image (COCO scores the best 100).
+    ``encoder``, ``img_size``, ``out_indices`` and ``drop_path_rate`` build the ViT (see
+    :func:`mask3d_vit.models.backbone.build_backbone`); ``pyramid_channels``, ``scale_factors`` and ``pyramid_norm``
+    the ViTDet pyramid (a max-pooled level is always added); every other field is the keyword argument of
+    :class:`ViTMaskRCNN` with the same name, documented there.
     """
     encoder: str = "vit_base_patch16"
     img_size: tuple[int, int] = (480, 640)
