@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from mask3d_vit.engine.trainer import resolve_precision
 from mask3d_vit.models.mask3d import Mask3D
 from mask3d_vit.models.vit import set_attention_backend
 
@@ -72,9 +73,10 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def ours(size: int, batch: int, device: torch.device, precision: str):
+def ours(size: int, batch: int, device: torch.device, precision: str, fusion: str):
     model = Mask3D(encoder="vit_tiny_patch16", img_size=(size, size), objective="depth", rgb_mask_ratio=0.75,
-                   depth_mask_ratio=0.75, decoder_dim=128, decoder_depth=2, decoder_heads=4).to(device)
+                   depth_mask_ratio=0.75, decoder_dim=128, decoder_depth=2, decoder_heads=4,
+                   fusion=fusion).to(device)
     set_attention_backend(model, device, precision)
     g = torch.Generator().manual_seed(0)
     batch_dict = {"rgb": torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g).to(device),
@@ -94,7 +96,8 @@ def huggingface(size: int, batch: int, device: torch.device, attn: str):
 
 
 MODELS = {
-    "mask3d-vit (rgb+depth)": lambda size, batch, device, precision: ours(size, batch, device, precision),
+    "mask3d-vit (rgb+depth)": lambda size, batch, device, precision: ours(size, batch, device, precision, "concat"),
+    "mask3d-vit (fusion=add)": lambda size, batch, device, precision: ours(size, batch, device, precision, "add"),
     "HF ViTMAE (sdpa)": lambda size, batch, device, precision: huggingface(size, batch, device, "sdpa"),
     "HF ViTMAE (eager)": lambda size, batch, device, precision: huggingface(size, batch, device, "eager"),
 }
@@ -164,6 +167,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (median reported)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--precisions", default=None,
+                        help="comma-separated subset of fp32,bf16 (default: bf16 only where the hardware has it)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
@@ -172,14 +177,18 @@ def main() -> None:
     if args.memory_of:
         return _memory_child(args)
     device = torch.device(args.device)
-    peaks = {p: matmul_gflops(device, torch.float32 if p == "fp32" else torch.bfloat16) for p in ("fp32", "bf16")}
+    # Without native bf16 (e.g. an AVX2-only CPU) autocast emulates it ~15x slower than fp32: nobody trains that way.
+    native = ("fp32", "bf16") if resolve_precision("auto", device) == "bf16" else ("fp32",)
+    precisions = tuple(args.precisions.split(",")) if args.precisions else native
+    peaks = {p: matmul_gflops(device, torch.float32 if p == "fp32" else torch.bfloat16) for p in precisions}
     print(f"device {device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
           f"torch {torch.__version__}, ViT-Tiny @ {args.size}px, batch {args.batch}, mask 0.75, decoder 128x2")
-    print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s")
+    print("matmul peak: " + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peaks.items())
+          + ("" if "bf16" in native else " (no native bf16 here: bf16 skipped unless --precisions asks for it)"))
     print(f"{'precision':9} {'model':26} {'img/s':>8} {'ms/step':>8} {'GFLOP/step':>10} {'GFLOP/s':>8} "
           f"{'% peak':>7} {'peak MB':>8}")
     rows = []
-    for precision in ("fp32", "bf16"):
+    for precision in precisions:
         results = compare(args, device, precision)
         for name, r in results.items():
             print(f"{precision:9} {name:26} {r['img_per_s']:8.1f} {r['step_ms']:8.1f} {r['gflop_per_step']:10.1f} "
@@ -187,9 +196,10 @@ def main() -> None:
                   f"{r['peak_mem_mb']:8.0f}")
             rows.append({"precision": precision, "model": name, **r})
         best_hf = max((r for n, r in results.items() if n.startswith("HF")), key=lambda r: r["img_per_s"])
-        ours_r = results["mask3d-vit (rgb+depth)"]
-        print(f"{precision}: ours / best HF = {ours_r['img_per_s'] / best_hf['img_per_s']:.2f}x img/s, "
-              f"{ours_r['peak_mem_mb'] / best_hf['peak_mem_mb']:.2f}x peak memory", flush=True)
+        for name in (n for n in results if n.startswith("mask3d-vit")):
+            r = results[name]
+            print(f"{precision}: {name} / best HF = {r['img_per_s'] / best_hf['img_per_s']:.2f}x img/s, "
+                  f"{r['peak_mem_mb'] / best_hf['peak_mem_mb']:.2f}x peak memory", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"matmul_gflops": peaks, "rows": rows, "args": vars(args)}, indent=2))
 

@@ -128,12 +128,18 @@ def run_transfer(out: str | Path, *, cfg: CompareConfig, shared: Path | None, lo
     real_rows: list[dict] = []
     if shared is not None:
         t = time.time()
-        real_rows = run_comparison(real_frames_config(cfg, shared), out / "real", variants=variants,
-                                   log=lambda line: log(f"real frames: {line}"))
-        for row in real_rows:
-            row.update({f"sim2real/{k}": v for k, v in sim_to_real(row["seg_run"], shared).items()})
+        real_rows = run_real_frames(out, cfg=cfg, shared=shared, log=log)
         minutes["real_frames"] = (time.time() - t) / 60
     return {"rows": rows, "summary": summarize(rows), "real_rows": real_rows, "minutes": minutes}
+
+
+def run_real_frames(out: Path, *, cfg: CompareConfig, shared: Path, log=print) -> list[dict]:
+    """The real-frames experiment alone (runs under ``<out>/real/``): one row per backbone, with ``sim2real/*``."""
+    rows = run_comparison(real_frames_config(cfg, shared), out / "real", variants=objective_variants(cfg.objectives),
+                          log=lambda line: log(f"real frames: {line}"))
+    for row in rows:
+        row.update({f"sim2real/{k}": v for k, v in sim_to_real(row["seg_run"], shared).items()})
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------- the report
@@ -308,13 +314,28 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
         *verdict(result["summary"], columns), "",
         f"![metrics](figures/{bars.name})", "", f"![data efficiency](figures/{effic.name})", "",
         "### Every seed", "", seed_table(result["rows"], columns), "",
-        "## Real frames (small numbers)", "", real_note, "",
     ]
-    if result["real_rows"]:
-        lines += [seed_table(result["real_rows"], REAL_COLUMNS), ""]
-    text = "\n".join(lines)
+    text = "\n".join(lines + real_section(result["real_rows"], real_note))
     write_text(report, text)
     write_json(out / "results.json", {**result, "command": command})
+    return text
+
+
+REAL_HEADING = "## Real frames (small numbers)"
+
+
+def real_section(real_rows: list[dict], note: str) -> list[str]:
+    return [REAL_HEADING, "", note, ""] + ([seed_table(real_rows, REAL_COLUMNS), ""] if real_rows else [])
+
+
+def replace_real_section(report: Path, real_rows: list[dict], note: str) -> str:
+    """Rewrite only the real-frames section of an existing report (``--real only``); the comparison stays."""
+    if not report.is_file():
+        raise SystemExit(f"--real only rewrites the real-frames section of {report}, which does not exist; run the "
+                         "whole benchmark first")
+    head = report.read_text().split(REAL_HEADING)[0].rstrip("\n")
+    text = "\n".join([head, ""] + real_section(real_rows, note))
+    write_text(report, text)
     return text
 
 
@@ -331,8 +352,9 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="folder of the runs (default runs/transfer-<time>)")
     parser.add_argument("--report", default=str(ROOT / "docs" / "results.md"), help="markdown report to rewrite")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every frame count (GPU runs: 4-16)")
-    parser.add_argument("--real", choices=("auto", "on", "off"), default="auto",
-                        help="the real-frames experiment: auto = when ../shared/data exists")
+    parser.add_argument("--real", choices=("auto", "on", "off", "only"), default="auto",
+                        help="the real-frames experiment: auto = when ../shared/data exists; only = run just that "
+                             "part and rewrite just its section of the report")
     parser.add_argument("--shared", default=str(SHARED), help="the shared sample-data folder")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate, run nothing")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seeds=[0,1]")
@@ -340,10 +362,10 @@ def _main(argv: list[str] | None = None) -> None:
 
     cfg = scaled(load_config(CompareConfig, args.config, args.overrides), args.scale)
     shared = Path(args.shared)
-    if args.real == "on" and not shared.is_dir():
-        raise SystemExit(f"--real on: {shared} does not exist")
+    if args.real in ("on", "only") and not shared.is_dir():
+        raise SystemExit(f"--real {args.real}: {shared} does not exist")
     shared = shared if args.real != "off" and shared.is_dir() else None
-    stages = estimate_seconds(cfg, num_variants=len(cfg.objectives))
+    stages = {"total": 0.0} if args.real == "only" else estimate_seconds(cfg, num_variants=len(cfg.objectives))
     real_cfg = real_frames_config(cfg, shared) if shared is not None else None
     if real_cfg is not None:
         stages["real_frames"] = estimate_seconds(real_cfg, num_variants=len(cfg.objectives))["total"]
@@ -358,10 +380,22 @@ def _main(argv: list[str] | None = None) -> None:
     if out.exists() and any(out.iterdir()):
         raise SystemExit(f"{out} is not empty; pick another --out")
     save_config(cfg, out / "transfer_config.yaml")
-    result = run_transfer(out, cfg=cfg, shared=shared, log=lambda line: print(f"[transfer] {line}", flush=True))
+
+    def log(line: str) -> None:
+        print(f"[transfer] {line}", flush=True)
+
     note = ("Skipped: `../shared/data` is absent (or `--real off`)." if real_cfg is None else
             REAL_NOTE.format(frames=frame_count(real_sources(shared)[0]), seed=real_cfg.seeds[0]))
     command = shlex.join(["python", "benchmarks/transfer.py", *(argv if argv is not None else sys.argv[1:])])
+    if args.real == "only":
+        t = time.time()
+        real_rows = run_real_frames(out, cfg=cfg, shared=shared, log=log)
+        write_json(out / "real_results.json", {"real_rows": real_rows, "command": command})
+        note += (f" Run on its own by `{command}` ({hardware()}; {(time.time() - t) / 60:.1f} min; runs under "
+                 f"`{out}`).")
+        print(replace_real_section(Path(args.report), real_rows, note), flush=True)
+        return
+    result = run_transfer(out, cfg=cfg, shared=shared, log=log)
     text = write_report(result, cfg, command=command, out=out, report=Path(args.report), estimate=estimate,
                         real_note=note)
     print(text, flush=True)

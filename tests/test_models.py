@@ -155,7 +155,7 @@ def test_non_square_and_off_nominal_sizes(size):
 
 
 @pytest.mark.parametrize("kwargs", [dict(objective="depth"), dict(objective="rgb"), dict(objective="rgb+depth"),
-                                    dict(depth_blocks=0), dict(depth_mask_ratio=1.0),
+                                    dict(depth_blocks=0), dict(depth_mask_ratio=1.0), dict(fusion="add"),
                                     dict(depth_target="standardized", loss="l2", loss_region="masked")])
 def test_every_parameter_gets_a_gradient(kwargs):
     model = micro(**kwargs)
@@ -165,6 +165,29 @@ def test_every_parameter_gets_a_gradient(kwargs):
                                                            else "depth")].requires_grad
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing, f"parameters without a finite gradient (unused under DDP): {missing}"
+
+
+@pytest.mark.parametrize("fusion, extra", [("concat", 2), ("add", 0)])
+def test_fusion_sets_the_decoder_sequence(fusion, extra):
+    """concat: 1 class token + N grid tokens + the K visible depth tokens; add: the depth tokens join their patches."""
+    model = micro(fusion=fusion, depth_mask_ratio=1 - extra / 6)  # 2x3 grid: K = extra visible depth patches
+    lengths = []
+    model.decoder_blocks[0].register_forward_hook(lambda _m, args, _out: lengths.append(args[0].shape[1]))
+    run(model, make_batch())
+    assert lengths == [1 + 6 + extra]
+
+
+def test_add_fusion_uses_depth_only_at_visible_depth_patches():
+    model = micro(fusion="add", decoder_depth=0)  # no attention: each patch's prediction sees only its own token
+    batch = make_batch()
+    base = run(model, batch)
+    changed = {**batch, "depth": batch["depth"].clone()}
+    changed["depth"] += 1.0
+    out = run(model, changed)
+    differs = (out["pred_depth"] != base["pred_depth"]).flatten(2).any(-1)  # (B, 1)
+    assert differs.all()
+    per_patch = patchify(out["pred_depth"] - base["pred_depth"], 16).abs().amax(-1) > 0  # (B, N)
+    assert torch.equal(per_patch, ~out["depth_mask"])
 
 
 def test_rgb_objective_builds_no_depth_modules():
@@ -349,7 +372,7 @@ def test_bad_inputs_raise_clear_errors():
 @pytest.mark.parametrize("kwargs, message", [
     (dict(objective="depth+normals"), "objective='depth\\+normals' is not supported; choose one of depth, rgb"),
     (dict(depth_target="inverse"), "depth_target"), (dict(loss="huber"), "loss="),
-    (dict(loss_region="visible"), "loss_region"), (dict(rgb_mask_ratio=1.0), "rgb_mask_ratio"),
+    (dict(loss_region="visible"), "loss_region"), (dict(fusion="cross"), "fusion='cross'"), (dict(rgb_mask_ratio=1.0), "rgb_mask_ratio"),
     (dict(depth_mask_ratio=1.5), "depth_mask_ratio"), (dict(img_size=(40, 48)), "height 40 is not divisible"),
     (dict(decoder_dim=30), "decoder_dim=30"), (dict(depth_dim=30), "depth_dim=30"),
     (dict(max_depth=0.0), "max_depth"), (dict(encoder="resnet50"), "unknown encoder")])

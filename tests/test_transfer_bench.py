@@ -44,6 +44,11 @@ def test_transfer_protocol_and_report(tmp_path):
     assert "| Mask3D | 2 |" in text and "seg mIoU (50 % labels)" in text and "Mask3D vs MAE-RGB" in text
     for name in ("transfer_metrics.png", "transfer_data_efficiency.png"):
         assert (report.parent / "figures" / name).stat().st_size > 1000
+    # --real only rewrites the real-frames section alone and keeps the comparison above it.
+    rewritten = bench.replace_real_section(report, rows[:1], "new note")
+    assert rewritten.startswith(text.split(bench.REAL_HEADING)[0].rstrip("\n"))
+    assert rewritten.count(bench.REAL_HEADING) == 1 and "new note" in rewritten and "\nnote\n" not in rewritten
+    assert report.read_text() == rewritten
     if shared is None:
         pytest.skip(f"real-frames part not run: sample frames absent at {SHARED}")
     real = result["real_rows"]

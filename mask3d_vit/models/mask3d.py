@@ -7,8 +7,9 @@
     depth (B,1,H,W) -> patches -> keep 25 % --> light depth branch ---------------------+        (+ masked RGB, MAE)
 
 The colour encoder sees only its visible tokens (MAE-style, so pre-training is cheap). The decoder runs on the full
-patch grid of colour tokens (visible positions carry encoder features, hidden ones a learned mask token) followed by
-the visible depth tokens, and a per-patch linear head predicts the ``p x p`` depth values of every patch. Only
+patch grid of colour tokens (visible positions carry encoder features, hidden ones a learned mask token) with the
+visible depth tokens either appended to the sequence (``fusion="concat"``) or added to the tokens of their own
+patches (``fusion="add"``), and a per-patch linear head predicts the ``p x p`` depth values of every patch. Only
 ``Mask3D.encoder`` is kept for downstream tasks (see :mod:`mask3d_vit.models.weights`).
 
 Objectives: ``"depth"`` (Mask3D), ``"rgb"`` (the MAE baseline: no depth branch at all) and ``"rgb+depth"`` (both
@@ -40,7 +41,7 @@ from ..data.sample import DEPTH, RGB, VALID, depth_validity
 from .vit import build_encoder, check_image, normalize_rgb
 
 __all__ = [
-    "OBJECTIVES", "DEPTH_TARGETS", "LOSSES", "LOSS_REGIONS", "Mask3DConfig", "Mask3D", "DepthBranch",
+    "OBJECTIVES", "DEPTH_TARGETS", "LOSSES", "LOSS_REGIONS", "FUSIONS", "Mask3DConfig", "Mask3D", "DepthBranch",
     "random_masking", "take_tokens", "patchify", "unpatchify", "embed_visible", "sincos_pos_embed",
     "mask3d_vit_tiny_patch16_dec128d2b", "mask3d_vit_small_patch16_dec128d2b",
     "mask3d_vit_base_patch16_dec512d8b", "mask3d_vit_large_patch16_dec512d8b",
@@ -50,6 +51,7 @@ OBJECTIVES = ("depth", "rgb", "rgb+depth")
 DEPTH_TARGETS = ("metric", "log", "standardized")
 LOSSES = ("l1", "l2")
 LOSS_REGIONS = ("all", "masked")
+FUSIONS = ("concat", "add")
 _EPS = 1e-6
 
 
@@ -67,6 +69,7 @@ class Mask3DConfig:
     depth_blocks: int = 2
     depth_dim: int = 128
     depth_heads: int = 4
+    fusion: str = "concat"
     decoder_dim: int = 128
     decoder_depth: int = 2
     decoder_heads: int = 4
@@ -199,6 +202,9 @@ class Mask3D(nn.Module):
         depth_blocks: transformer blocks in the depth branch (0: patch embedding only).
         depth_dim: token width of the depth branch.
         depth_heads: attention heads of the depth branch.
+        fusion: how the visible depth tokens meet the colour grid in the decoder: ``"concat"`` appends them to the
+            decoder sequence (``N + K_depth`` tokens; attention decides where they matter), ``"add"`` sums each
+            into the colour-grid token at its own patch (``N`` tokens: a cheaper decoder).
         decoder_dim: token width of the decoder.
         decoder_depth: transformer blocks in the decoder.
         decoder_heads: attention heads of the decoder.
@@ -213,14 +219,16 @@ class Mask3D(nn.Module):
 
     def __init__(self, *, encoder: str = "vit_tiny_patch16", img_size: tuple[int, int] = (128, 128),
                  objective: str = "depth", rgb_mask_ratio: float = 0.75, depth_mask_ratio: float = 0.75,
-                 depth_blocks: int = 2, depth_dim: int = 128, depth_heads: int = 4, decoder_dim: int = 128,
+                 depth_blocks: int = 2, depth_dim: int = 128, depth_heads: int = 4, fusion: str = "concat",
+                 decoder_dim: int = 128,
                  decoder_depth: int = 2, decoder_heads: int = 4, depth_target: str = "log", loss: str = "l1",
                  loss_region: str = "all", max_depth: float = 10.0, rgb_loss_weight: float = 1.0,
                  norm_pix_loss: bool = True, drop_path_rate: float = 0.0):
         super().__init__()
         self.grad_checkpointing = False
         choices = (("objective", objective, OBJECTIVES), ("depth_target", depth_target, DEPTH_TARGETS),
-                   ("loss", loss, LOSSES), ("loss_region", loss_region, LOSS_REGIONS))
+                   ("loss", loss, LOSSES), ("loss_region", loss_region, LOSS_REGIONS),
+                   ("fusion", fusion, FUSIONS))
         for key, value, valid in choices:
             if value not in valid:
                 raise ValueError(f"{key}={value!r} is not supported; choose one of {', '.join(valid)}")
@@ -234,6 +242,7 @@ class Mask3D(nn.Module):
             raise ValueError(f"decoder_dim={decoder_dim} must be divisible by 4 (sin-cos positions) and by "
                              f"decoder_heads={decoder_heads}")
         self.objective = objective
+        self.fusion = fusion
         self.rgb_mask_ratio = rgb_mask_ratio
         self.depth_mask_ratio = depth_mask_ratio
         self.depth_target = depth_target
@@ -355,17 +364,24 @@ class Mask3D(nn.Module):
             1, keep.unsqueeze(-1).expand(-1, -1, visible.shape[-1]), visible)
         grid_tokens = torch.where(rgb_mask.unsqueeze(-1), self.mask_token.to(grid_tokens.dtype), grid_tokens)
         pos = sincos_pos_embed(grid, grid_tokens.shape[-1], device=device, dtype=grid_tokens.dtype)
-        sequence = [cls, grid_tokens + pos + self.rgb_type_embed]
+        grid_tokens = grid_tokens + pos + self.rgb_type_embed
+        depth_tokens = None
 
         out = {"rgb_mask": rgb_mask}
         if self.predicts_depth:
             if self.uses_depth_input:
                 keep_d, depth_mask = random_masking(b, n, self.depth_mask_ratio, device)
                 depth_tokens = self.depth_embed(self.depth_branch(depth / self.max_depth, keep_d))
-                sequence.append(depth_tokens + pos[keep_d] + self.depth_type_embed)
+                depth_tokens = (depth_tokens + self.depth_type_embed).to(grid_tokens.dtype)
+                if self.fusion == "add":
+                    index = keep_d.unsqueeze(-1).expand(-1, -1, grid_tokens.shape[-1])
+                    grid_tokens, depth_tokens = grid_tokens.scatter_add(1, index, depth_tokens), None
+                else:
+                    depth_tokens = depth_tokens + pos[keep_d]
             else:
                 depth_mask = torch.ones(b, n, dtype=torch.bool, device=device)
             out["depth_mask"] = depth_mask
+        sequence = [cls, grid_tokens] if depth_tokens is None else [cls, grid_tokens, depth_tokens]
 
         x = self.decoder_norm(self._run_blocks(self.decoder_blocks, torch.cat(sequence, dim=1)))[:, 1:1 + n]
 

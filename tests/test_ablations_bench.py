@@ -1,0 +1,46 @@
+"""benchmarks/ablations.py planning: shared runs are found by resolved config, partial grids accumulate."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from mask3d_vit.config import load_config
+from mask3d_vit.tasks.compare import CompareConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("ablations_bench", ROOT / "benchmarks" / "ablations.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_axes_then_full_grid_share_runs():
+    bench = _load_script()
+    cfg = load_config(CompareConfig, bench.RECIPE, [])
+    todo, alias = bench.plan(cfg, ["rgb_mask", "depth_mask", "fusion"], done={})
+    center = "rgb 0.75 / depth 0.75"  # the recipe itself: one run answers both axes and "fusion concat"
+    assert sorted(todo) == sorted(["rgb 0.5 / depth 0.75", center, "rgb 0.9 / depth 0.75", "rgb 0.75 / depth 0.5",
+                                   "rgb 0.75 / depth 0.9", "fusion add"])
+    assert alias["fusion concat"] == center
+    done = {name: {"overrides": overrides, "seg/miou": 1.0} for name, overrides in todo.items()}
+    todo, _ = bench.plan(cfg, ["masking"], done=done)
+    assert sorted(todo) == ["rgb 0.5 / depth 0.5", "rgb 0.5 / depth 0.9", "rgb 0.9 / depth 0.5",
+                            "rgb 0.9 / depth 0.9"]
+    table = bench.table("masking", done)
+    assert table.count("\n| rgb ") == 9 and "| rgb 0.5 / depth 0.5 | - |" in table and "| 1.0 |" in table
+
+
+def test_report_keeps_the_hand_written_decisions(tmp_path):
+    bench = _load_script()
+    cfg = load_config(CompareConfig, bench.RECIPE, [])
+    report = tmp_path / "ablations.md"
+    rows = {"fusion add": {"overrides": ["model.fusion=add"], "seg/miou": 12.0}}
+    bench.write_report(rows, cfg, report, ["python benchmarks/ablations.py --grid fusion"])
+    report.write_text(report.read_text() + f"\n{bench.DECISIONS}\n\nWe chose add.\n")
+    rows["depth blocks 0"] = {"overrides": ["model.depth_blocks=0"], "seg/miou": 11.0}
+    text = bench.write_report(rows, cfg, report, ["a", "b"])
+    assert text.count(bench.DECISIONS) == 1 and text.rstrip().endswith("We chose add.")
+    assert "| depth blocks 0 | 11.0 |" in text and "| fusion add | 12.0 |" in text
