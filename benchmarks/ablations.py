@@ -16,6 +16,7 @@ kept in ``<out>/ablations.json``: run the grids in parts with the same ``--out``
     python benchmarks/ablations.py --dry-run                       # every grid: the plan and the time estimate
     python benchmarks/ablations.py --grid masking --out runs/ablations
     python benchmarks/ablations.py --grid depth_branch,loss_region,depth_target,fusion --out runs/ablations
+    python benchmarks/ablations.py --grid masking --variants "rgb 0.5 / depth 0.75" --out runs/ablations
 """
 from __future__ import annotations
 
@@ -133,6 +134,8 @@ def _main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=RECIPE, help=f"base recipe (default {RECIPE})")
     parser.add_argument("--grid", default=",".join(GRIDS), help=f"comma-separated subset of {', '.join(GRIDS)}")
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated variant names of those grids: run only these (a budget's choice)")
     parser.add_argument("--out", default=str(ROOT / "runs" / "ablations"), help="runs folder; results accumulate")
     parser.add_argument("--report", default=str(ROOT / "docs" / "ablations.md"), help="markdown report to rewrite")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate, run nothing")
@@ -145,6 +148,12 @@ def _main(argv: list[str] | None = None) -> None:
     saved = yaml.safe_load(store.read_text()) if store.is_file() else {"rows": {}, "commands": []}
     rows: dict[str, dict] = saved["rows"]
     todo, alias = plan(cfg, args.grid.split(","), rows)
+    if args.variants:
+        wanted = args.variants.split(",")
+        unknown = [v for v in wanted if v not in alias]
+        if unknown:
+            raise SystemExit(f"--variants {','.join(unknown)}: not in grid {args.grid}; choose from {', '.join(alias)}")
+        todo = {name: overrides for name, overrides in todo.items() if name in wanted}
     stages = estimate_seconds(cfg, num_variants=len(todo), scratch=SCRATCH not in rows)
     print(f"[ablations] {len(todo)} pre-training variants to run ({len(alias) - len(todo)} shared or done): "
           f"{', '.join(todo) or 'none'}", flush=True)
@@ -156,7 +165,7 @@ def _main(argv: list[str] | None = None) -> None:
                               log=lambda line: print(f"[ablations] {line}", flush=True)):
         rows[row["backbone"]] = row | {"overrides": todo.get(row["backbone"], [])}
     for name, target in alias.items():
-        if target != name:
+        if target != name and target in rows:
             rows[name] = {"alias": target, "overrides": GRIDS_OVERRIDES[name]}
     saved["commands"].append(shlex.join(["python", "benchmarks/ablations.py",
                                          *(argv if argv is not None else sys.argv[1:])]))

@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 from mask3d_vit.config import load_config
 from mask3d_vit.tasks.compare import CompareConfig
 
@@ -44,3 +46,11 @@ def test_report_keeps_the_hand_written_decisions(tmp_path):
     text = bench.write_report(rows, cfg, report, ["a", "b"])
     assert text.count(bench.DECISIONS) == 1 and text.rstrip().endswith("We chose add.")
     assert "| depth blocks 0 | 11.0 |" in text and "| fusion add | 12.0 |" in text
+
+
+def test_variants_must_belong_to_the_grid(tmp_path, capsys):
+    bench = _load_script()
+    with pytest.raises(SystemExit, match="--variants rgb 0.5 / depth 0.75: not in grid fusion; choose from"):
+        bench._main(["--grid", "fusion", "--variants", "rgb 0.5 / depth 0.75", "--dry-run", "--out", str(tmp_path)])
+    bench._main(["--grid", "fusion", "--variants", "fusion add", "--dry-run", "--out", str(tmp_path)])
+    assert "1 pre-training variants to run" in capsys.readouterr().out
