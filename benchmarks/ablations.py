@@ -78,14 +78,17 @@ def plan(cfg: CompareConfig, grids: list[str], done: dict[str, dict]) -> tuple[d
     unknown = [g for g in grids if g not in GRIDS]
     if unknown:
         raise SystemExit(f"--grid {','.join(unknown)}: unknown; choose from {', '.join(GRIDS)}")
-    by_identity = {_identity(cfg, row["overrides"]): name for name, row in done.items()
-                   if name != SCRATCH and "alias" not in row}
+    # A row keeps the resolved config it ran with: after a change of the recipe or of the library defaults, an old
+    # run is neither passed off as a new variant nor kept in place of one (it is run again).
+    done_key = {name: row.get("pretrain_config") or _identity(cfg, row["overrides"]) for name, row in done.items()
+                if name != SCRATCH and "alias" not in row}
+    by_identity = {key: name for name, key in done_key.items()}
     todo, alias = {}, {}
     for grid in grids:
         for name, overrides in GRIDS[grid].items():
             key = _identity(cfg, overrides)
             alias[name] = by_identity.setdefault(key, name)
-            if alias[name] == name and name not in done:
+            if alias[name] == name and done_key.get(name) != key:
                 todo[name] = overrides
     return todo, alias
 
@@ -163,7 +166,8 @@ def _main(argv: list[str] | None = None) -> None:
     save_config(cfg, out / "ablation_config.yaml")
     for row in run_comparison(cfg, out, variants=todo, scratch=SCRATCH not in rows,
                               log=lambda line: print(f"[ablations] {line}", flush=True)):
-        rows[row["backbone"]] = row | {"overrides": todo.get(row["backbone"], [])}
+        overrides = todo.get(row["backbone"], [])
+        rows[row["backbone"]] = row | {"overrides": overrides, "pretrain_config": _identity(cfg, overrides)}
     for name, target in alias.items():
         if target != name and target in rows:
             rows[name] = {"alias": target, "overrides": GRIDS_OVERRIDES[name]}

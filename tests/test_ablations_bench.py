@@ -23,10 +23,12 @@ def test_axes_then_full_grid_share_runs():
     bench = _load_script()
     cfg = load_config(CompareConfig, bench.RECIPE, [])
     todo, alias = bench.plan(cfg, ["rgb_mask", "depth_mask", "fusion"], done={})
-    center = "rgb 0.75 / depth 0.75"  # the recipe itself: one run answers both axes and "fusion concat"
+    center = "rgb 0.75 / depth 0.75"  # the recipe itself: one run answers both axes and its own fusion setting
+    default, other = ("fusion add", "fusion concat") if cfg.pretrain.model.fusion == "add" else ("fusion concat",
+                                                                                                 "fusion add")
     assert sorted(todo) == sorted(["rgb 0.5 / depth 0.75", center, "rgb 0.9 / depth 0.75", "rgb 0.75 / depth 0.5",
-                                   "rgb 0.75 / depth 0.9", "fusion add"])
-    assert alias["fusion concat"] == center
+                                   "rgb 0.75 / depth 0.9", other])
+    assert alias[default] == center
     done = {name: {"overrides": overrides, "seg/miou": 1.0} for name, overrides in todo.items()}
     todo, _ = bench.plan(cfg, ["masking"], done=done)
     assert sorted(todo) == ["rgb 0.5 / depth 0.5", "rgb 0.5 / depth 0.9", "rgb 0.9 / depth 0.5",
@@ -54,3 +56,16 @@ def test_variants_must_belong_to_the_grid(tmp_path, capsys):
         bench._main(["--grid", "fusion", "--variants", "rgb 0.5 / depth 0.75", "--dry-run", "--out", str(tmp_path)])
     bench._main(["--grid", "fusion", "--variants", "fusion add", "--dry-run", "--out", str(tmp_path)])
     assert "1 pre-training variants to run" in capsys.readouterr().out
+
+
+def test_runs_keep_the_config_they_ran_with():
+    """A run recorded under an older default is neither taken for the current recipe's run nor kept: it reruns."""
+    bench = _load_script()
+    cfg = load_config(CompareConfig, bench.RECIPE, [])
+    old = load_config(CompareConfig, bench.RECIPE, ["pretrain.model.depth_mask_ratio=0.6"])
+    done = {"depth blocks 2": {"overrides": ["model.depth_blocks=2"],
+                               "pretrain_config": bench._identity(old, ["model.depth_blocks=2"])}}
+    todo, alias = bench.plan(cfg, ["depth_branch"], done=done)
+    assert sorted(todo) == ["depth blocks 0", "depth blocks 2"] and alias["depth blocks 2"] == "depth blocks 2"
+    todo, alias = bench.plan(old, ["depth_branch"], done=done)
+    assert list(todo) == ["depth blocks 0"]
