@@ -96,7 +96,7 @@ def huggingface(size: int, batch: int, device: torch.device, attn: str):
 
 
 MODELS = {
-    "mask3d-vit (rgb+depth)": lambda size, batch, device, precision: ours(size, batch, device, precision, "concat"),
+    "mask3d-vit (fusion=concat)": lambda size, batch, device, precision: ours(size, batch, device, precision, "concat"),
     "mask3d-vit (fusion=add)": lambda size, batch, device, precision: ours(size, batch, device, precision, "add"),
     "HF ViTMAE (sdpa)": lambda size, batch, device, precision: huggingface(size, batch, device, "sdpa"),
     "HF ViTMAE (eager)": lambda size, batch, device, precision: huggingface(size, batch, device, "eager"),

@@ -220,9 +220,8 @@ class Mask3D(nn.Module):
     def __init__(self, *, encoder: str = "vit_tiny_patch16", img_size: tuple[int, int] = (128, 128),
                  objective: str = "depth", rgb_mask_ratio: float = 0.75, depth_mask_ratio: float = 0.75,
                  depth_blocks: int = 2, depth_dim: int = 128, depth_heads: int = 4, fusion: str = "add",
-                 decoder_dim: int = 128,
-                 decoder_depth: int = 2, decoder_heads: int = 4, depth_target: str = "log", loss: str = "l1",
-                 loss_region: str = "all", max_depth: float = 10.0, rgb_loss_weight: float = 1.0,
+                 decoder_dim: int = 128, decoder_depth: int = 2, decoder_heads: int = 4, depth_target: str = "log",
+                 loss: str = "l1", loss_region: str = "all", max_depth: float = 10.0, rgb_loss_weight: float = 1.0,
                  norm_pix_loss: bool = True, drop_path_rate: float = 0.0):
         super().__init__()
         self.grad_checkpointing = False
