@@ -161,10 +161,26 @@ def test_every_parameter_gets_a_gradient(kwargs):
     model = micro(**kwargs)
     out = run(model, make_batch())
     out["loss"].backward()
-    assert out["loss"].requires_grad and not out["loss_" + ("rgb" if kwargs.get("objective") == "rgb"
-                                                           else "depth")].requires_grad
+    assert out["loss"].requires_grad
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert not missing, f"parameters without a finite gradient (unused under DDP): {missing}"
+
+
+def test_compiled_model_gives_the_eager_loss_with_its_graph(monkeypatch):
+    """``train.compile=true`` runs the model through inductor: same loss as eager, and it must still backpropagate
+    (a detached loss among the outputs once made inductor drop the graph of ``loss``)."""
+    import torch._inductor.config
+    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)  # eager's RNG: the same masks
+    model = micro(objective="rgb+depth")
+    batch = make_batch()
+    eager = run(model, batch)
+    torch._dynamo.reset()
+    compiled = run(torch.compile(model), batch)
+    assert compiled["loss"].requires_grad
+    for key in ("loss", "loss_depth", "loss_rgb"):
+        torch.testing.assert_close(compiled[key], eager[key], rtol=1e-4, atol=1e-5)
+    compiled["loss"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
 @pytest.mark.parametrize("fusion, extra", [("concat", 2), ("add", 0)])

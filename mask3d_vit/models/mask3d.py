@@ -338,7 +338,8 @@ class Mask3D(nn.Module):
                 float ``(B, 1, H, W)`` metres and optionally ``valid`` bool ``(B, 1, H, W)``.
 
         Returns:
-            ``loss`` (scalar, with graph); detached ``loss_depth`` / ``loss_rgb`` for the terms in use;
+            ``loss`` (scalar, with graph); ``loss_depth`` / ``loss_rgb`` for the terms in use (also with graph:
+            a detached copy among the outputs makes inductor return ``loss`` without its graph, torch 2.14);
             ``pred_depth`` ``(B, 1, H, W)`` metres (for ``"standardized"`` de-standardised with the frame's own
             valid statistics: a visualisation convenience); ``pred_rgb`` ``(B, 3, H, W)`` in ``[0, 1]`` (with
             ``norm_pix_loss``, de-normalised with each target patch's statistics, as in MAE's figures);
@@ -388,11 +389,11 @@ class Mask3D(nn.Module):
         if self.predicts_depth:
             loss_depth, out["pred_depth"] = self._depth_loss(self.depth_head(x).float(), depth, valid, rgb_mask,
                                                              grid)
-            out["loss_depth"] = loss_depth.detach()
+            out["loss_depth"] = loss_depth
             losses.append(loss_depth)
         if self.predicts_rgb:
             loss_rgb, out["pred_rgb"] = self._rgb_loss(self.rgb_head(x).float(), rgb, rgb_mask, grid)
-            out["loss_rgb"] = loss_rgb.detach()
+            out["loss_rgb"] = loss_rgb
             losses.append(loss_rgb * (self.rgb_loss_weight if self.predicts_depth else 1.0))
         out["loss"] = sum(losses)
         return out
@@ -440,14 +441,12 @@ class Mask3D(nn.Module):
         err = diff.abs() if self.loss == "l1" else diff.square()
         loss = (err * weight).sum() / weight.sum().clamp_min(1)
 
-        with torch.no_grad():
-            dense = unpatchify(pred, p, grid)
-            if self.depth_target == "log":
-                dense = dense.exp()
-            elif self.depth_target == "standardized":
-                dense = dense * std + mean
-            dense = dense.clamp(0, self.max_depth)
-        return loss, dense
+        dense = unpatchify(pred.detach(), p, grid)
+        if self.depth_target == "log":
+            dense = dense.exp()
+        elif self.depth_target == "standardized":
+            dense = dense * std + mean
+        return loss, dense.clamp(0, self.max_depth)
 
     def _rgb_loss(self, pred: torch.Tensor, rgb: torch.Tensor, rgb_mask: torch.Tensor,
                   grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -460,10 +459,8 @@ class Mask3D(nn.Module):
         per_patch = (pred - target).square().mean(dim=-1)
         hidden = rgb_mask.float()
         loss = (per_patch * hidden).sum() / hidden.sum().clamp_min(1)
-        with torch.no_grad():
-            image = pred * std + mean if self.norm_pix_loss else pred
-            image = unpatchify(image, self.patch_size, grid).clamp(0, 1)
-        return loss, image
+        image = pred.detach() * std + mean if self.norm_pix_loss else pred.detach()
+        return loss, unpatchify(image, self.patch_size, grid).clamp(0, 1)
 
 
 def mask3d_vit_tiny_patch16_dec128d2b(**kwargs) -> Mask3D:
