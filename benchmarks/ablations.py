@@ -164,16 +164,20 @@ def _main(argv: list[str] | None = None) -> None:
     if args.dry_run:
         return
     save_config(cfg, out / "ablation_config.yaml")
-    for row in run_comparison(cfg, out, variants=todo, scratch=SCRATCH not in rows,
-                              log=lambda line: print(f"[ablations] {line}", flush=True)):
-        overrides = todo.get(row["backbone"], [])
-        rows[row["backbone"]] = row | {"overrides": overrides, "pretrain_config": _identity(cfg, overrides)}
-    for name, target in alias.items():
-        if target != name and target in rows:
-            rows[name] = {"alias": target, "overrides": GRIDS_OVERRIDES[name]}
     saved["commands"].append(shlex.join(["python", "benchmarks/ablations.py",
                                          *(argv if argv is not None else sys.argv[1:])]))
-    write_json(store, {"rows": rows, "commands": saved["commands"]})
+
+    def keep(row: dict) -> None:
+        """Store a finished variant at once: an interrupted invocation reruns only what it had not finished."""
+        overrides = todo.get(row["backbone"], [])
+        rows[row["backbone"]] = row | {"overrides": overrides, "pretrain_config": _identity(cfg, overrides)}
+        for name, target in alias.items():
+            if target != name and target in rows:
+                rows[name] = {"alias": target, "overrides": GRIDS_OVERRIDES[name]}
+        write_json(store, {"rows": rows, "commands": saved["commands"]})
+
+    run_comparison(cfg, out, variants=todo, scratch=SCRATCH not in rows,
+                   log=lambda line: print(f"[ablations] {line}", flush=True), on_row=keep)
     print(write_report(rows, cfg, Path(args.report), saved["commands"]), flush=True)
 
 

@@ -12,6 +12,8 @@ NYU13 segmentation on the labelled NYUv2 frame. It rewrites ``docs/results.md`` 
     python benchmarks/transfer.py --dry-run            # print the plan and the time estimate only
     python benchmarks/transfer.py --scale 8            # the same protocol with 8x the frames, for a GPU
     python benchmarks/transfer.py seeds=[0,1,2,3,4] seg.train.epochs=12    # any config key=value
+
+``<out>/rows.json`` gains each (backbone, seed) row as soon as its runs finish, so a stopped run keeps its numbers.
 """
 from __future__ import annotations
 
@@ -123,7 +125,14 @@ def run_transfer(out: str | Path, *, cfg: CompareConfig, shared: Path | None, lo
     out = Path(out)
     variants = objective_variants(cfg.objectives)
     t = time.time()
-    rows = run_comparison(cfg, out, variants=variants, log=log)
+    done: list[dict] = []
+
+    def keep(row: dict) -> None:
+        """``<out>/rows.json`` grows with every finished backbone: a stopped run keeps what it measured."""
+        done.append(row)
+        write_json(out / "rows.json", {"rows": done})
+
+    rows = run_comparison(cfg, out, variants=variants, log=log, on_row=keep)
     minutes = {"comparison": (time.time() - t) / 60}
     real_rows: list[dict] = []
     if shared is not None:
@@ -315,7 +324,8 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
         f"![metrics](figures/{bars.name})", "", f"![data efficiency](figures/{effic.name})", "",
         "### Every seed", "", seed_table(result["rows"], columns), "",
     ]
-    text = "\n".join(lines + real_section(result["real_rows"], real_note))
+    kept = _existing_real_section(report) if not result["real_rows"] else None
+    text = "\n".join(lines + ([kept] if kept else real_section(result["real_rows"], real_note)))
     write_text(report, text)
     write_json(out / "results.json", {**result, "command": command})
     return text
@@ -326,6 +336,12 @@ REAL_HEADING = "## Real frames (small numbers)"
 
 def real_section(real_rows: list[dict], note: str) -> list[str]:
     return [REAL_HEADING, "", note, ""] + ([seed_table(real_rows, REAL_COLUMNS), ""] if real_rows else [])
+
+
+def _existing_real_section(report: Path) -> str | None:
+    """The real-frames section of an existing report, kept when this run did not do that part (``--real off``)."""
+    parts = report.read_text().split(REAL_HEADING, 1) if report.is_file() else []
+    return REAL_HEADING + parts[1].rstrip("\n") + "\n" if len(parts) == 2 else None
 
 
 def replace_real_section(report: Path, real_rows: list[dict], note: str) -> str:
@@ -354,7 +370,8 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every frame count (GPU runs: 4-16)")
     parser.add_argument("--real", choices=("auto", "on", "off", "only"), default="auto",
                         help="the real-frames experiment: auto = when ../shared/data exists; only = run just that "
-                             "part and rewrite just its section of the report")
+                             "part and rewrite just its section of the report; when it is not run, the report "
+                             "keeps the section it already has")
     parser.add_argument("--shared", default=str(SHARED), help="the shared sample-data folder")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate, run nothing")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seeds=[0,1]")

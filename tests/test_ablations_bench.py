@@ -69,3 +69,22 @@ def test_runs_keep_the_config_they_ran_with():
     assert sorted(todo) == ["depth blocks 0", "depth blocks 2"] and alias["depth blocks 2"] == "depth blocks 2"
     todo, alias = bench.plan(old, ["depth_branch"], done=done)
     assert list(todo) == ["depth blocks 0"]
+
+
+def test_an_interrupted_invocation_keeps_its_finished_variants(tmp_path, monkeypatch):
+    bench = _load_script()
+
+    def first_then_stop(cfg, out, *, variants, scratch, log, on_row):
+        name = next(iter(variants))
+        on_row({"backbone": name, "seed": 0, "seg/miou": 12.5})
+        raise KeyboardInterrupt  # the user (or a time limit) stops the second variant
+
+    monkeypatch.setattr(bench, "run_comparison", first_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        bench._main(["--grid", "fusion", "--out", str(tmp_path), "--report", str(tmp_path / "r.md")])
+    saved = bench.yaml.safe_load((tmp_path / "ablations.json").read_text())
+    finished = [name for name, row in saved["rows"].items() if "seg/miou" in row]
+    assert len(finished) == 1 and saved["rows"][finished[0]]["seg/miou"] == 12.5
+    cfg = load_config(CompareConfig, bench.RECIPE, [])
+    todo, _ = bench.plan(cfg, ["fusion"], done=saved["rows"])
+    assert finished[0] not in todo and len(todo) == 1

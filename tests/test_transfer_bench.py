@@ -1,5 +1,6 @@
 """The evidence benchmark's protocol (benchmarks/transfer.py) end to end at smoke size; the real run takes ~45 min."""
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -33,6 +34,9 @@ def test_transfer_protocol_and_report(tmp_path):
     for r in rows:
         assert 0 <= r["seg/miou"] <= 100 and 0 <= r["seg@50%/miou"] <= 100 and r["depth_probe/abs_rel"] > 0
         assert 0 <= r["depth_probe/delta1_med"] <= 100
+    # Rows are saved as each backbone finishes (a stopped run keeps them), the last write holds them all.
+    saved = json.loads((tmp_path / "runs" / "rows.json").read_text())["rows"]
+    assert [(r["backbone"], r["seed"]) for r in saved] == [(r["backbone"], r["seed"]) for r in rows]
     # Seeds change the runs: two seeds of one backbone must not give the same numbers.
     assert rows[1]["depth_probe/abs_rel"] != rows[4]["depth_probe/abs_rel"]
     mean, std = next(e for e in result["summary"] if e["backbone"] == "Mask3D")["seg/miou"]
@@ -49,6 +53,10 @@ def test_transfer_protocol_and_report(tmp_path):
     assert rewritten.startswith(text.split(bench.REAL_HEADING)[0].rstrip("\n"))
     assert rewritten.count(bench.REAL_HEADING) == 1 and "new note" in rewritten and "\nnote\n" not in rewritten
     assert report.read_text() == rewritten
+    # A later run without the real-frames part (--real off) keeps that section as it is.
+    again = bench.write_report(result | {"real_rows": []}, cfg, command="python benchmarks/transfer.py --real off",
+                               out=tmp_path / "runs", report=report, estimate="~1 min", real_note="Skipped")
+    assert again.count(bench.REAL_HEADING) == 1 and "new note" in again and "Skipped" not in again
     if shared is None:
         pytest.skip(f"real-frames part not run: sample frames absent at {SHARED}")
     real = result["real_rows"]

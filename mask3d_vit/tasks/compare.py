@@ -81,7 +81,8 @@ def _slug(name: str) -> str:
 
 
 def run_comparison(cfg: CompareConfig, out: str | Path, *, variants: dict[str, list[str]], scratch: bool = True,
-                   log: Callable[[str], None] = print) -> list[dict]:
+                   log: Callable[[str], None] = print,
+                   on_row: Callable[[dict], None] | None = None) -> list[dict]:
     """Pre-train every variant per seed, then run every transfer recipe from every backbone.
 
     Args:
@@ -91,6 +92,8 @@ def run_comparison(cfg: CompareConfig, out: str | Path, *, variants: dict[str, l
         variants: display name -> ``key=value`` overrides of ``cfg.pretrain`` (e.g. ``objective_variants(...)``).
         scratch: also transfer from a randomly initialised backbone (row ``scratch``).
         log: progress lines go here.
+        on_row: called with each row as soon as its runs are done, so a long protocol that is stopped keeps the
+            rows it finished (the benchmarks save them there).
 
     Returns:
         One row per (backbone, seed), in the order scratch, then ``variants``, seed-major (see the module docstring).
@@ -126,6 +129,8 @@ def run_comparison(cfg: CompareConfig, out: str | Path, *, variants: dict[str, l
                 row.update({f"{key}/{k[5:]}": v for k, v in result.items()
                             if k.startswith("eval/") and "/iou/" not in k})
             rows.append(row)
+            if on_row is not None:
+                on_row(row)
     return rows
 
 
