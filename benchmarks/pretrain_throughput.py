@@ -8,9 +8,12 @@ machine each step uses.
 
     pip install -e '.[bench]'          # transformers, only for this benchmark
     python benchmarks/pretrain_throughput.py [--size 128] [--batch 32] [--rounds 5] [--device cpu|cuda]
+    python benchmarks/pretrain_throughput.py --compile --models "fusion=add,HF ViTMAE (sdpa)"   # torch.compile
 
 Timing: all models are built first, then timed in interleaved rounds in this process (median round reported).
 Peak memory: each model runs a few steps in a fresh interpreter (peak RSS on CPU, peak allocated on CUDA).
+``--compile`` times every model through ``torch.compile`` instead (what ``train.compile=true`` does for ours; the
+same call for ViTMAE), with FLOPs counted on the eager twin; ratios compare models run the same way.
 """
 from __future__ import annotations
 
@@ -32,7 +35,8 @@ from mask3d_vit.models.mask3d import Mask3D
 from mask3d_vit.models.vit import set_attention_backend
 
 
-def matmul_gflops(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+def matmul_gflops(device: torch.device, dtype: torch.dtype, reps: int = 10) -> float:
+    n = 8192 if device.type == "cuda" else 2048  # a GPU needs a large product to reach its peak
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(2):
@@ -81,7 +85,7 @@ def ours(size: int, batch: int, device: torch.device, precision: str, fusion: st
     g = torch.Generator().manual_seed(0)
     batch_dict = {"rgb": torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g).to(device),
                   "depth": (torch.rand(batch, 1, size, size, generator=g) * 5 + 0.5).to(device)}
-    return model, lambda: model(batch_dict)["loss"]
+    return model, lambda module: module(batch_dict)["loss"]
 
 
 def huggingface(size: int, batch: int, device: torch.device, attn: str):
@@ -92,7 +96,7 @@ def huggingface(size: int, batch: int, device: torch.device, attn: str):
                        norm_pix_loss=True, attn_implementation=attn)
     model = ViTMAEForPreTraining(cfg).to(device)
     pixels = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
-    return model, lambda: model(pixel_values=pixels).loss
+    return model, lambda module: module(pixel_values=pixels).loss
 
 
 MODELS = {
@@ -103,13 +107,14 @@ MODELS = {
 }
 
 
-def make_step(name: str, args, device, precision: str):
+def make_step(name: str, args, device, precision: str, compiled: bool = False):
     model, loss_fn = MODELS[name](args.size, args.batch, device, precision)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    module = torch.compile(model) if compiled else model
 
     def step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = loss_fn()
+            loss = loss_fn(module)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -119,7 +124,7 @@ def make_step(name: str, args, device, precision: str):
 def peak_memory_mb(name: str, args, precision: str) -> float:
     """Peak memory of a few steps, measured in a fresh interpreter so no other model's freed memory is reused."""
     cmd = [sys.executable, __file__, "--memory-of", name, "--precision", precision, "--size", str(args.size),
-           "--batch", str(args.batch), "--device", args.device]
+           "--batch", str(args.batch), "--device", args.device] + (["--compile"] if args.compile else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return float(out.strip().splitlines()[-1])
 
@@ -127,7 +132,7 @@ def peak_memory_mb(name: str, args, precision: str) -> float:
 def _memory_child(args) -> None:
     device = torch.device(args.device)
     base = _reset_peak(device)
-    step = make_step(args.memory_of, args, device, args.precision)
+    step = make_step(args.memory_of, args, device, args.precision, args.compile)
     for _ in range(3):
         step()
     print((_peak(device) - base) / 2**20)
@@ -135,14 +140,21 @@ def _memory_child(args) -> None:
 
 def compare(args, device, precision: str) -> dict[str, dict]:
     """Time every model on interleaved rounds (the median round wins), so load on a shared machine hits all alike."""
-    steps = {name: make_step(name, args, device, precision) for name in MODELS}
     flops = {}
-    for name, step in steps.items():
+    for name in args.models:  # counted on eager models: a compiled step does the same arithmetic
+        step = make_step(name, args, device, precision)
         with FlopCounterMode(display=False) as counter:
             step()
         flops[name] = counter.get_total_flops()
+    steps = {name: make_step(name, args, device, precision, args.compile) for name in args.models}
+    for name, step in steps.items():  # warm-up (and compilation)
+        t = time.perf_counter()
         step()
-    times = {name: [] for name in MODELS}
+        step()
+        _sync(device)
+        print(f"  ({precision} {name}: warm-up{' and compilation' if args.compile else ''} "
+              f"{time.perf_counter() - t:.1f} s)", file=sys.stderr, flush=True)
+    times = {name: [] for name in args.models}
     for _ in range(args.rounds):
         for name, step in steps.items():
             _sync(device)
@@ -152,12 +164,19 @@ def compare(args, device, precision: str) -> dict[str, dict]:
             _sync(device)
             times[name].append((time.perf_counter() - t) / args.steps)
     out = {}
-    for name in MODELS:
+    for name in args.models:
         seconds = statistics.median(times[name])
         out[name] = {"img_per_s": args.batch / seconds, "step_ms": seconds * 1e3, "gflop_per_step": flops[name] / 1e9,
                      "achieved_gflops": flops[name] / seconds / 1e9,
-                     "peak_mem_mb": peak_memory_mb(name, args, precision)}
+                     "peak_mem_mb": peak_memory_mb(name, args, precision) if args.memory else float("nan")}
     return out
+
+
+def _model_name(part: str) -> str:
+    hits = [name for name in MODELS if part.strip() in name]
+    if len(hits) != 1:
+        raise SystemExit(f"--models {part!r}: matches {len(hits)} of {', '.join(MODELS)}; name exactly one")
+    return hits[0]
 
 
 def main() -> None:
@@ -169,11 +188,17 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precisions", default=None,
                         help="comma-separated subset of fp32,bf16 (default: bf16 only where the hardware has it)")
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help="comma-separated subset of the models (a name or a unique part of it)")
+    parser.add_argument("--compile", action="store_true", help="run every model through torch.compile")
+    parser.add_argument("--no-memory", dest="memory", action="store_false",
+                        help="skip the peak-memory children (each one compiles again under --compile)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.manual_seed(0)
+    args.models = [_model_name(part) for part in args.models.split(",")]
     if args.memory_of:
         return _memory_child(args)
     device = torch.device(args.device)
@@ -181,8 +206,10 @@ def main() -> None:
     native = ("fp32", "bf16") if resolve_precision("auto", device) == "bf16" else ("fp32",)
     precisions = tuple(args.precisions.split(",")) if args.precisions else native
     peaks = {p: matmul_gflops(device, torch.float32 if p == "fp32" else torch.bfloat16) for p in precisions}
-    print(f"device {device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
-          f"torch {torch.__version__}, ViT-Tiny @ {args.size}px, batch {args.batch}, mask 0.75, decoder 128x2")
+    chip = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
+    print(f"device {device} ({chip}), torch {torch.__version__}, ViT-Tiny @ {args.size}px, batch {args.batch}, "
+          f"mask 0.75, decoder 128x2{', torch.compile' if args.compile else ''}")
     print("matmul peak: " + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peaks.items())
           + ("" if "bf16" in native else " (no native bf16 here: bf16 skipped unless --precisions asks for it)"))
     print(f"{'precision':9} {'model':26} {'img/s':>8} {'ms/step':>8} {'GFLOP/step':>10} {'GFLOP/s':>8} "
@@ -194,12 +221,16 @@ def main() -> None:
             print(f"{precision:9} {name:26} {r['img_per_s']:8.1f} {r['step_ms']:8.1f} {r['gflop_per_step']:10.1f} "
                   f"{r['achieved_gflops']:8.1f} {100 * r['achieved_gflops'] / peaks[precision]:6.1f}% "
                   f"{r['peak_mem_mb']:8.0f}")
-            rows.append({"precision": precision, "model": name, **r})
-        best_hf = max((r for n, r in results.items() if n.startswith("HF")), key=lambda r: r["img_per_s"])
+            rows.append({"precision": precision, "model": name, "compiled": args.compile, **r})
+        hf = [r for n, r in results.items() if n.startswith("HF")]
+        if not hf:
+            continue
+        best_hf = max(hf, key=lambda r: r["img_per_s"])
         for name in (n for n in results if n.startswith("mask3d-vit")):
             r = results[name]
-            print(f"{precision}: {name} / best HF = {r['img_per_s'] / best_hf['img_per_s']:.2f}x img/s, "
-                  f"{r['peak_mem_mb'] / best_hf['peak_mem_mb']:.2f}x peak memory", flush=True)
+            memory = f", {r['peak_mem_mb'] / best_hf['peak_mem_mb']:.2f}x peak memory" if args.memory else ""
+            print(f"{precision}: {name} / best HF = {r['img_per_s'] / best_hf['img_per_s']:.2f}x img/s{memory}",
+                  flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"matmul_gflops": peaks, "rows": rows, "args": vars(args)}, indent=2))
 
