@@ -140,13 +140,13 @@ def _memory_child(args) -> None:
 
 def compare(args, device, precision: str) -> dict[str, dict]:
     """Time every model on interleaved rounds (the median round wins), so load on a shared machine hits all alike."""
+    steps = {name: make_step(name, args, device, precision, args.compile) for name in args.models}
     flops = {}
     for name in args.models:  # counted on eager models: a compiled step does the same arithmetic
-        step = make_step(name, args, device, precision)
+        step = make_step(name, args, device, precision) if args.compile else steps[name]
         with FlopCounterMode(display=False) as counter:
             step()
         flops[name] = counter.get_total_flops()
-    steps = {name: make_step(name, args, device, precision, args.compile) for name in args.models}
     for name, step in steps.items():  # warm-up (and compilation)
         t = time.perf_counter()
         step()
