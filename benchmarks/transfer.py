@@ -324,7 +324,8 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
         f"![metrics](figures/{bars.name})", "", f"![data efficiency](figures/{effic.name})", "",
         "### Every seed", "", seed_table(result["rows"], columns), "",
     ]
-    kept = _existing_real_section(report) if not result["real_rows"] else None
+    # Without the real-frames part (--real off) the report keeps the section it already has.
+    kept = _split_report(report)[1] if not result["real_rows"] and report.is_file() else None
     text = "\n".join(lines + ([kept] if kept else real_section(result["real_rows"], real_note)))
     write_text(report, text)
     write_json(out / "results.json", {**result, "command": command})
@@ -338,10 +339,10 @@ def real_section(real_rows: list[dict], note: str) -> list[str]:
     return [REAL_HEADING, "", note, ""] + ([seed_table(real_rows, REAL_COLUMNS), ""] if real_rows else [])
 
 
-def _existing_real_section(report: Path) -> str | None:
-    """The real-frames section of an existing report, kept when this run did not do that part (``--real off``)."""
-    parts = report.read_text().split(REAL_HEADING, 1) if report.is_file() else []
-    return REAL_HEADING + parts[1].rstrip("\n") + "\n" if len(parts) == 2 else None
+def _split_report(report: Path) -> tuple[str, str | None]:
+    """An existing report as (the comparison, its real-frames section or None)."""
+    head, *section = report.read_text().split(REAL_HEADING, 1)
+    return head.rstrip("\n"), REAL_HEADING + section[0].rstrip("\n") + "\n" if section else None
 
 
 def replace_real_section(report: Path, real_rows: list[dict], note: str) -> str:
@@ -349,7 +350,7 @@ def replace_real_section(report: Path, real_rows: list[dict], note: str) -> str:
     if not report.is_file():
         raise SystemExit(f"--real only rewrites the real-frames section of {report}, which does not exist; run the "
                          "whole benchmark first")
-    head = report.read_text().split(REAL_HEADING)[0].rstrip("\n")
+    head, _ = _split_report(report)
     text = "\n".join([head, ""] + real_section(real_rows, note))
     write_text(report, text)
     return text
