@@ -8,7 +8,8 @@ like the comparison of ``benchmarks/transfer.py``, by segmentation fine-tuning a
 - ``fusion``: depth tokens appended to the decoder sequence (``concat``) or added to their patches' tokens (``add``);
 - ``depth_branch``: 0 (linear patch embedding only) vs 2 transformer blocks in the depth branch;
 - ``loss_region``: depth loss on all patches (the paper's dense reconstruction) vs the masked ones only;
-- ``depth_target``: metric, log or per-image standardised depth.
+- ``depth_target``: metric, log or per-image standardised depth;
+- ``pretrain_epochs``: 16 (the recipe), 64 or 128 epochs of pre-training on the same frames.
 
 Variants whose resolved config is identical (the recipe's own settings appear in every grid) run once. Results are
 kept in ``<out>/ablations.json``: run the grids in parts with the same ``--out`` and the report covers all of them::
@@ -53,6 +54,8 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     "depth_branch": {f"depth blocks {n}": [f"model.depth_blocks={n}"] for n in (0, 2)},
     "loss_region": {f"loss on {region} patches": [f"model.loss_region={region}"] for region in ("all", "masked")},
     "depth_target": {f"target {t}": [f"model.depth_target={t}"] for t in ("metric", "log", "standardized")},
+    # Longer pre-training on the same frames: does the transfer gap to scratch close with more steps?
+    "pretrain_epochs": {f"pre-train {e} epochs": [f"train.epochs={e}"] for e in (16, 64, 128)},
 }
 AXES = ("rgb_mask", "depth_mask")
 GRIDS_OVERRIDES = {name: overrides for grid in GRIDS.values() for name, overrides in grid.items()}
@@ -157,7 +160,7 @@ def _main(argv: list[str] | None = None) -> None:
         if unknown:
             raise SystemExit(f"--variants {','.join(unknown)}: not in grid {args.grid}; choose from {', '.join(alias)}")
         todo = {name: overrides for name, overrides in todo.items() if name in wanted}
-    stages = estimate_seconds(cfg, num_variants=len(todo), scratch=SCRATCH not in rows)
+    stages = estimate_seconds(cfg, variants=todo, scratch=SCRATCH not in rows)
     print(f"[ablations] {len(todo)} pre-training variants to run ({len(alias) - len(todo)} shared or done): "
           f"{', '.join(todo) or 'none'}", flush=True)
     print(f"[ablations] estimated wall time on the 2-core reference CPU: {format_estimate(stages)}", flush=True)

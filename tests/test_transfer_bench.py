@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mask3d_vit.config import load_config
-from mask3d_vit.tasks.compare import CompareConfig, estimate_seconds, summarize
+from mask3d_vit.tasks.compare import CompareConfig, estimate_seconds, objective_variants, summarize
 from smoke import COMPARISON_SMOKE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +72,13 @@ def test_summary_statistics_and_estimate():
     assert a["seeds"] == 3 and a["x"] == (2.0, 1.0)
     assert b["x"][0] == 5.0 and math.isnan(b["x"][1])
     cfg = load_config(CompareConfig, "transfer_cpu")
-    full = estimate_seconds(cfg, num_variants=3)
-    one_seed = estimate_seconds(load_config(CompareConfig, "transfer_cpu", ["seeds=[0]"]), num_variants=3)
+    variants = objective_variants(cfg.objectives)
+    full = estimate_seconds(cfg, variants=variants)
+    one_seed = estimate_seconds(load_config(CompareConfig, "transfer_cpu", ["seeds=[0]"]), variants=variants)
     assert math.isclose(full["total"], 3 * one_seed["total"])
+    # Each variant is priced with its own overrides: one that pre-trains 4x longer costs ~4x the pre-training.
+    longer = estimate_seconds(cfg, variants={"Mask3D": ["train.epochs=64"]})
+    shorter = estimate_seconds(cfg, variants={"Mask3D": []})
+    assert 3.5 < longer["pretrain"] / shorter["pretrain"] < 4.0
+    assert longer["seg"] == shorter["seg"]
     assert 20 * 60 < full["total"] < 45 * 60, "the default protocol must fit the 45-minute CPU budget"

@@ -164,11 +164,18 @@ def _source_frames(data: DataConfig, split: str) -> float:
     return total
 
 
-def estimate_seconds(cfg: CompareConfig, *, num_variants: int, scratch: bool = True) -> dict[str, float]:
+def estimate_seconds(cfg: CompareConfig, *, variants: dict[str, list[str]],
+                     scratch: bool = True) -> dict[str, float]:
     """Predicted wall time of :func:`run_comparison` on the 2-core reference CPU, per stage and in total.
 
     The reference rates (:data:`REFERENCE_RATES`, ViT-Tiny at 96x128) are scaled by pixel count; other encoders or
     machines make the prediction a rough guide only.
+
+    Args:
+        cfg: the comparison.
+        variants: as for :func:`run_comparison`; each variant is priced with its own overrides (a variant that
+            pre-trains 4x longer costs 4x).
+        scratch: as for :func:`run_comparison`.
 
     Returns:
         ``{"pretrain": s, "seg": s, "depth_probe": s, "total": s}``.
@@ -176,13 +183,16 @@ def estimate_seconds(cfg: CompareConfig, *, num_variants: int, scratch: bool = T
     def seconds(rate_key: str, images: float, size: tuple[int, int]) -> float:
         return images * size[0] * size[1] / REFERENCE_PIXELS / REFERENCE_RATES[rate_key]
 
+    def pretrain_seconds(p: PretrainConfig) -> float:
+        images = _source_frames(p.data, "train") * p.train.epochs
+        val = p.val_batches * p.train.batch_size * (p.train.epochs / max(p.train.eval_every, 1) + 1)
+        return seconds("pretrain", images, p.data.size) + seconds("eval", val, p.data.size) + RUN_OVERHEAD_S
+
     seeds = len(cfg.seeds)
-    p = cfg.pretrain
-    pre_images = _source_frames(p.data, "train") * p.train.epochs
-    pre_val = p.val_batches * p.train.batch_size * (p.train.epochs / max(p.train.eval_every, 1) + 1)
-    pretrain = num_variants * seeds * (seconds("pretrain", pre_images, p.data.size)
-                                       + seconds("eval", pre_val, p.data.size) + RUN_OVERHEAD_S)
-    backbones = (num_variants + int(scratch)) * seeds
+    pretrain = seeds * sum(pretrain_seconds(load_config(PretrainConfig, None, list(overrides),
+                                                        base=to_dict(cfg.pretrain)))
+                           for overrides in variants.values())
+    backbones = (len(variants) + int(scratch)) * seeds
     stages = {"pretrain": pretrain, "seg": 0.0, "depth_probe": 0.0}
     for key, run in transfer_runs(cfg).items():
         stage = "seg" if key.startswith("seg") else "depth_probe"
