@@ -2,8 +2,8 @@
 
 Both models get the same ViT-Tiny encoder (192-d, 12 blocks, 3 heads), the same decoder (128-d, 2 blocks, 4 heads),
 the same image size and colour mask ratio, and run in this one process, one after the other, in fp32 and in bf16
-autocast. A step is forward + backward + AdamW. Ours does more work (a depth branch with its own masked tokens that
-also enter the decoder) and should still be faster. The matmul peak measured in the same run tells how much of the
+autocast. A step is forward + backward + AdamW (fused, as each library's trainer runs it). Ours does more work (a
+depth branch with its own masked tokens that also enter the decoder) and should still be faster. The matmul peak measured in the same run tells how much of the
 machine each step uses.
 
     pip install -e '.[bench]'          # transformers, only for this benchmark
@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from mask3d_vit.engine.optim import OptimConfig, build_optimizer
 from mask3d_vit.engine.trainer import resolve_precision
 from mask3d_vit.models.mask3d import Mask3D
 from mask3d_vit.models.vit import set_attention_backend
@@ -109,7 +110,10 @@ MODELS = {
 
 def make_step(name: str, args, device, precision: str, compiled: bool = False):
     model, loss_fn = MODELS[name](args.size, args.batch, device, precision)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05)
+    if name.startswith("mask3d-vit"):
+        opt = build_optimizer(model, OptimConfig(base_lr=1e-4))  # the optimizer our trainer runs (fused AdamW)
+    else:  # the Hugging Face Trainer's default optimizer, "adamw_torch_fused"
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=True)
     module = torch.compile(model) if compiled else model
 
     def step():

@@ -321,6 +321,8 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
         "truth's median first, so it scores the shape of the depth map without its scale.", "",
         "### Mask3D against each baseline", "",
         *verdict(result["summary"], columns), "",
+        "The pre-training settings behind these rows (masking ratios, fusion, depth target, pre-training length) "
+        "and what was tried where Mask3D trails a baseline are in [docs/ablations.md](ablations.md).", "",
         f"![metrics](figures/{bars.name})", "", f"![data efficiency](figures/{effic.name})", "",
         "### Every seed", "", seed_table(result["rows"], columns), "",
     ]

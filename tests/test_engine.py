@@ -1,4 +1,5 @@
 """The generic loop: schedule, parameter groups, checkpoints, exact resume, NaN guard, atomic writes."""
+import copy
 import pickle
 
 import pytest
@@ -44,6 +45,39 @@ def test_param_groups_skip_decay_on_norms_biases_and_named():
     assert decayed == {"net.0.weight", "net.3.weight"}
     seen = [names[id(p)] for g in opt.param_groups for p in g["params"]]
     assert sorted(seen) == sorted(names.values())
+
+
+def test_optimizer_is_fused_and_resumes_a_for_loop_state():
+    """The fused AdamW continues from optimizer state written by torch's for-loop AdamW (checkpoints of older runs)."""
+    torch.manual_seed(0)
+    model = ToyModel()
+    fused = build_optimizer(model, OptimConfig(base_lr=1e-2))
+    assert fused.defaults["fused"]
+    groups = [{k: g[k] for k in ("params", "weight_decay", "lr_scale")} for g in fused.param_groups]
+    loop = torch.optim.AdamW(groups, lr=1e-2, betas=(0.9, 0.95), fused=False, foreach=False)
+    start = [p.detach().clone() for p in model.parameters()]
+    for _ in range(2):
+        for p in model.parameters():
+            p.grad = torch.randn_like(p)
+        loop.step()
+    after_loop = [p.detach().clone() for p in model.parameters()]
+    # the same third step, once by each implementation from the for-loop state
+    state = copy.deepcopy(loop.state_dict())
+    grads = [torch.randn_like(p) for p in model.parameters()]
+    for p, g in zip(model.parameters(), grads):
+        p.grad = g.clone()
+    loop.step()
+    expected = [p.detach().clone() for p in model.parameters()]
+    with torch.no_grad():
+        for p, a in zip(model.parameters(), after_loop):
+            p.copy_(a)
+    fused.load_state_dict(state)
+    for p, g in zip(model.parameters(), grads):
+        p.grad = g.clone()
+    fused.step()
+    for p, e, s in zip(model.parameters(), expected, start):
+        assert not torch.equal(e, s)
+        torch.testing.assert_close(p.detach(), e)
 
 
 def test_resume_mid_run_is_bitwise_exact(tmp_path):
