@@ -82,3 +82,18 @@ def test_summary_statistics_and_estimate():
     assert 3.5 < longer["pretrain"] / shorter["pretrain"] < 4.0
     assert longer["seg"] == shorter["seg"]
     assert 20 * 60 < full["total"] < 45 * 60, "the default protocol must fit the 45-minute CPU budget"
+
+
+def test_scale_multiplies_frames_not_epochs():
+    bench = _load_script()
+    cfg = load_config(CompareConfig, bench.RECIPE)
+    big = bench.scaled(cfg, 4)
+    for run in ("pretrain", "seg", "depth_probe"):
+        small, large = getattr(cfg, run), getattr(big, run)
+        assert [s.num_frames * 4 for s in small.data.sources] == [s.num_frames for s in large.data.sources]
+        assert large.train.epochs == small.train.epochs and large.data.size == small.data.size
+    assert big.seg.eval.max_images == 4 * cfg.seg.eval.max_images
+    # so the scaled protocol costs ~4x on the same machine (a GPU brings it back to the CPU run's wall time)
+    variants = objective_variants(cfg.objectives)
+    ratio = estimate_seconds(big, variants=variants)["total"] / estimate_seconds(cfg, variants=variants)["total"]
+    assert 3.5 < ratio < 4.1
