@@ -31,8 +31,8 @@ import yaml
 
 from mask3d_vit.config import load_config, save_config, to_dict
 from mask3d_vit.io import write_json, write_text
-from mask3d_vit.tasks.compare import SCRATCH, CompareConfig, estimate_seconds, format_estimate, run_comparison
-from mask3d_vit.tasks.pretrain import PretrainConfig
+from mask3d_vit.tasks.compare import (SCRATCH, CompareConfig, estimate_seconds, format_estimate, run_comparison,
+                                     variant_pretrain)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "ablation_cpu"
@@ -66,8 +66,7 @@ COLUMNS = [("seg/miou", "seg mIoU", 1), ("seg/pixel_acc", "seg pixel acc", 1),
 
 def _identity(cfg: CompareConfig, overrides: list[str]) -> str:
     """The resolved pre-training config of a variant, as text: equal text = the same run."""
-    resolved = load_config(PretrainConfig, None, overrides, base=to_dict(cfg.pretrain))
-    return yaml.safe_dump(to_dict(resolved), sort_keys=True)
+    return yaml.safe_dump(to_dict(variant_pretrain(cfg, overrides)), sort_keys=True)
 
 
 def plan(cfg: CompareConfig, grids: list[str], done: dict[str, dict]) -> tuple[dict[str, list[str]], dict[str, str]]:

@@ -76,6 +76,11 @@ def transfer_runs(cfg: CompareConfig) -> dict[str, FinetuneConfig]:
     return runs
 
 
+def variant_pretrain(cfg: CompareConfig, overrides: list[str]) -> PretrainConfig:
+    """The pre-training config of one variant: ``cfg.pretrain`` with the variant's ``key=value`` overrides."""
+    return load_config(PretrainConfig, None, list(overrides), base=to_dict(cfg.pretrain))
+
+
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-." else "_" for c in name.lower().replace("%", "pct"))
 
@@ -108,8 +113,7 @@ def run_comparison(cfg: CompareConfig, out: str | Path, *, variants: dict[str, l
         backbones = {SCRATCH: ("", 0.0)} if scratch else {}
         for name, overrides in variants.items():
             run_dir = out / f"pretrain-{_slug(name)}{suffix(seed)}"
-            run_cfg = load_config(PretrainConfig, None, list(overrides) + [f"train.seed={seed}"],
-                                  base=to_dict(cfg.pretrain))
+            run_cfg = variant_pretrain(cfg, list(overrides) + [f"train.seed={seed}"])
             log(f"pre-training {name}, seed {seed} -> {run_dir}")
             t = time.time()
             save_config(run_cfg, run_dir / "config.yaml")
@@ -189,9 +193,7 @@ def estimate_seconds(cfg: CompareConfig, *, variants: dict[str, list[str]],
         return seconds("pretrain", images, p.data.size) + seconds("eval", val, p.data.size) + RUN_OVERHEAD_S
 
     seeds = len(cfg.seeds)
-    pretrain = seeds * sum(pretrain_seconds(load_config(PretrainConfig, None, list(overrides),
-                                                        base=to_dict(cfg.pretrain)))
-                           for overrides in variants.values())
+    pretrain = seeds * sum(pretrain_seconds(variant_pretrain(cfg, overrides)) for overrides in variants.values())
     backbones = (len(variants) + int(scratch)) * seeds
     stages = {"pretrain": pretrain, "seg": 0.0, "depth_probe": 0.0}
     for key, run in transfer_runs(cfg).items():
