@@ -3,8 +3,8 @@
 Both models get the same ViT-Tiny encoder (192-d, 12 blocks, 3 heads), the same decoder (128-d, 2 blocks, 4 heads),
 the same image size and colour mask ratio, and run in this one process, one after the other, in fp32 and in bf16
 autocast. A step is forward + backward + AdamW (fused, as each library's trainer runs it). Ours does more work (a
-depth branch with its own masked tokens that also enter the decoder) and should still be faster. The matmul peak measured in the same run tells how much of the
-machine each step uses.
+depth branch with its own masked tokens that also enter the decoder) and should still be faster. The matmul peak
+measured in the same run tells how much of the machine each step uses.
 
     pip install -e '.[bench]'          # transformers, only for this benchmark
     python benchmarks/pretrain_throughput.py [--size 128] [--batch 32] [--rounds 5] [--device cpu|cuda]

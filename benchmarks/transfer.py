@@ -385,10 +385,11 @@ def _main(argv: list[str] | None = None) -> None:
     if args.real in ("on", "only") and not shared.is_dir():
         raise SystemExit(f"--real {args.real}: {shared} does not exist")
     shared = shared if args.real != "off" and shared.is_dir() else None
-    stages = {"total": 0.0} if args.real == "only" else estimate_seconds(cfg, variants=objective_variants(cfg.objectives))
+    variants = objective_variants(cfg.objectives)
+    stages = {"total": 0.0} if args.real == "only" else estimate_seconds(cfg, variants=variants)
     real_cfg = real_frames_config(cfg, shared) if shared is not None else None
     if real_cfg is not None:
-        stages["real_frames"] = estimate_seconds(real_cfg, variants=objective_variants(cfg.objectives))["total"]
+        stages["real_frames"] = estimate_seconds(real_cfg, variants=variants)["total"]
         stages["total"] += stages["real_frames"]
     estimate = format_estimate(stages)
     print(f"[transfer] {len(cfg.objectives)} objectives x {len(cfg.seeds)} seeds, seg fractions {cfg.fractions}, "
