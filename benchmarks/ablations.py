@@ -7,7 +7,11 @@ like the comparison of ``benchmarks/transfer.py``, by segmentation fine-tuning a
   through the recipe's 0.75 / 0.75, five runs instead of nine);
 - ``fusion``: depth tokens appended to the decoder sequence (``concat``) or added to their patches' tokens (``add``);
 - ``depth_branch``: 0 (linear patch embedding only) vs 2 transformer blocks in the depth branch;
-- ``loss_region``: depth loss on all patches (the paper's dense reconstruction) vs the masked ones only;
+- ``loss_region``: depth loss on all patches (the paper's dense reconstruction), the colour-hidden ones or the
+  depth-hidden ones;
+- ``pretext``: the masking scheme (independent / complementary), depth mask ratio and loss region that decide
+  whether the decoder must read colour, judged first by the pre-training diagnostics ``rgb_reliance`` and
+  ``vs_interpolation`` (:mod:`mask3d_vit.eval.pretext`); ``--pretrain-only`` runs just that part (~5 min a variant);
 - ``depth_target``: metric, log or per-image standardised depth;
 - ``pretrain_epochs``: 16 (the recipe), 64 or 128 epochs of pre-training on the same frames.
 
@@ -18,6 +22,7 @@ kept in ``<out>/ablations.json``: run the grids in parts with the same ``--out``
     python benchmarks/ablations.py --grid masking --out runs/ablations
     python benchmarks/ablations.py --grid depth_branch,loss_region,depth_target,fusion --out runs/ablations
     python benchmarks/ablations.py --grid masking --variants "rgb 0.5 / depth 0.75" --out runs/ablations
+    python benchmarks/ablations.py --grid pretext --pretrain-only --out runs/pretext   # diagnostics only
 """
 from __future__ import annotations
 
@@ -52,14 +57,30 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     "masking": _masking(RATIOS, RATIOS),
     "fusion": {f"fusion {f}": [f"model.fusion={f}"] for f in ("concat", "add")},
     "depth_branch": {f"depth blocks {n}": [f"model.depth_blocks={n}"] for n in (0, 2)},
-    "loss_region": {f"loss on {region} patches": [f"model.loss_region={region}"] for region in ("all", "masked")},
+    "loss_region": {f"loss on {region} patches": [f"model.loss_region={region}"]
+                    for region in ("all", "masked", "depth_hidden")},
+    # Does the decoder need colour? Depth shown only where colour is hidden, more depth hidden, no depth at all,
+    # each with the loss where the depth was not shown (issue 14; read rgb_reliance and vs_interpolation first).
+    "pretext": {
+        "independent, depth 0.75, loss all": [],
+        "independent, depth 0.75, loss depth-hidden": ["model.loss_region=depth_hidden"],
+        "independent, depth 0.9, loss depth-hidden": ["model.depth_mask_ratio=0.9", "model.loss_region=depth_hidden"],
+        "complementary, depth 0.75, loss all": ["model.mask_scheme=complementary"],
+        "complementary, depth 0.75, loss depth-hidden": ["model.mask_scheme=complementary",
+                                                         "model.loss_region=depth_hidden"],
+        "complementary, depth 0.9, loss depth-hidden": ["model.mask_scheme=complementary",
+                                                        "model.depth_mask_ratio=0.9", "model.loss_region=depth_hidden"],
+        "no depth input (depth 1.0)": ["model.depth_mask_ratio=1.0"],
+        "no depth input, colour mask 0.5": ["model.depth_mask_ratio=1.0", "model.rgb_mask_ratio=0.5"],
+    },
     "depth_target": {f"target {t}": [f"model.depth_target={t}"] for t in ("metric", "log", "standardized")},
     # Longer pre-training on the same frames: does the transfer gap to scratch close with more steps?
     "pretrain_epochs": {f"pre-train {e} epochs": [f"train.epochs={e}"] for e in (16, 64, 128)},
 }
 AXES = ("rgb_mask", "depth_mask")
 GRIDS_OVERRIDES = {name: overrides for grid in GRIDS.values() for name, overrides in grid.items()}
-COLUMNS = [("seg/miou", "seg mIoU", 1), ("seg/pixel_acc", "seg pixel acc", 1),
+COLUMNS = [("pretrain/rgb_reliance", "rgb_reliance", 2), ("pretrain/vs_interpolation", "vs_interpolation", 2),
+           ("pretrain/loss_depth_hidden", "depth-hidden loss", 3), ("seg/miou", "seg mIoU", 1), ("seg/pixel_acc", "seg pixel acc", 1),
            ("depth_probe/abs_rel", "probe AbsRel", 3), ("depth_probe/delta1", "probe delta1", 1),
            ("depth_probe/delta1_med", "probe delta1 (median-scaled)", 1)]
 
@@ -69,13 +90,15 @@ def _identity(cfg: CompareConfig, overrides: list[str]) -> str:
     return yaml.safe_dump(to_dict(variant_pretrain(cfg, overrides)), sort_keys=True)
 
 
-def plan(cfg: CompareConfig, grids: list[str], done: dict[str, dict]) -> tuple[dict[str, list[str]], dict[str, str]]:
+def plan(cfg: CompareConfig, grids: list[str], done: dict[str, dict], *, transfer: bool = True
+         ) -> tuple[dict[str, list[str]], dict[str, str]]:
     """(variants still to pre-train, name -> the name of the run that answers it) for ``grids``.
 
     Args:
         cfg: the ablation config.
         grids: names of :data:`GRIDS` to cover.
         done: rows already measured (``<out>/ablations.json``), by variant name.
+        transfer: the rows must hold transfer results (a ``--pretrain-only`` row does not count as done then).
     """
     unknown = [g for g in grids if g not in GRIDS]
     if unknown:
@@ -83,7 +106,7 @@ def plan(cfg: CompareConfig, grids: list[str], done: dict[str, dict]) -> tuple[d
     # A row keeps the resolved config it ran with: after a change of the recipe or of the library defaults, an old
     # run is neither passed off as a new variant nor kept in place of one (it is run again).
     done_key = {name: row.get("pretrain_config") or _identity(cfg, row["overrides"]) for name, row in done.items()
-                if name != SCRATCH and "alias" not in row}
+                if name != SCRATCH and "alias" not in row and not (transfer and row.get("pretrain_only"))}
     by_identity = {key: name for name, key in done_key.items()}
     todo, alias = {}, {}
     for grid in grids:
@@ -143,6 +166,8 @@ def _main(argv: list[str] | None = None) -> None:
                         help="comma-separated variant names of those grids: run only these (a budget's choice)")
     parser.add_argument("--out", default=str(ROOT / "runs" / "ablations"), help="runs folder; results accumulate")
     parser.add_argument("--report", default=str(ROOT / "docs" / "ablations.md"), help="markdown report to rewrite")
+    parser.add_argument("--pretrain-only", action="store_true",
+                        help="pre-train and record the pretext diagnostics only, no transfer runs")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate, run nothing")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides of the base recipe")
     args = parser.parse_args(argv)
@@ -152,14 +177,15 @@ def _main(argv: list[str] | None = None) -> None:
     store = out / "ablations.json"
     saved = yaml.safe_load(store.read_text()) if store.is_file() else {"rows": {}, "commands": []}
     rows: dict[str, dict] = saved["rows"]
-    todo, alias = plan(cfg, args.grid.split(","), rows)
+    todo, alias = plan(cfg, args.grid.split(","), rows, transfer=not args.pretrain_only)
     if args.variants:
         wanted = args.variants.split(",")
         unknown = [v for v in wanted if v not in alias]
         if unknown:
             raise SystemExit(f"--variants {','.join(unknown)}: not in grid {args.grid}; choose from {', '.join(alias)}")
         todo = {name: overrides for name, overrides in todo.items() if name in wanted}
-    stages = estimate_seconds(cfg, variants=todo, scratch=SCRATCH not in rows)
+    scratch = SCRATCH not in rows and not args.pretrain_only
+    stages = estimate_seconds(cfg, variants=todo, scratch=scratch, transfer=not args.pretrain_only)
     print(f"[ablations] {len(todo)} pre-training variants to run ({len(alias) - len(todo)} shared or done): "
           f"{', '.join(todo) or 'none'}", flush=True)
     print(f"[ablations] estimated wall time on the 2-core reference CPU: {format_estimate(stages)}", flush=True)
@@ -172,13 +198,14 @@ def _main(argv: list[str] | None = None) -> None:
     def keep(row: dict) -> None:
         """Store a finished variant at once: an interrupted invocation reruns only what it had not finished."""
         overrides = todo.get(row["backbone"], [])
-        rows[row["backbone"]] = row | {"overrides": overrides, "pretrain_config": _identity(cfg, overrides)}
+        rows[row["backbone"]] = row | {"overrides": overrides, "pretrain_config": _identity(cfg, overrides),
+                                       "pretrain_only": args.pretrain_only}
         for name, target in alias.items():
             if target != name and target in rows:
                 rows[name] = {"alias": target, "overrides": GRIDS_OVERRIDES[name]}
         write_json(store, {"rows": rows, "commands": saved["commands"]})
 
-    run_comparison(cfg, out, variants=todo, scratch=SCRATCH not in rows,
+    run_comparison(cfg, out, variants=todo, scratch=scratch, transfer=not args.pretrain_only,
                    log=lambda line: print(f"[ablations] {line}", flush=True), on_row=keep)
     print(write_report(rows, cfg, Path(args.report), saved["commands"]), flush=True)
 

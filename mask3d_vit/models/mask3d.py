@@ -41,8 +41,8 @@ from ..data.sample import DEPTH, RGB, VALID, depth_validity
 from .vit import build_encoder, check_image, normalize_rgb
 
 __all__ = [
-    "OBJECTIVES", "DEPTH_TARGETS", "LOSSES", "LOSS_REGIONS", "FUSIONS", "Mask3DConfig", "Mask3D", "DepthBranch",
-    "random_masking", "take_tokens", "patchify", "unpatchify", "embed_visible", "sincos_pos_embed",
+    "OBJECTIVES", "DEPTH_TARGETS", "LOSSES", "LOSS_REGIONS", "FUSIONS", "MASK_SCHEMES", "DEPTH_PRIORS", "Mask3DConfig", "Mask3D", "DepthBranch",
+    "random_masking", "take_tokens", "patchify", "unpatchify", "interpolate_visible_depth", "embed_visible", "sincos_pos_embed",
     "mask3d_vit_tiny_patch16_dec128d2b", "mask3d_vit_small_patch16_dec128d2b",
     "mask3d_vit_base_patch16_dec512d8b", "mask3d_vit_large_patch16_dec512d8b",
 ]
@@ -50,7 +50,9 @@ __all__ = [
 OBJECTIVES = ("depth", "rgb", "rgb+depth")
 DEPTH_TARGETS = ("metric", "log", "standardized")
 LOSSES = ("l1", "l2")
-LOSS_REGIONS = ("all", "masked")
+LOSS_REGIONS = ("all", "masked", "depth_hidden")
+MASK_SCHEMES = ("independent", "complementary")
+DEPTH_PRIORS = ("none", "interpolation")
 FUSIONS = ("concat", "add")
 _EPS = 1e-6
 
@@ -76,6 +78,8 @@ class Mask3DConfig:
     depth_target: str = "log"
     loss: str = "l1"
     loss_region: str = "all"
+    mask_scheme: str = "independent"
+    depth_prior: str = "none"
     max_depth: float = 10.0
     rgb_loss_weight: float = 1.0
     norm_pix_loss: bool = True
@@ -151,6 +155,50 @@ def sincos_pos_embed(grid: tuple[int, int], dim: int, *, device=None, dtype=torc
     return build_sincos2d_pos_embed(list(grid), dim=dim, device=device, dtype=dtype)
 
 
+def interpolate_visible_depth(target: torch.Tensor, valid: torch.Tensor, depth_mask: torch.Tensor, patch_size: int,
+                              power: float = 2.0) -> torch.Tensor:
+    """Model-free depth completion: spread the visible depth patches over the whole frame.
+
+    Each pixel gets the inverse-distance-weighted (``1 / d^power``, ``d`` from the pixel to a patch centre) mean of
+    the visible patches' mean target values; a visible patch's own pixels are predicted the same way, so the
+    baseline is smooth rather than a copy of its input.
+
+    Args:
+        target: ``(B, 1, H, W)`` depth in the loss's target space, 0 where invalid.
+        valid: ``(B, 1, H, W)`` bool.
+        depth_mask: ``(B, N)`` bool, True = hidden; patches with no valid pixel count as hidden.
+        patch_size: ``p``.
+        power: the inverse-distance exponent.
+
+    Returns:
+        ``(B, N, p*p)`` prediction in target space, patch layout as :func:`patchify`.
+        A frame with no visible valid depth gets 0 (the target space's origin).
+    """
+    b, _, h, w = target.shape
+    p = patch_size
+    gh, gw = h // p, w // p
+    weight = patchify(valid.float(), p)                                     # (B, N, p*p)
+    count = weight.sum(-1)
+    means = (patchify(target.float(), p) * weight).sum(-1) / count.clamp_min(1)  # (B, N)
+    usable = ~depth_mask & (count > 0)
+    # Pixel and patch-centre coordinates in pixels; distances are ~p even at a patch's own centre, so no 1/0.
+    ys, xs = torch.meshgrid(torch.arange(h, device=target.device) + 0.5,
+                            torch.arange(w, device=target.device) + 0.5, indexing="ij")
+    pixels = torch.stack([ys, xs], -1).reshape(1, h, w, 2)
+    pixels = patchify(pixels.permute(0, 3, 1, 2), p).reshape(gh * gw * p * p, 2)  # patch-major pixel order
+    cy, cx = torch.meshgrid((torch.arange(gh, device=target.device) + 0.5) * p,
+                            (torch.arange(gw, device=target.device) + 0.5) * p, indexing="ij")
+    centres = torch.stack([cy, cx], -1).reshape(-1, 2)
+    inv = (torch.cdist(pixels, centres) + 0.5).pow(-power)                   # (N*p*p, N), shared by the batch
+    out = torch.zeros(b, gh * gw * p * p, device=target.device)
+    for i in range(b):  # one frame at a time: (N*p*p, K) stays small at any image size
+        k = usable[i]
+        if k.any():
+            wk = inv[:, k]
+            out[i] = (wk @ means[i, k]) / wk.sum(-1)
+    return out.reshape(b, gh * gw, p * p)
+
+
 def _check_batched(x: torch.Tensor, patch_size: int, name: str, channels: int) -> None:
     if x.ndim != 4:
         raise ValueError(f"{name} must be a batch (B, {channels}, H, W), got shape {tuple(x.shape)}; stack samples "
@@ -210,7 +258,13 @@ class Mask3D(nn.Module):
         decoder_heads: attention heads of the decoder.
         depth_target: ``"metric"``, ``"log"`` or ``"standardized"`` (per frame, over its valid pixels).
         loss: ``"l1"`` or ``"l2"`` on the depth target.
-        loss_region: ``"all"`` patches (dense, as in the paper) or ``"masked"`` (colour-hidden patches only).
+        loss_region: which patches the depth loss covers: ``"all"`` (dense, as in the paper), ``"masked"``
+            (colour-hidden patches) or ``"depth_hidden"`` (patches whose depth the model did not see).
+        mask_scheme: ``"independent"`` colour and depth masks, or ``"complementary"``: visible depth patches are
+            drawn from the colour-hidden ones first, so no patch shows both.
+        depth_prior: ``"none"``, or ``"interpolation"``: the depth head predicts a correction to
+            :func:`interpolate_visible_depth` of the visible depth patches, so the decoder starts from what spreading
+            the sparse depth gives and is trained only on what it leaves out (where colour must help).
         max_depth: depth at or beyond this (metres) is invalid; also the depth input scale.
         rgb_loss_weight: weight of the colour loss for ``"rgb+depth"``.
         norm_pix_loss: MAE's per-patch normalised colour target.
@@ -221,13 +275,15 @@ class Mask3D(nn.Module):
                  objective: str = "depth", rgb_mask_ratio: float = 0.75, depth_mask_ratio: float = 0.75,
                  depth_blocks: int = 2, depth_dim: int = 128, depth_heads: int = 4, fusion: str = "add",
                  decoder_dim: int = 128, decoder_depth: int = 2, decoder_heads: int = 4, depth_target: str = "log",
-                 loss: str = "l1", loss_region: str = "all", max_depth: float = 10.0, rgb_loss_weight: float = 1.0,
+                 loss: str = "l1", loss_region: str = "all", mask_scheme: str = "independent",
+                 depth_prior: str = "none", max_depth: float = 10.0, rgb_loss_weight: float = 1.0,
                  norm_pix_loss: bool = True, drop_path_rate: float = 0.0):
         super().__init__()
         self.grad_checkpointing = False
         choices = (("objective", objective, OBJECTIVES), ("depth_target", depth_target, DEPTH_TARGETS),
                    ("loss", loss, LOSSES), ("loss_region", loss_region, LOSS_REGIONS),
-                   ("fusion", fusion, FUSIONS))
+                   ("fusion", fusion, FUSIONS), ("mask_scheme", mask_scheme, MASK_SCHEMES),
+                   ("depth_prior", depth_prior, DEPTH_PRIORS))
         for key, value, valid in choices:
             if value not in valid:
                 raise ValueError(f"{key}={value!r} is not supported; choose one of {', '.join(valid)}")
@@ -247,12 +303,21 @@ class Mask3D(nn.Module):
         self.depth_target = depth_target
         self.loss = loss
         self.loss_region = loss_region
+        self.mask_scheme = mask_scheme
+        self.depth_prior = depth_prior
         self.max_depth = max_depth
         self.rgb_loss_weight = rgb_loss_weight
         self.norm_pix_loss = norm_pix_loss
         self.predicts_depth = objective in ("depth", "rgb+depth")
         self.predicts_rgb = objective in ("rgb", "rgb+depth")
         self.uses_depth_input = self.predicts_depth and depth_mask_ratio < 1.0
+        if depth_prior != "none" and not self.uses_depth_input:
+            raise ValueError(f"depth_prior={depth_prior!r} spreads the visible depth patches: it needs a depth "
+                             f"objective with depth_mask_ratio < 1 (got objective={objective!r}, "
+                             f"depth_mask_ratio={depth_mask_ratio})")
+        if depth_prior != "none" and depth_target == "standardized":
+            raise ValueError("depth_prior needs depth_target 'log' or 'metric': a standardized target is scaled by "
+                             "statistics of the hidden depth too, which the prior must not see")
 
         self.encoder: VisionTransformer = build_encoder(encoder, img_size=tuple(img_size),
                                                         drop_path_rate=drop_path_rate)
@@ -330,12 +395,112 @@ class Mask3D(nn.Module):
         x = enc.norm_pre(enc.pos_drop(torch.cat([cls, x], dim=1)))
         return enc.norm(self._run_blocks(enc.blocks, x))
 
-    def forward(self, batch: dict) -> dict:
+    def draw_masks(self, batch: int, num_patches: int, device: torch.device | str | None = None) -> dict:
+        """Draw one batch's colour and depth masks from the global RNG (``mask_scheme`` decides how they relate).
+
+        Returns:
+            ``rgb_keep`` ``(B, K_rgb)`` visible colour patches, ascending; ``rgb_mask`` ``(B, N)`` bool, True =
+            hidden; for depth objectives also ``depth_mask`` ``(B, N)`` bool, True = hidden, and ``depth_keep``
+            ``(B, K_depth)`` (absent when no depth enters the model, ``depth_mask_ratio=1``).
+        """
+        rgb_keep, rgb_mask = random_masking(batch, num_patches, self.rgb_mask_ratio, device)
+        masks = {"rgb_keep": rgb_keep, "rgb_mask": rgb_mask}
+        if not self.predicts_depth:
+            return masks
+        if not self.uses_depth_input:
+            masks["depth_mask"] = torch.ones(batch, num_patches, dtype=torch.bool, device=device)
+            return masks
+        if self.mask_scheme == "complementary":
+            # Depth is shown where colour is hidden first: a visible colour patch never has its own depth, so
+            # depth there must come from what the encoder saw, not from copying the input.
+            noise = torch.rand(batch, num_patches, device=device) + (~rgb_mask).float()
+            num_keep = max(1, round(num_patches * (1.0 - self.depth_mask_ratio)))
+            depth_keep = noise.argsort(dim=1)[:, :num_keep].sort(dim=1).values
+            depth_mask = torch.ones(batch, num_patches, dtype=torch.bool, device=device)
+            depth_mask.scatter_(1, depth_keep, False)
+        else:
+            depth_keep, depth_mask = random_masking(batch, num_patches, self.depth_mask_ratio, device)
+        masks.update(depth_keep=depth_keep, depth_mask=depth_mask)
+        return masks
+
+    def forward_decoder(self, latent: torch.Tensor, masks: dict, depth: torch.Tensor | None,
+                        grid: tuple[int, int]) -> dict:
+        """Fuse encoder features and visible depth on the full patch grid and predict every patch.
+
+        Args:
+            latent: ``(B, 1 + K_rgb, D_enc)`` from :meth:`forward_encoder`.
+            masks: from :meth:`draw_masks`.
+            depth: ``(B, 1, H, W)`` metres with invalid pixels 0 (read only where ``depth_keep`` says).
+            grid: ``(h, w)`` patch grid.
+
+        Returns:
+            ``depth``: ``(B, N, p*p)`` in the depth target's space; ``rgb``: ``(B, N, p*p*3)`` (MAE target space),
+            each for the objectives that predict it.
+        """
+        b, n = latent.shape[0], grid[0] * grid[1]
+        tokens = self.decoder_embed(latent)
+        cls, visible = tokens[:, :1], tokens[:, 1:]
+        keep = masks["rgb_keep"]
+        # Full colour grid: encoder features where visible, the mask token where hidden.
+        grid_tokens = visible.new_zeros(b, n, visible.shape[-1]).scatter(
+            1, keep.unsqueeze(-1).expand(-1, -1, visible.shape[-1]), visible)
+        grid_tokens = torch.where(masks["rgb_mask"].unsqueeze(-1), self.mask_token.to(grid_tokens.dtype),
+                                  grid_tokens)
+        pos = sincos_pos_embed(grid, grid_tokens.shape[-1], device=latent.device, dtype=grid_tokens.dtype)
+        grid_tokens = grid_tokens + pos + self.rgb_type_embed
+        sequence = [cls, grid_tokens]
+        if self.uses_depth_input:
+            keep_d = masks["depth_keep"]
+            depth_tokens = self.depth_embed(self.depth_branch(depth / self.max_depth, keep_d))
+            depth_tokens = (depth_tokens + self.depth_type_embed).to(grid_tokens.dtype)
+            if self.fusion == "add":
+                index = keep_d.unsqueeze(-1).expand(-1, -1, grid_tokens.shape[-1])
+                sequence[1] = grid_tokens.scatter_add(1, index, depth_tokens)
+            else:
+                sequence.append(depth_tokens + pos[keep_d])
+        x = self.decoder_norm(self._run_blocks(self.decoder_blocks, torch.cat(sequence, dim=1)))[:, 1:1 + n]
+        pred = {}
+        if self.predicts_depth:
+            pred["depth"] = self.depth_head(x).float()
+            if self.depth_prior == "interpolation":
+                valid = depth > 0  # cleaned depth: every invalid pixel is 0
+                pred["depth"] = pred["depth"] + interpolate_visible_depth(
+                    self.depth_target_map(depth, valid), valid, masks["depth_mask"], self.patch_size)
+        if self.predicts_rgb:
+            pred["rgb"] = self.rgb_head(x).float()
+        return pred
+
+    def forward_loss(self, pred: dict, batch: dict, masks: dict, grid: tuple[int, int]) -> dict:
+        """Score :meth:`forward_decoder`'s predictions: the loss terms (with graph) and the dense predictions.
+
+        ``batch`` must hold the cleaned ``depth`` / ``valid`` of :meth:`clean_depth` for depth objectives.
+        """
+        out: dict = {}
+        losses = []
+        if self.predicts_depth:
+            target = self.depth_target_map(batch[DEPTH], batch[VALID])
+            err, count = self.depth_patch_errors(pred["depth"], target, batch[VALID])
+            region = self.loss_region_mask(masks)
+            if region is not None:
+                err, count = err * region, count * region
+            out["loss_depth"] = err.sum() / count.sum().clamp_min(1)
+            out["pred_depth"] = self.depth_to_metres(pred["depth"].detach(), batch[DEPTH], batch[VALID], grid)
+            losses.append(out["loss_depth"])
+        if self.predicts_rgb:
+            loss_rgb, out["pred_rgb"] = self._rgb_loss(pred["rgb"], batch[RGB], masks["rgb_mask"], grid)
+            out["loss_rgb"] = loss_rgb
+            losses.append(loss_rgb * (self.rgb_loss_weight if self.predicts_depth else 1.0))
+        out["loss"] = sum(losses)
+        return out
+
+    def forward(self, batch: dict, masks: dict | None = None) -> dict:
         """Mask, encode, decode and score one batch.
 
         Args:
             batch: the sample-dict convention: ``rgb`` uint8 ``(B, 3, H, W)``; for depth objectives ``depth``
                 float ``(B, 1, H, W)`` metres and optionally ``valid`` bool ``(B, 1, H, W)``.
+            masks: masks from :meth:`draw_masks` to use instead of drawing new ones (diagnostics compare inputs
+                under the same masks).
 
         Returns:
             ``loss`` (scalar, with graph); ``loss_depth`` / ``loss_rgb`` for the terms in use (also with graph:
@@ -345,58 +510,37 @@ class Mask3D(nn.Module):
             ``norm_pix_loss``, de-normalised with each target patch's statistics, as in MAE's figures);
             ``rgb_mask`` ``(B, N)`` bool and ``depth_mask`` ``(B, N)`` bool, True = hidden.
         """
+        batch, grid = self.prepare_batch(batch)
+        if masks is None:
+            masks = self.draw_masks(batch[RGB].shape[0], grid[0] * grid[1], batch[RGB].device)
+        latent = self.forward_encoder(batch[RGB], masks["rgb_keep"])
+        pred = self.forward_decoder(latent, masks, batch.get(DEPTH), grid)
+        out = self.forward_loss(pred, batch, masks, grid)
+        out["rgb_mask"] = masks["rgb_mask"]
+        if "depth_mask" in masks:
+            out["depth_mask"] = masks["depth_mask"]
+        return out
+
+    def prepare_batch(self, batch: dict) -> tuple[dict, tuple[int, int]]:
+        """Check a batch and, for depth objectives, clean its depth -> (batch with ``depth`` / ``valid`` whose
+        invalid pixels are 0 / False, patch grid ``(h, w)``)."""
         if RGB not in batch:
             raise ValueError(f"batch has no {RGB!r} entry; keys: {', '.join(sorted(batch))}")
         rgb = batch[RGB]
         _check_batched(rgb, self.patch_size, RGB, channels=3)
-        b, _, height, width = rgb.shape
-        grid = (height // self.patch_size, width // self.patch_size)
-        n = grid[0] * grid[1]
-        device = rgb.device
-        if self.predicts_depth:
-            depth, valid = self._clean_depth(batch, rgb)
+        grid = (rgb.shape[-2] // self.patch_size, rgb.shape[-1] // self.patch_size)
+        if not self.predicts_depth:
+            return batch, grid
+        depth, valid = self._clean_depth(batch, rgb)
+        return {**batch, DEPTH: depth, VALID: valid}, grid
 
-        keep, rgb_mask = random_masking(b, n, self.rgb_mask_ratio, device)
-        tokens = self.decoder_embed(self.forward_encoder(rgb, keep))
-        cls, visible = tokens[:, :1], tokens[:, 1:]
-        # Full colour grid: encoder features where visible, the mask token where hidden.
-        grid_tokens = visible.new_zeros(b, n, visible.shape[-1]).scatter(
-            1, keep.unsqueeze(-1).expand(-1, -1, visible.shape[-1]), visible)
-        grid_tokens = torch.where(rgb_mask.unsqueeze(-1), self.mask_token.to(grid_tokens.dtype), grid_tokens)
-        pos = sincos_pos_embed(grid, grid_tokens.shape[-1], device=device, dtype=grid_tokens.dtype)
-        grid_tokens = grid_tokens + pos + self.rgb_type_embed
-        depth_tokens = None
-
-        out = {"rgb_mask": rgb_mask}
-        if self.predicts_depth:
-            if self.uses_depth_input:
-                keep_d, depth_mask = random_masking(b, n, self.depth_mask_ratio, device)
-                depth_tokens = self.depth_embed(self.depth_branch(depth / self.max_depth, keep_d))
-                depth_tokens = (depth_tokens + self.depth_type_embed).to(grid_tokens.dtype)
-                if self.fusion == "add":
-                    index = keep_d.unsqueeze(-1).expand(-1, -1, grid_tokens.shape[-1])
-                    grid_tokens, depth_tokens = grid_tokens.scatter_add(1, index, depth_tokens), None
-                else:
-                    depth_tokens = depth_tokens + pos[keep_d]
-            else:
-                depth_mask = torch.ones(b, n, dtype=torch.bool, device=device)
-            out["depth_mask"] = depth_mask
-        sequence = [cls, grid_tokens] if depth_tokens is None else [cls, grid_tokens, depth_tokens]
-
-        x = self.decoder_norm(self._run_blocks(self.decoder_blocks, torch.cat(sequence, dim=1)))[:, 1:1 + n]
-
-        losses = []
-        if self.predicts_depth:
-            loss_depth, out["pred_depth"] = self._depth_loss(self.depth_head(x).float(), depth, valid, rgb_mask,
-                                                             grid)
-            out["loss_depth"] = loss_depth
-            losses.append(loss_depth)
-        if self.predicts_rgb:
-            loss_rgb, out["pred_rgb"] = self._rgb_loss(self.rgb_head(x).float(), rgb, rgb_mask, grid)
-            out["loss_rgb"] = loss_rgb
-            losses.append(loss_rgb * (self.rgb_loss_weight if self.predicts_depth else 1.0))
-        out["loss"] = sum(losses)
-        return out
+    def loss_region_mask(self, masks: dict) -> torch.Tensor | None:
+        """``(B, N, 1)`` float weight of the patches the depth loss covers (``None``: all of them)."""
+        if self.loss_region == "masked":
+            return masks["rgb_mask"].unsqueeze(-1).float()
+        if self.loss_region == "depth_hidden":
+            return masks["depth_mask"].unsqueeze(-1).float()
+        return None
 
     def _clean_depth(self, batch: dict, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """-> depth ``(B, 1, H, W)`` float32 with every invalid pixel set to 0, and the validity mask."""
@@ -419,34 +563,50 @@ class Mask3D(nn.Module):
         # Zero invalid readings before anything else touches them: NaN * 0 is still NaN.
         return torch.where(valid, depth, torch.zeros((), device=depth.device)), valid
 
-    def _depth_loss(self, pred: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor, rgb_mask: torch.Tensor,
-                    grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``pred: (B, N, p*p)`` in target space -> (loss, prediction in metres ``(B, 1, H, W)``)."""
-        p = self.patch_size
+    @staticmethod
+    def _frame_stats(depth: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std ``(B, 1, 1, 1)`` of each frame's valid depth."""
         weight = valid.float()
+        count = weight.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1)
+        mean = (depth * weight).sum(dim=(1, 2, 3), keepdim=True) / count
+        std = ((((depth - mean) * weight) ** 2).sum(dim=(1, 2, 3), keepdim=True) / count + _EPS).sqrt()
+        return mean, std
+
+    def depth_target_map(self, depth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Cleaned ``depth (B, 1, H, W)`` metres -> the regression target in ``depth_target`` space (0 where
+        invalid)."""
         if self.depth_target == "metric":
-            target = depth
-        elif self.depth_target == "log":
-            target = torch.where(valid, depth.clamp_min(_EPS).log(), torch.zeros((), device=depth.device))
-        else:
-            count = weight.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1)
-            mean = (depth * weight).sum(dim=(1, 2, 3), keepdim=True) / count
-            std = ((((depth - mean) * weight) ** 2).sum(dim=(1, 2, 3), keepdim=True) / count + _EPS).sqrt()
-            target = (depth - mean) / std * weight
+            return depth
+        if self.depth_target == "log":
+            return torch.where(valid, depth.clamp_min(_EPS).log(), torch.zeros((), device=depth.device))
+        mean, std = self._frame_stats(depth, valid)
+        return (depth - mean) / std * valid.float()
 
-        weight = patchify(weight, p)
-        if self.loss_region == "masked":
-            weight = weight * rgb_mask.unsqueeze(-1)
-        diff = pred - patchify(target, p)
+    def depth_patch_errors(self, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-patch summed error and valid-pixel count, both ``(B, N, 1)``.
+
+        Args:
+            pred: ``(B, N, p*p)`` in target space.
+            target: ``(B, 1, H, W)`` from :meth:`depth_target_map`.
+            valid: ``(B, 1, H, W)`` bool; invalid pixels add neither error nor count.
+        """
+        weight = patchify(valid.float(), self.patch_size)
+        diff = pred - patchify(target, self.patch_size)
         err = diff.abs() if self.loss == "l1" else diff.square()
-        loss = (err * weight).sum() / weight.sum().clamp_min(1)
+        return (err * weight).sum(-1, keepdim=True), weight.sum(-1, keepdim=True)
 
-        dense = unpatchify(pred.detach(), p, grid)
+    def depth_to_metres(self, pred: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor,
+                        grid: tuple[int, int]) -> torch.Tensor:
+        """``pred: (B, N, p*p)`` in target space -> ``(B, 1, H, W)`` metres (``"standardized"`` is undone with the
+        frame's own valid statistics)."""
+        dense = unpatchify(pred, self.patch_size, grid)
         if self.depth_target == "log":
             dense = dense.exp()
         elif self.depth_target == "standardized":
+            mean, std = self._frame_stats(depth, valid)
             dense = dense * std + mean
-        return loss, dense.clamp(0, self.max_depth)
+        return dense.clamp(0, self.max_depth)
 
     def _rgb_loss(self, pred: torch.Tensor, rgb: torch.Tensor, rgb_mask: torch.Tensor,
                   grid: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,7 +12,8 @@ for what the variant changes, so rows differ only by the backbone::
 A row is one (backbone, seed): ``pretrain_s``/``pretrain_run`` and, per transfer run ``key`` (``seg`` on all the
 labelled frames, ``seg@10%`` on a tenth of them, ``depth_probe``), ``<key>_s``, ``<key>_run`` and the run's final
 evaluation metrics as ``<key>/<metric>`` (``miou``, ``pixel_acc``... in percent; ``abs_rel``, ``delta1``,
-``delta1_med``... for depth).
+``delta1_med``... for depth); ``pretrain/<metric>`` holds the pre-training run's final validation figures
+(``loss_depth``, ``rgb_reliance``, ``vs_interpolation``... of :mod:`mask3d_vit.eval.pretext`).
 """
 from __future__ import annotations
 
@@ -86,8 +87,8 @@ def _slug(name: str) -> str:
 
 
 def run_comparison(cfg: CompareConfig, out: str | Path, *, variants: dict[str, list[str]], scratch: bool = True,
-                   log: Callable[[str], None] = print,
-                   on_row: Callable[[dict], None] | None = None) -> list[dict]:
+                   log: Callable[[str], None] = print, on_row: Callable[[dict], None] | None = None,
+                   transfer: bool = True) -> list[dict]:
     """Pre-train every variant per seed, then run every transfer recipe from every backbone.
 
     Args:
@@ -99,6 +100,7 @@ def run_comparison(cfg: CompareConfig, out: str | Path, *, variants: dict[str, l
         log: progress lines go here.
         on_row: called with each row as soon as its runs are done, so a long protocol that is stopped keeps the
             rows it finished (the benchmarks save them there).
+        transfer: run the transfer recipes; False pre-trains only (rows then hold the pre-training diagnostics).
 
     Returns:
         One row per (backbone, seed), in the order scratch, then ``variants``, seed-major (see the module docstring).
@@ -110,18 +112,20 @@ def run_comparison(cfg: CompareConfig, out: str | Path, *, variants: dict[str, l
     runs = transfer_runs(cfg)
     rows = []
     for seed in cfg.seeds:
-        backbones = {SCRATCH: ("", 0.0)} if scratch else {}
+        backbones = {SCRATCH: ("", 0.0, {})} if scratch else {}
         for name, overrides in variants.items():
             run_dir = out / f"pretrain-{_slug(name)}{suffix(seed)}"
             run_cfg = variant_pretrain(cfg, list(overrides) + [f"train.seed={seed}"])
             log(f"pre-training {name}, seed {seed} -> {run_dir}")
             t = time.time()
             save_config(run_cfg, run_dir / "config.yaml")
-            run_pretrain(run_cfg, run_dir)
-            backbones[name] = (str(run_dir), time.time() - t)
-        for name, (init, seconds) in backbones.items():
-            row = {"backbone": name, "seed": seed, "pretrain_s": seconds, "pretrain_run": init}
-            for key, task_cfg in runs.items():
+            result = run_pretrain(run_cfg, run_dir)
+            backbones[name] = (str(run_dir), time.time() - t, {f"pretrain/{k[len('eval/val_'):]}": v
+                                                                for k, v in result.items()
+                                                                if k.startswith("eval/val_")})
+        for name, (init, seconds, pretrain_metrics) in backbones.items():
+            row = {"backbone": name, "seed": seed, "pretrain_s": seconds, "pretrain_run": init, **pretrain_metrics}
+            for key, task_cfg in (runs if transfer else {}).items():
                 run_dir = out / f"{_slug(key)}-{_slug(name)}{suffix(seed)}"
                 task_cfg = dataclasses.replace(task_cfg, train=dataclasses.replace(task_cfg.train, seed=seed))
                 log(f"{key} from {name}, seed {seed} -> {run_dir}")
@@ -168,8 +172,8 @@ def _source_frames(data: DataConfig, split: str) -> float:
     return total
 
 
-def estimate_seconds(cfg: CompareConfig, *, variants: dict[str, list[str]],
-                     scratch: bool = True) -> dict[str, float]:
+def estimate_seconds(cfg: CompareConfig, *, variants: dict[str, list[str]], scratch: bool = True,
+                     transfer: bool = True) -> dict[str, float]:
     """Predicted wall time of :func:`run_comparison` on the 2-core reference CPU, per stage and in total.
 
     The reference rates (:data:`REFERENCE_RATES`, ViT-Tiny at 96x128) are scaled by pixel count; other encoders or
@@ -179,7 +183,7 @@ def estimate_seconds(cfg: CompareConfig, *, variants: dict[str, list[str]],
         cfg: the comparison.
         variants: as for :func:`run_comparison`; each variant is priced with its own overrides (a variant that
             pre-trains 4x longer costs 4x).
-        scratch: as for :func:`run_comparison`.
+        scratch, transfer: as for :func:`run_comparison`.
 
     Returns:
         ``{"pretrain": s, "seg": s, "depth_probe": s, "total": s}``.
@@ -196,7 +200,7 @@ def estimate_seconds(cfg: CompareConfig, *, variants: dict[str, list[str]],
     pretrain = seeds * sum(pretrain_seconds(variant_pretrain(cfg, overrides)) for overrides in variants.values())
     backbones = (len(variants) + int(scratch)) * seeds
     stages = {"pretrain": pretrain, "seg": 0.0, "depth_probe": 0.0}
-    for key, run in transfer_runs(cfg).items():
+    for key, run in (transfer_runs(cfg) if transfer else {}).items():
         stage = "seg" if key.startswith("seg") else "depth_probe"
         evaluated = _source_frames(run.data, run.eval.split)
         evaluated = min(evaluated, run.eval.max_images) if run.eval.max_images else evaluated

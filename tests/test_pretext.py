@@ -1,0 +1,180 @@
+"""Pretext diagnostics (rgb_reliance, vs_interpolation, loss by patch category) and the masking schemes they judge."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mask3d_vit.eval.pretext import PretextDiagnostics, diagnose, patch_categories
+from mask3d_vit.models.mask3d import Mask3D, interpolate_visible_depth, patchify
+
+MICRO = dict(encoder="vit_micro_patch16", img_size=(32, 32), depth_dim=32, depth_heads=2, decoder_dim=32,
+             decoder_depth=1, decoder_heads=2, depth_target="metric")
+
+
+def colour_coded_batch(b: int, seed: int) -> dict:
+    """Frames of one flat colour whose grey level gives the frame's constant depth: depth is knowable from colour
+    alone, and not from position."""
+    g = torch.Generator().manual_seed(seed)
+    level = torch.rand(b, generator=g)
+    rgb = (level * 255).round().to(torch.uint8).view(b, 1, 1, 1).expand(b, 3, 32, 32).contiguous()
+    depth = (1.0 + 4.0 * level).view(b, 1, 1, 1).expand(b, 1, 32, 32).contiguous()
+    return {"rgb": rgb, "depth": depth, "valid": torch.ones(b, 1, 32, 32, dtype=torch.bool)}
+
+
+def test_categories_partition_the_grid():
+    g = torch.Generator().manual_seed(0)
+    rgb_mask, depth_mask = torch.rand(4, 20, generator=g) < 0.7, torch.rand(4, 20, generator=g) < 0.6
+    cats = patch_categories(rgb_mask, depth_mask)
+    total = sum(c.int() for c in cats.values())
+    assert torch.equal(total, torch.ones(4, 20, dtype=torch.int))
+    assert torch.equal(cats["rgb_only"], depth_mask & ~rgb_mask)
+
+
+def test_interpolation_baseline_by_hand():
+    # A 1x2 grid of 2-pixel patches: the left patch is visible with target 1, the right one hidden. With one
+    # visible patch every pixel gets its value; with both visible the weights follow 1 / (d + 0.5)^2.
+    target = torch.tensor([[1.0, 1.0, 3.0, 3.0], [1.0, 1.0, 3.0, 3.0]]).view(1, 1, 2, 4)
+    valid = torch.ones_like(target, dtype=torch.bool)
+    one = interpolate_visible_depth(target, valid, torch.tensor([[False, True]]), patch_size=2)
+    torch.testing.assert_close(one, torch.ones(1, 2, 4))
+    both = interpolate_visible_depth(target, valid, torch.tensor([[False, False]]), patch_size=2)
+    # pixel (0.5, 0.5): distance 0.7071 to the left centre (1, 1), 2.5495 to the right one (1, 3)
+    w1, w2 = (math.sqrt(0.5) + 0.5) ** -2, (math.sqrt(0.25 + 6.25) + 0.5) ** -2
+    assert both[0, 0, 0].item() == pytest.approx((w1 * 1 + w2 * 3) / (w1 + w2), rel=1e-5)
+    # invalid pixels do not enter a patch's mean, and a frame without visible depth is predicted 0
+    valid[0, 0, :, 0] = False
+    target[0, 0, :, 0] = 100.0
+    torch.testing.assert_close(interpolate_visible_depth(target, valid, torch.tensor([[False, True]]), 2),
+                               torch.ones(1, 2, 4))
+    assert interpolate_visible_depth(target, valid, torch.tensor([[True, True]]), 2).abs().max() == 0
+
+
+def test_a_decoder_that_ignores_colour_has_rgb_reliance_one():
+    torch.manual_seed(0)
+    model = Mask3D(**MICRO, depth_mask_ratio=0.5).eval()
+    with torch.no_grad():  # encoder features never reach the decoder
+        model.decoder_embed.weight.zero_()
+    out = diagnose(model, [colour_coded_batch(6, seed=1)])
+    assert out["rgb_reliance"] == pytest.approx(1.0, abs=1e-6)
+    assert out["loss_depth_hidden"] > 0
+
+
+def test_a_decoder_that_reads_colour_has_rgb_reliance_above_one():
+    # Trained on frames whose depth is given by their colour, with no depth input: the only way down is colour.
+    torch.manual_seed(0)
+    model = Mask3D(**MICRO, depth_mask_ratio=1.0, rgb_mask_ratio=0.5)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(150):
+        loss = model(colour_coded_batch(16, seed=step))["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    out = diagnose(model.eval(), [colour_coded_batch(16, seed=10_000)])
+    assert out["rgb_reliance"] > 2.0
+    assert math.isnan(out["vs_interpolation"])  # no depth input: nothing to interpolate
+
+
+def test_diagnostics_reuse_the_masks_and_beat_a_known_interpolation():
+    # Constant depth per frame: spreading the visible patches is exact, so the model cannot beat it.
+    torch.manual_seed(0)
+    model = Mask3D(**MICRO, depth_mask_ratio=0.5).eval()
+    batch = colour_coded_batch(4, seed=3)
+    out = diagnose(model, [batch])
+    assert out["loss_depth_hidden_interp"] == pytest.approx(0.0, abs=1e-5)
+    assert out["vs_interpolation"] == math.inf or out["vs_interpolation"] > 1e3
+    # same seed, same masks, same figures
+    assert diagnose(model, [batch]) == out
+
+
+def test_diagnostics_need_two_frames_to_swap_colour():
+    model = Mask3D(**MICRO).eval()
+    with pytest.raises(ValueError, match=">= 2 frames"):
+        diagnose(model, [colour_coded_batch(1, seed=0)])
+
+
+def test_complementary_masks_never_show_colour_and_depth_of_one_patch():
+    torch.manual_seed(0)
+    model = Mask3D(**MICRO, mask_scheme="complementary", rgb_mask_ratio=0.75, depth_mask_ratio=0.75)
+    masks = model.draw_masks(64, 16, "cpu")
+    assert not (~masks["rgb_mask"] & ~masks["depth_mask"]).any()
+    assert (~masks["depth_mask"]).sum(1).eq(4).all() and (~masks["rgb_mask"]).sum(1).eq(4).all()
+    # the visible depth patches are still random among the colour-hidden ones: every position gets shown
+    assert (~masks["depth_mask"]).any(0).all()
+    indep = Mask3D(**MICRO, rgb_mask_ratio=0.75, depth_mask_ratio=0.75).draw_masks(64, 16, "cpu")
+    assert (~indep["rgb_mask"] & ~indep["depth_mask"]).any()
+
+
+def test_depth_hidden_loss_region_scores_only_patches_without_depth_input():
+    torch.manual_seed(0)
+    model = Mask3D(**MICRO, loss_region="depth_hidden", depth_mask_ratio=0.5)
+    batch = colour_coded_batch(2, seed=0)
+    batch["depth"] = 1.0 + torch.arange(32.0).view(1, 1, 1, 32).expand(2, 1, 32, 32) / 8  # differs by patch
+    prepared, grid = model.prepare_batch(batch)
+    masks = model.draw_masks(2, 4, "cpu")
+    with torch.no_grad():
+        model.depth_head.weight.zero_()
+        model.depth_head.bias.zero_()  # predicts 0 m: the error of a patch is its depth
+    loss = model(batch, masks=masks)["loss_depth"]
+    per_patch = patchify(prepared["depth"], 16).mean(-1)
+    assert loss.item() == pytest.approx(per_patch[masks["depth_mask"]].mean().item(), rel=1e-5)
+    assert loss.item() != pytest.approx(per_patch.mean().item(), rel=1e-3)
+
+
+def test_evaluator_logs_the_diagnostics(tmp_path):
+    from mask3d_vit.tasks.pretrain import ReconstructionEvaluator
+
+    class Frames(torch.utils.data.Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return {k: v[0] for k, v in colour_coded_batch(1, seed=i).items()}
+
+    torch.manual_seed(0)
+    model = Mask3D(**MICRO).eval()
+    metrics = ReconstructionEvaluator(Frames(), batch_size=4, num_batches=2, device=torch.device("cpu"))(model)
+    for key in ("val_loss", "val_rgb_reliance", "val_vs_interpolation", "val_loss_rgb_only",
+                "val_loss_both_hidden_swapped", "val_loss_depth_visible_interp"):
+        assert key in metrics and math.isfinite(metrics[key]), key
+    keys, sums = PretextDiagnostics().state()
+    assert keys == [] and sums.shape == (0, 2)
+
+
+def test_diagnose_command_on_a_pretraining_run(tmp_path, capsys):
+    from mask3d_vit.cli import main
+    from mask3d_vit.config import load_config, to_dict
+    from mask3d_vit.tasks.pretrain import PretrainConfig, run_pretrain
+
+    cfg = load_config(PretrainConfig, "pretrain_synth_tiny", [
+        "data.sources=[{format: synthrooms, num_frames: 8, seed: 0}]", "data.size=[32,48]",
+        "model.encoder=vit_micro_patch16", "model.img_size=[32,48]", "model.decoder_dim=32", "model.depth_dim=32",
+        "train.epochs=1", "train.batch_size=4", "train.precision=fp32", "val_batches=1"])
+    result = run_pretrain(cfg, tmp_path / "run")
+    assert math.isfinite(result["eval/val_rgb_reliance"]) and math.isfinite(result["eval/val_vs_interpolation"])
+    assert main(["diagnose", str(tmp_path / "run"), "--batches", "1", "--batch-size", "4"]) == 0
+    text = capsys.readouterr().out
+    assert "rgb_reliance = " in text and "| rgb_only |" in text
+    mae = load_config(PretrainConfig, None, ["model.objective=rgb"], base=to_dict(cfg))
+    run_pretrain(mae, tmp_path / "mae")
+    assert main(["diagnose", str(tmp_path / "mae")]) == 1
+    assert "predicts no depth" in capsys.readouterr().err
+
+
+def test_interpolation_prior_is_the_start_of_the_depth_prediction():
+    torch.manual_seed(0)
+    model = Mask3D(**MICRO, depth_prior="interpolation", depth_mask_ratio=0.5).eval()
+    with torch.no_grad():
+        model.depth_head.weight.zero_()
+        model.depth_head.bias.zero_()
+    batch = colour_coded_batch(4, seed=2)
+    batch["depth"] = batch["depth"] + torch.arange(32.0).view(1, 1, 1, 32) / 16
+    out = diagnose(model, [batch])
+    # a zero correction is exactly the baseline, whatever the colour
+    assert out["loss_depth_hidden"] == pytest.approx(out["loss_depth_hidden_interp"], rel=1e-5)
+    assert out["vs_interpolation"] == pytest.approx(1.0, rel=1e-5) and out["rgb_reliance"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="depth_mask_ratio < 1"):
+        Mask3D(**MICRO, depth_prior="interpolation", depth_mask_ratio=1.0)
+    with pytest.raises(ValueError, match="standardized"):
+        Mask3D(**{**MICRO, "depth_target": "standardized"}, depth_prior="interpolation")
