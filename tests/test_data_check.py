@@ -1,14 +1,13 @@
 """`mask3d-vit data check` and `data convert`: every problem named with its file, resumable conversion."""
-import argparse
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from mask3d_vit.cli import build_parser
 from mask3d_vit.data.build import SourceConfig
 from mask3d_vit.data.check import check_source, detect_format
 from mask3d_vit.data.classes import NYU13
-from mask3d_vit.data.cli import add_parser
 from mask3d_vit.data.convert import convert
 from mask3d_vit.data.frames import FramesDataset, FramesWriter
 from mask3d_vit.io import write_png
@@ -17,9 +16,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def cli(*argv):
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers())
-    args = parser.parse_args(["data", *argv])
+    args = build_parser().parse_args(["data", *argv])
     return args.func(args)
 
 

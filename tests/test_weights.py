@@ -1,7 +1,6 @@
 """Encoder init-from (MAE, timm, exported, mask3d-vit checkpoint layouts) and timm-compatible export."""
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,8 @@ from mask3d_vit.config import to_dict
 from mask3d_vit.engine.checkpoint import save_checkpoint
 from mask3d_vit.models.mask3d import Mask3D, Mask3DConfig
 from mask3d_vit.models.vit import TIMM_NAMES, build_encoder, normalize_rgb
-from mask3d_vit.models.weights import EXPORT_FORMAT, add_export_parser, export_encoder, load_encoder_weights
+from mask3d_vit.cli import build_parser
+from mask3d_vit.models.weights import EXPORT_FORMAT, export_encoder, load_encoder_weights
 
 MICRO = dict(encoder="vit_micro_patch16", img_size=(32, 48), depth_dim=32, depth_heads=2, decoder_dim=32,
              decoder_depth=1, decoder_heads=2)
@@ -182,8 +182,7 @@ def test_export_loads_in_timm_with_identical_features(tmp_path):
 
 def test_export_cli_and_errors(tmp_path, capsys):
     write_run(tmp_path / "run", **MICRO)
-    parser = argparse.ArgumentParser(prog="mask3d-vit")
-    add_export_parser(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     ckpt = tmp_path / "run" / "checkpoints" / "step_00000007.pt"
     args = parser.parse_args(["export", str(ckpt), "--out", str(tmp_path / "micro.safetensors")])
     args.func(args)

@@ -304,18 +304,3 @@ def _run_export(args: argparse.Namespace) -> None:
         print(f"load it with timm.create_model({meta['timm_model']!r}, pretrained=True, num_classes=0, "
               f"dynamic_img_size=True, pretrained_cfg_overlay=dict(file={str(out)!r}, input_size=(3, {h}, {w}))) "
               f"and ImageNet-normalised inputs")
-
-
-def add_export_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``mask3d-vit export RUN_OR_CKPT --out FILE.safetensors`` on an argparse ``subparsers`` object."""
-    parser = subparsers.add_parser(
-        "export", help="write the RGB encoder of a run as a timm-compatible .safetensors backbone",
-        description="Write the colour encoder of a pre-training run (its newest loadable checkpoint, or the "
-                    "given checkpoint file) alone, with timm key names, as .safetensors. Load it with "
-                    "timm.create_model(<metadata timm_model>, pretrained=True, num_classes=0, "
-                    "pretrained_cfg_overlay=dict(file=FILE, input_size=(3, H, W))) and normalise inputs with "
-                    "ImageNet mean/std.")
-    parser.add_argument("source", metavar="RUN_OR_CKPT", help="run directory (newest checkpoint) or checkpoint file")
-    parser.add_argument("--out", required=True, type=Path, metavar="FILE.safetensors", help="output file")
-    parser.set_defaults(func=_run_export)
-    return parser

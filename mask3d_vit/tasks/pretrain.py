@@ -20,14 +20,12 @@ from ..config import to_dict
 from ..data.build import DataConfig, build_dataset
 from ..engine import distributed as D
 from ..engine.data import seed_all, seeded_rng
-from ..engine.launch import add_run_arguments, run_command
+from ..engine.launch import run_command
 from ..engine.optim import OptimConfig
 from ..engine.trainer import TrainConfig, Trainer
 from ..models.mask3d import Mask3D, Mask3DConfig
 from ..models.weights import load_encoder_weights
 from ..viz import reconstruction_figure
-
-DEFAULT_RECIPE = "pretrain_synth_tiny"
 
 
 @dataclass
@@ -100,10 +98,3 @@ def run_pretrain(cfg: PretrainConfig, run_dir: str | Path, resume: str | None = 
 
 def _main(args: argparse.Namespace) -> None:
     run_command(args, PretrainConfig, run_pretrain)
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("pretrain", help="pre-train a ViT with the Mask3D (or MAE) objective",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_run_arguments(p, DEFAULT_RECIPE)
-    p.set_defaults(func=_main)
