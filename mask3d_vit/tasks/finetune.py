@@ -10,7 +10,7 @@ head. ``finetune`` and ``probe`` differ only in their default recipe (``probe`` 
 
 Several GPUs (``train.batch_size`` stays the global batch)::
 
-    torchrun --nproc_per_node 8 -m mask3d_vit finetune seg --config finetune_nyu40_base --init-from m3d.safetensors
+    torchrun --nproc_per_node 8 -m mask3d_vit finetune seg --config finetune_nyuv2_seg_base --init-from m3d.safetensors
 
 A run directory holds ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``figures/``, ``checkpoints/`` and the latest
 evaluation as ``eval_<split>.json`` (+ ``eval_<split>.md``, the per-class table, for segmentation).
