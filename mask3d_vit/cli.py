@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
+from .config import ConfigError, recipe_command
 from .data.formats import FORMATS
 
 PRETRAIN_RECIPE = "pretrain_synth_tiny"
@@ -236,6 +237,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def recipe_mismatch(args: argparse.Namespace) -> str | None:
+    """When ``--config`` names a recipe written for another command (the usual cause of an unknown-key error, e.g.
+    ``pretrain --config finetune_synth_seg``): what to run instead. None when the recipe fits the command."""
+    recipe = getattr(args, "config", None)
+    if not recipe:
+        return None
+    try:
+        intended = recipe_command(recipe)
+    except ConfigError:
+        return None
+    typed = " ".join(["mask3d-vit", args.command] + ([args.task] if getattr(args, "task", None) else []))
+    if intended is None or intended == typed:
+        return None
+    trains = intended.split()[1] in ("pretrain", "finetune", "probe")
+    run = f"{intended} --config {recipe} [--out DIR ...]" if trains else intended
+    return f"{recipe} is a recipe for `{intended}`, not for `{typed}`; run: {run}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -251,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input and unusable files end in one readable line; MASK3D_DEBUG=1 shows the traceback instead.
         if os.environ.get("MASK3D_DEBUG"):
             raise
-        print(f"mask3d-vit {args.command}: error: {e}", file=sys.stderr)
+        message = (isinstance(e, ConfigError) and recipe_mismatch(args)) or str(e)
+        print(f"mask3d-vit {args.command}: error: {message}", file=sys.stderr)
         return 1
     return code or 0

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from mask3d_vit.cli import Handler, build_parser
-from mask3d_vit.config import resolve_recipe
+from mask3d_vit.cli import Handler, build_parser, main
+from mask3d_vit.config import RECIPES_DIR, load_config, recipe_command, resolve_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,3 +71,33 @@ def test_recipes_named_in_help_texts_and_readme_exist():
             resolve_recipe(name)
         except ValueError:
             pytest.fail(f"{where} names the recipe {name!r}, which does not exist")
+
+
+@pytest.mark.parametrize("argv, right", [
+    (["pretrain", "--config", "finetune_synth_seg"], "run: mask3d-vit finetune seg --config finetune_synth_seg"),
+    (["finetune", "seg", "--config", "pretrain_synth_tiny"], "run: mask3d-vit pretrain --config pretrain_synth_tiny"),
+    (["probe", "depth", "--config", "det_synth_tiny"], "run: mask3d-vit finetune det --config det_synth_tiny"),
+])
+def test_a_recipe_of_another_command_says_which_command_to_run(argv, right, tmp_path, capsys):
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert right in err and "is a recipe for" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_packaged_recipe_names_the_command_that_runs_it():
+    from mask3d_vit.tasks.detection import DetectionConfig
+    from mask3d_vit.tasks.finetune import FinetuneConfig
+    from mask3d_vit.tasks.pretrain import PretrainConfig
+
+    config_of = {"pretrain": PretrainConfig, "finetune seg": FinetuneConfig, "finetune depth": FinetuneConfig,
+                 "probe seg": FinetuneConfig, "probe depth": FinetuneConfig, "finetune det": DetectionConfig}
+    trained = set()
+    for recipe in sorted(RECIPES_DIR.glob("*.yaml")):
+        command = recipe_command(recipe.stem)
+        assert command, f"{recipe.name}: its header comment shows no command"
+        name = command.removeprefix("mask3d-vit ")
+        if name in config_of:
+            load_config(config_of[name], recipe.stem)  # the command it names accepts it
+            trained.add(name)
+    assert trained == set(config_of)
