@@ -107,6 +107,19 @@ def test_convert_writes_split_lists(tmp_path):
     assert val.ids == ["scene0001_00_0"] and val.class_set == "scannet20" and "label" in val[0]
 
 
+def test_convert_sunrgbd_flat_layout_takes_its_own_split_folders(tmp_path):
+    from test_formats_sunrgbd import encode_depth
+
+    src = tmp_path / "sun"
+    for split, ids in (("train", ("1", "2")), ("val", ("3",))):
+        for fid in ids:
+            write_png(src / split / "rgb" / f"{fid}.png", np.full((6, 8, 3), 90, np.uint8))
+            write_png(src / split / "depth" / f"{fid}.png", encode_depth(np.full((6, 8), 2000)))
+    assert cli("convert", "sunrgbd", str(src), "--out", str(tmp_path / "out"), "--quiet") == 0
+    assert FramesDataset(tmp_path / "out", "train").ids == ["1", "2"]
+    assert FramesDataset(tmp_path / "out", "val").ids == ["3"]
+
+
 @pytest.mark.skipif(not (SHARED / "sunrgbd_toy").is_dir(), reason=f"{SHARED}/sunrgbd_toy is absent")
 def test_convert_and_check_real_frames(tmp_path):
     out = tmp_path / "sun"

@@ -50,6 +50,12 @@ def sun37_id(name: str) -> int:
     return SUN37_IDS.get(key, 0)
 
 
+def flat_splits(root: str | Path) -> tuple[str, ...]:
+    """The split folders (``<split>/rgb/``) of a flat-layout ``root``, e.g. ``("train", "val")``; empty for the
+    original layout."""
+    return tuple(d.name for d in sorted(Path(root).iterdir()) if (d / "rgb").is_dir())
+
+
 class SUNRGBD(Reader):
     """SUN RGB-D frames in either layout (module docstring).
 
@@ -69,11 +75,12 @@ class SUNRGBD(Reader):
         super().__init__(root, require_labels=require_labels)
         self.depth_scale = depth_scale or 1000.0
         self.raw_depth = raw_depth
-        flat = [d for d in sorted(self.root.iterdir()) if (d / "rgb").is_dir()]
+        splits = flat_splits(self.root)
+        flat = [self.root / name for name in splits]
         if flat and split is not None:
-            if not (self.root / split / "rgb").is_dir():
+            if split not in splits:
                 raise FileNotFoundError(f"{self.root / split / 'rgb'}: no such split folder (splits here: "
-                                        f"{', '.join(d.name for d in flat)})")
+                                        f"{', '.join(splits)})")
             flat = [self.root / split]
         if flat:
             if require_labels:
