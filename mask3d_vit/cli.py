@@ -18,6 +18,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, recipe_command
+from .extras import MissingExtraError
 from .data.formats import FORMATS
 
 PRETRAIN_RECIPE = "pretrain_synth_tiny"
@@ -266,8 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as e:
-        # Bad input and unusable files end in one readable line; MASK3D_DEBUG=1 shows the traceback instead.
+    except (ValueError, OSError, MissingExtraError) as e:
+        # Bad input, unusable files and a missing optional package end in one readable line; MASK3D_DEBUG=1 shows
+        # the traceback instead.
         if os.environ.get("MASK3D_DEBUG"):
             raise
         message = (isinstance(e, ConfigError) and recipe_mismatch(args)) or str(e)

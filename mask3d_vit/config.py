@@ -176,8 +176,8 @@ def resolve_recipe(recipe: str | Path) -> Path:
 
 # The command a packaged recipe is written for, as its header comment shows it ("mask3d-vit finetune seg --out ...",
 # "torchrun ... -m mask3d_vit pretrain ...", "python benchmarks/transfer.py").
-_RECIPE_COMMAND = re.compile(r"(?:mask3d-vit|-m mask3d_vit)\s+((?:pretrain|finetune|probe|demo)(?:\s+(?:seg|depth|det)\b)?)"
-                             r"|python\s+(benchmarks/\S+\.py)")
+_RECIPE_COMMAND = re.compile(r"(?:mask3d-vit|-m mask3d_vit)\s+((?:pretrain|finetune|probe|demo)"
+                             r"(?:\s+(?:seg|depth|det)\b)?)|python\s+(benchmarks/\S+\.py)")
 
 
 def recipe_command(recipe: str | Path) -> str | None:

@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from ..classes import SUN37
-from .common import (UNKNOWN_INTRINSICS, Reader, optional_import, read_matrix_intrinsics, read_rgb, read_uint16,
-                     sample_from, sorted_files)
+from ...extras import optional_import
+from .common import (UNKNOWN_INTRINSICS, Reader, read_matrix_intrinsics, read_rgb, read_uint16, sample_from,
+                     sorted_files)
 
 SPLIT_ALIASES = {"val": "test"}
 _SYNONYMS = {"refrigerator": "fridge", "television": "tv", "nightstand": "night_stand", "bookcase": "bookshelf",
