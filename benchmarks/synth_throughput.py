@@ -14,7 +14,8 @@ import time
 
 import torch
 
-from mask3d_vit.data.synthrooms import SynthRooms, SynthRoomsConfig, parse_size, render_frame
+from mask3d_vit.cli import parse_size
+from mask3d_vit.data.synthrooms import SynthRooms, SynthRoomsConfig, render_frame
 
 
 def in_process(cfg: SynthRoomsConfig, frames: int, seed: int) -> tuple[float, float]:

@@ -1,27 +1,242 @@
 """``mask3d-vit`` (also ``python -m mask3d_vit``): one command, one subcommand per job.
 
-Each subcommand lives beside the code it drives and registers itself through an ``add_parser(subparsers)``
-function; this file only lists them.
+Every subcommand's arguments are defined here and its handler, which lives beside the code it drives, is imported
+only when the command runs: the task modules import torch and timm (seconds), which ``--help``, ``<command> --help``
+and a mistyped option should not wait for. A command's long description is its module's docstring, read from the
+source file without importing the module.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import importlib.util
 import os
 import sys
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import __version__
+from .config import ConfigError, recipe_command
+from .extras import MissingExtraError
+from .data.formats import FORMATS
 
-# (module, registration function): the order is the order of `mask3d-vit --help`.
-COMMANDS = (
-    ("mask3d_vit.demo", "add_parser"),
-    ("mask3d_vit.data.synthrooms", "add_parser"),
-    ("mask3d_vit.data.cli", "add_parser"),
-    ("mask3d_vit.tasks.pretrain", "add_parser"),
-    ("mask3d_vit.tasks.finetune", "add_parser"),
-    ("mask3d_vit.tasks.predict", "add_parser"),
-    ("mask3d_vit.models.weights", "add_export_parser"),
-)
+PRETRAIN_RECIPE = "pretrain_synth_tiny"
+DETECTION_RECIPE = "det_synth_tiny"
+_RAW = argparse.RawDescriptionHelpFormatter
+
+
+@dataclass(frozen=True)
+class Handler:
+    """A command's handler, named ``"package.module:function"`` and imported when the command runs.
+
+    Args:
+        target: the function, called as ``function(args, **kwargs)`` with the parsed arguments.
+        kwargs: fixed keyword arguments (e.g. the task of ``finetune seg``).
+    """
+    target: str
+    kwargs: dict = field(default_factory=dict)
+
+    def resolve(self):
+        module, name = self.target.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    def __call__(self, args: argparse.Namespace):
+        return self.resolve()(args, **self.kwargs)
+
+
+def module_doc(module: str) -> str:
+    """The docstring of ``module``, read from its source file without importing it (nor torch)."""
+    spec = importlib.util.find_spec(module)
+    return ast.get_docstring(ast.parse(Path(spec.origin).read_text(encoding="utf-8"))) or ""
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, default_config: str) -> None:
+    """The options of every training command (see :mod:`mask3d_vit.engine.launch`)."""
+    parser.add_argument("--config", default=default_config,
+                        help=f"YAML recipe: a path or a packaged name (default: {default_config})")
+    parser.add_argument("--out", default=None, help="run directory (default: runs/<recipe name>)")
+    parser.add_argument("--resume", default=None, metavar="auto|PATH",
+                        help="continue a run: 'auto' = newest good checkpoint of --out, or a checkpoint/run path")
+    parser.add_argument("--init-from", default=None, metavar="WEIGHTS",
+                        help="start from weights: an MAE .pth, a timm state dict, an exported .safetensors or a "
+                             "run/checkpoint of ours (encoder only)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.base_lr=1e-3")
+
+
+def _add_demo(subparsers) -> None:
+    p = subparsers.add_parser("demo", help="pre-train and transfer on SynthRooms end to end; print the comparison",
+                              description=module_doc("mask3d_vit.demo"), formatter_class=_RAW)
+    p.add_argument("--out", default=None, help="output folder (default: runs/demo-<time>)")
+    p.add_argument("--quick", action="store_true", help="smaller settings, about 2 minutes")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, e.g. pretrain.train.epochs=30 seg.train.epochs=5")
+    p.set_defaults(func=Handler("mask3d_vit.demo:_main"))
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"120x160"`` -> (120, 160), i.e. (H, W); raises :class:`argparse.ArgumentTypeError` on anything else."""
+    parts = str(text).lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected HxW with positive integers (height x width), e.g. 120x160; "
+                                         f"got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        if not text.strip().isdigit() or int(text) < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
+        return int(text)
+    return parse
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def _add_synth(subparsers) -> None:
+    """``mask3d-vit synth --out DIR [--num N] [--size HxW] [--seed S] [--no-noise] [--no-holes] [--val-fraction F]
+    [KEY=VALUE ...]``; ``KEY=VALUE`` set any other SynthRoomsConfig field (e.g. ``num_furniture=[2,5]``)."""
+    p = subparsers.add_parser(
+        "synth", help="render SynthRooms RGB-D frames into a frames folder",
+        description="Render procedural indoor RGB-D frames (NYU13 labels, instances) into a frames folder that "
+                    "FramesDataset and the training commands read. Re-running resumes or extends a folder.")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    p.add_argument("--num", type=_int_at_least(1), default=1000, metavar="N", help="number of frames (default 1000)")
+    p.add_argument("--size", type=parse_size, default=None, metavar="HxW",
+                   help="frame size, height x width (default 120x160)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0, metavar="S", help="stream seed (default 0)")
+    p.add_argument("--no-noise", action="store_true", help="exact depth: no sensor noise")
+    p.add_argument("--no-holes", action="store_true", help="no depth holes (edges, grazing angles, patches)")
+    p.add_argument("--val-fraction", type=_fraction, default=0.1, metavar="F",
+                   help="share of frames in val.txt (default 0.1)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="other SynthRoomsConfig fields")
+    p.set_defaults(func=Handler("mask3d_vit.data.synthrooms:_synth_command"))
+
+
+def _source_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--depth-scale", type=float, default=0.0,
+                        help="stored depth units per metre (1000 = mm, 5000 = TUM, 10000 = 0.1 mm); "
+                             "default: the format's own")
+    parser.add_argument("--class-set", default="", help="nyuv2 only: nyu40 (default) or nyu13")
+    parser.add_argument("--raw-depth", action="store_true",
+                        help="nyuv2 / sunrgbd: raw sensor depth (with holes) instead of the filled maps")
+    parser.add_argument("--frame-skip", type=int, default=25, help="scannet: keep every N-th frame (default 25)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_data(subparsers) -> None:
+    """``mask3d-vit data {convert,check}``: the command-line face of :mod:`.data.convert` and :mod:`.data.check`::
+
+        mask3d-vit data check nyu_depth_v2_labeled.mat
+        mask3d-vit data convert nyuv2 nyu_depth_v2_labeled.mat --out data/nyuv2 --class-set nyu13
+        mask3d-vit data convert scannet scans/ --out data/scannet --frame-skip 25 --skip-bad
+        mask3d-vit data check data/scannet --split train
+    """
+    data = subparsers.add_parser("data", help="convert and check RGB-D datasets",
+                                 description="Convert datasets to the frames-folder layout and check them.")
+    commands = data.add_subparsers(dest="data_command", required=True)
+
+    convert = commands.add_parser("convert", help="write a source as a frames folder (resumable)")
+    convert.add_argument("format", choices=[f for f in FORMATS if f != "synthrooms"])
+    convert.add_argument("path", help="dataset folder or file (.mat, .sens)")
+    convert.add_argument("--out", required=True, help="output frames folder")
+    convert.add_argument("--splits", default="",
+                         help="comma-separated splits to convert (default: the format's official ones that the "
+                              "source has; 'all' = every frame)")
+    convert.add_argument("--skip-bad", action="store_true", help="log and skip unreadable frames")
+    _source_options(convert)
+    convert.set_defaults(func=Handler("mask3d_vit.data.convert:run_convert"))
+
+    check = commands.add_parser("check", help="report counts, depth units, holes, classes and every bad file")
+    check.add_argument("path", help="dataset folder or file")
+    check.add_argument("--format", choices=FORMATS[1:], default=None, help="default: guessed from the files")
+    check.add_argument("--split", default="all", help="split to check (default: every frame)")
+    check.add_argument("--limit", type=int, default=None, help="check only the first N frames")
+    _source_options(check)
+    check.set_defaults(func=Handler("mask3d_vit.data.check:run_check"))
+
+
+def _add_pretrain(subparsers) -> None:
+    p = subparsers.add_parser("pretrain", help="pre-train a ViT with the Mask3D (or MAE) objective",
+                              description=module_doc("mask3d_vit.tasks.pretrain"), formatter_class=_RAW)
+    add_run_arguments(p, PRETRAIN_RECIPE)
+    p.set_defaults(func=Handler("mask3d_vit.tasks.pretrain:_main"))
+
+
+def _add_diagnose(subparsers) -> None:
+    p = subparsers.add_parser("diagnose", help="does a pre-trained decoder use colour? (rgb_reliance, "
+                              "vs_interpolation)", description=module_doc("mask3d_vit.eval.pretext"),
+                              formatter_class=_RAW)
+    p.add_argument("run", help="pre-training run directory or checkpoint file")
+    p.add_argument("--batches", type=int, default=4, help="validation batches to score (default 4)")
+    p.add_argument("--batch-size", type=int, default=32, help="frames per batch, >= 2 (default 32)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="changes to the stored config, e.g. data.*")
+    p.set_defaults(func=Handler("mask3d_vit.tasks.pretrain:_diagnose_main"))
+
+
+def _add_finetune(subparsers) -> None:
+    """``finetune``, ``probe`` (each with ``seg`` / ``depth``; ``finetune`` also ``det``) and ``eval``."""
+    doc = module_doc("mask3d_vit.tasks.finetune")
+    for command, probe, what in (("finetune", False, "fine-tune a pre-trained ViT with a dense head"),
+                                 ("probe", True, "train a head on a frozen ViT (linear probe)")):
+        p = subparsers.add_parser(command, help=what, description=doc, formatter_class=_RAW)
+        tasks = p.add_subparsers(dest="task", metavar="TASK", required=True)
+        for task, title in (("seg", "semantic segmentation"), ("depth", "depth estimation")):
+            t = tasks.add_parser(task, help=f"{title}: {what}")
+            add_run_arguments(t, f"{command}_synth_{task}")
+            t.set_defaults(func=Handler("mask3d_vit.tasks.finetune:_train_main", {"task": task, "probe": probe}))
+        if not probe:
+            t = tasks.add_parser("det", help="instance segmentation and detection: Mask R-CNN on the ViT",
+                                 description=module_doc("mask3d_vit.tasks.detection"), formatter_class=_RAW)
+            add_run_arguments(t, DETECTION_RECIPE)
+            t.set_defaults(func=Handler("mask3d_vit.tasks.detection:_main"))
+    p = subparsers.add_parser("eval", help="evaluate a fine-tuned run (mIoU table or depth metrics)",
+                              description=doc, formatter_class=_RAW)
+    p.add_argument("--ckpt", required=True, help="fine-tuning run directory or checkpoint file")
+    p.add_argument("--out", default=None, help="folder for eval_<split>.json/.md (default: the run directory)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="evaluation overrides, e.g. eval.split=test eval.window=128 data.val_sources=...")
+    p.set_defaults(func=Handler("mask3d_vit.tasks.finetune:_eval_main"))
+
+
+def _add_predict(subparsers) -> None:
+    p = subparsers.add_parser("predict", help="segment an image or estimate its depth with a fine-tuned model",
+                              description=module_doc("mask3d_vit.tasks.predict"), formatter_class=_RAW)
+    p.add_argument("--ckpt", required=True, help="fine-tuning run directory or checkpoint file (seg, depth or det)")
+    p.add_argument("--image", required=True, help="input image (PNG, JPEG...)")
+    p.add_argument("--out", required=True, help="output PNG: class overlay (seg) or coloured depth (depth)")
+    p.add_argument("--raw-out", default=None, help="also write class ids (8-bit PNG) or depth in mm (16-bit PNG)")
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="resize the image to H x W for the model (default: its own size)")
+    p.add_argument("--window", type=int, default=0, help="sliding-window side in pixels (default: whole image)")
+    p.add_argument("--alpha", type=float, default=0.6, help="overlay opacity of the class colours")
+    p.set_defaults(func=Handler("mask3d_vit.tasks.predict:_main"))
+
+
+def _add_export(subparsers) -> None:
+    """``mask3d-vit export RUN_OR_CKPT --out FILE.safetensors`` (see :mod:`mask3d_vit.models.weights`)."""
+    p = subparsers.add_parser(
+        "export", help="write the RGB encoder of a run as a timm-compatible .safetensors backbone",
+        description="Write the colour encoder of a run, pre-training or fine-tuning (its newest loadable "
+                    "checkpoint, or the given checkpoint file) alone, with timm key names, as .safetensors. Load it "
+                    "with timm.create_model(<metadata timm_model>, pretrained=True, num_classes=0, "
+                    "pretrained_cfg_overlay=dict(file=FILE, input_size=(3, H, W))) and normalise inputs with "
+                    "ImageNet mean/std.")
+    p.add_argument("source", metavar="RUN_OR_CKPT", help="run directory (newest checkpoint) or checkpoint file")
+    p.add_argument("--out", required=True, type=Path, metavar="FILE.safetensors", help="output file")
+    p.set_defaults(func=Handler("mask3d_vit.models.weights:_run_export"))
+
+
+# The order is the order of `mask3d-vit --help`.
+COMMANDS = (_add_demo, _add_synth, _add_data, _add_pretrain, _add_diagnose, _add_finetune, _add_predict, _add_export)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,9 +244,27 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(Hou et al., CVPR 2023) - pre-train, fine-tune, evaluate, export.")
     parser.add_argument("--version", action="version", version=f"mask3d-vit {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module, register in COMMANDS:
-        getattr(importlib.import_module(module), register)(subparsers)
+    for add in COMMANDS:
+        add(subparsers)
     return parser
+
+
+def recipe_mismatch(args: argparse.Namespace) -> str | None:
+    """When ``--config`` names a recipe written for another command (the usual cause of an unknown-key error, e.g.
+    ``pretrain --config finetune_synth_seg``): what to run instead. None when the recipe fits the command."""
+    recipe = getattr(args, "config", None)
+    if not recipe:
+        return None
+    try:
+        intended = recipe_command(recipe)
+    except ConfigError:
+        return None
+    typed = " ".join(["mask3d-vit", args.command] + ([args.task] if getattr(args, "task", None) else []))
+    if intended is None or intended == typed:
+        return None
+    trains = intended.split()[1] in ("pretrain", "finetune", "probe")
+    run = f"{intended} --config {recipe} [--out DIR ...]" if trains else intended
+    return f"{recipe} is a recipe for `{intended}`, not for `{typed}`; run: {run}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,10 +278,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, OSError) as e:
-        # Bad input and unusable files end in one readable line; MASK3D_DEBUG=1 shows the traceback instead.
+    except (ValueError, OSError, MissingExtraError) as e:
+        # Bad input, unusable files and a missing optional package end in one readable line; MASK3D_DEBUG=1 shows
+        # the traceback instead.
         if os.environ.get("MASK3D_DEBUG"):
             raise
-        print(f"mask3d-vit {args.command}: error: {e}", file=sys.stderr)
+        message = (isinstance(e, ConfigError) and recipe_mismatch(args)) or str(e)
+        print(f"mask3d-vit {args.command}: error: {message}", file=sys.stderr)
         return 1
     return code or 0

@@ -10,7 +10,9 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -48,8 +50,8 @@ def from_dict(cls: type[T], data: dict | None, prefix: str = "") -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        keys = ", ".join(prefix + k for k in unknown)
-        raise ConfigError(f"unknown config key(s) {keys}; valid keys here: {', '.join(sorted(names))}")
+        raise ConfigError(f"unknown config key(s) {_unknown_keys(unknown, names, prefix)}; "
+                          f"valid keys here: {', '.join(sorted(names))}")
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in data:
@@ -58,6 +60,16 @@ def from_dict(cls: type[T], data: dict | None, prefix: str = "") -> T:
     if prefix == "":
         check_finite(cfg)
     return cfg
+
+
+def _unknown_keys(unknown: typing.Iterable[str], valid: typing.Iterable[str], prefix: str) -> str:
+    """``"a.lrr (did you mean a.lr?), a.zzz"``: each unknown key under ``prefix`` with its closest valid one."""
+    valid = list(valid)
+    names = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, valid, n=1)
+        names.append(prefix + key + (f" (did you mean {prefix}{close[0]}?)" if close else ""))
+    return ", ".join(names)
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -162,6 +174,24 @@ def resolve_recipe(recipe: str | Path) -> Path:
     raise ConfigError(f"config {recipe!r} is neither a YAML file nor a packaged recipe; packaged recipes: {names}")
 
 
+# The command a packaged recipe is written for, as its header comment shows it ("mask3d-vit finetune seg --out ...",
+# "torchrun ... -m mask3d_vit pretrain ...", "python benchmarks/transfer.py").
+_RECIPE_COMMAND = re.compile(r"(?:mask3d-vit|-m mask3d_vit)\s+((?:pretrain|finetune|probe|demo)"
+                             r"(?:\s+(?:seg|depth|det)\b)?)|python\s+(benchmarks/\S+\.py)")
+
+
+def recipe_command(recipe: str | Path) -> str | None:
+    """The command ``recipe`` is written for, e.g. ``"mask3d-vit finetune seg"``, from its header comment; None
+    when the header names none (a user's own YAML)."""
+    for line in resolve_recipe(recipe).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        match = _RECIPE_COMMAND.search(line)
+        if match:
+            return "mask3d-vit " + " ".join(match[1].split()) if match[1] else f"python {match[2]}"
+    return None
+
+
 def load_yaml(path: str | Path) -> dict:
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
@@ -188,7 +218,8 @@ def load_config(cls: type[T], recipe: str | Path | None = None, overrides: typin
                 raise ConfigError(f"override {text!r}: {'.'.join(keys[:i + 1])} is not a config section")
             node = node[k]
         if keys[-1] not in node:
-            raise ConfigError(f"override {text!r}: unknown key {'.'.join(keys)}; "
+            unknown = _unknown_keys(keys[-1:], node, "".join(k + "." for k in keys[:-1]))
+            raise ConfigError(f"override {text!r}: unknown key {unknown}; "
                               f"valid keys here: {', '.join(sorted(node))}")
         node[keys[-1]] = value
     return from_dict(cls, data)

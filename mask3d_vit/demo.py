@@ -127,13 +127,3 @@ def _main(args: argparse.Namespace) -> None:
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; pick another --out")
     run_demo(out, quick=args.quick, overrides=args.overrides)
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="pre-train and transfer on SynthRooms end to end; print the comparison",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=None, help="output folder (default: runs/demo-<time>)")
-    p.add_argument("--quick", action="store_true", help="smaller settings, about 2 minutes")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="config overrides, e.g. pretrain.train.epochs=30 seg.train.epochs=5")
-    p.set_defaults(func=_main)

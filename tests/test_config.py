@@ -1,3 +1,4 @@
+import re
 from dataclasses import dataclass, field
 
 import pytest
@@ -37,7 +38,8 @@ def test_roundtrip_through_yaml(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("inner.lrr=1", "unknown key inner.lrr"),
+    ("inner.lrr=1", "unknown key inner.lrr (did you mean inner.lr?)"),
+    ("inner.zzz=1", "unknown key inner.zzz; valid keys here: lr, name, sizes"),
     ("inner.lr=nan", "inner.lr=nan is not finite"),
     ("inner.lr=.inf", "inner.lr=inf is not finite"),
     ("steps=1.5", "steps must be an integer"),
@@ -47,10 +49,20 @@ def test_roundtrip_through_yaml(tmp_path):
     ("steps.x=1", "steps is not a config section"),
 ])
 def test_bad_values_are_named(override, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(Outer, None, [override])
 
 
 def test_unknown_recipe_lists_packaged_ones():
     with pytest.raises(ConfigError, match="packaged recipes: .*demo"):
         load_config(Outer, "no_such_recipe")
+
+
+def test_unknown_recipe_keys_suggest_the_closest_valid_key(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("inner:\n  nmae: b\n  qqq: 1\nstep: 3\n")
+    with pytest.raises(ConfigError, match=re.escape("unknown config key(s) step (did you mean steps?)")):
+        load_config(Outer, recipe)
+    recipe.write_text("inner:\n  nmae: b\n  qqq: 1\n")
+    with pytest.raises(ConfigError, match=re.escape("inner.nmae (did you mean inner.name?), inner.qqq; valid")):
+        load_config(Outer, recipe)

@@ -1,25 +1,25 @@
 """`mask3d-vit data check` and `data convert`: every problem named with its file, resumable conversion."""
-import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from mask3d_vit.cli import build_parser, main
 from mask3d_vit.data.build import SourceConfig
 from mask3d_vit.data.check import check_source, detect_format
 from mask3d_vit.data.classes import NYU13
-from mask3d_vit.data.cli import add_parser
 from mask3d_vit.data.convert import convert
 from mask3d_vit.data.frames import FramesDataset, FramesWriter
 from mask3d_vit.io import write_png
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+COLOUR = np.stack([np.full((6, 8), 200), np.full((6, 8), 120), np.arange(48).reshape(6, 8)], -1).astype(np.uint8)
 
 
 def cli(*argv):
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers())
-    args = parser.parse_args(["data", *argv])
+    args = build_parser().parse_args(["data", *argv])
     return args.func(args)
 
 
@@ -53,12 +53,52 @@ def test_check_names_every_problem_with_its_file(tmp_path, capsys):
 
 def test_check_warns_about_implausible_depth_units(tmp_path, capsys):
     writer = FramesWriter(tmp_path, depth_scale=1000.0)
-    writer.write("a", np.zeros((6, 8, 3), np.uint8), np.full((6, 8), 2.0), intrinsics=(5, 5, 3.5, 2.5))
+    writer.write("a", COLOUR, np.full((6, 8), 2.0), intrinsics=(5, 5, 3.5, 2.5))
     writer.finish({"train": ["a"]})
     assert cli("check", str(tmp_path), "--quiet") == 0
     assert cli("check", str(tmp_path), "--quiet", "--depth-scale", "1") == 0
     out = capsys.readouterr().out
     assert "WARNING" in out and "median depth is 2000 m" in out
+
+
+def test_check_of_a_missing_folder_says_so(tmp_path, capsys):
+    assert main(["data", "check", str(tmp_path / "nope")]) == 1
+    assert f"{tmp_path / 'nope'}: no such file or folder" in capsys.readouterr().err
+
+
+def test_a_source_without_any_valid_depth_is_an_error(tmp_path, capsys):
+    writer = FramesWriter(tmp_path, depth_scale=1000.0)
+    for fid in ("a", "b"):
+        writer.write(fid, COLOUR, np.zeros((6, 8)), intrinsics=(5, 5, 3.5, 2.5))
+    writer.finish({"train": ["a", "b"]})
+    report = check_source(SourceConfig(format="frames", root=str(tmp_path)))
+    assert report.frames == 2 and len(report.errors) == 1 and "none of the 2 frames read has valid depth" in \
+        report.errors[0]
+    assert cli("check", str(tmp_path), "--quiet") == 1
+    writer.write("c", COLOUR, np.full((6, 8), 2.0), intrinsics=(5, 5, 3.5, 2.5))
+    writer.finish({"train": ["a", "b", "c"]})
+    report = check_source(SourceConfig(format="frames", root=str(tmp_path)))
+    assert not report.errors
+    assert report.warnings == ["frame 'a': no valid depth at all", "frame 'b': no valid depth at all"]
+
+
+def test_a_grayscale_colour_image_is_a_warning(tmp_path):
+    writer = FramesWriter(tmp_path, depth_scale=1000.0)
+    for fid in ("colour", "gray"):
+        writer.write(fid, COLOUR, np.full((6, 8), 2.0), intrinsics=(5, 5, 3.5, 2.5))
+    writer.finish({"train": ["colour", "gray"]})
+    Image.fromarray(COLOUR[..., 2]).save(tmp_path / "rgb" / "gray.png")  # an 8-bit single-channel file
+    report = check_source(SourceConfig(format="frames", root=str(tmp_path)))
+    assert report.frames == 2 and not report.errors
+    assert len(report.warnings) == 1 and report.warnings[0].startswith("frame 'gray': the colour image is grayscale")
+
+
+def test_nyuv2_without_the_datasets_extra_names_the_pip_command(tmp_path, monkeypatch, capsys):
+    (tmp_path / "nyu.mat").write_bytes(b"not read")
+    monkeypatch.setitem(sys.modules, "h5py", None)  # import h5py now raises ImportError
+    assert main(["data", "convert", "nyuv2", str(tmp_path / "nyu.mat"), "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "pip install 'mask3d-vit[datasets]'" in err and "Traceback" not in err
 
 
 def test_detect_format(tmp_path):
@@ -108,6 +148,19 @@ def test_convert_writes_split_lists(tmp_path):
     assert FramesDataset(tmp_path / "out", "train").ids == ["scene0000_00_0", "scene0000_00_25", "scene0000_00_50"]
     val = FramesDataset(tmp_path / "out", "val", require_labels=True)
     assert val.ids == ["scene0001_00_0"] and val.class_set == "scannet20" and "label" in val[0]
+
+
+def test_convert_sunrgbd_flat_layout_takes_its_own_split_folders(tmp_path):
+    from test_formats_sunrgbd import encode_depth
+
+    src = tmp_path / "sun"
+    for split, ids in (("train", ("1", "2")), ("val", ("3",))):
+        for fid in ids:
+            write_png(src / split / "rgb" / f"{fid}.png", np.full((6, 8, 3), 90, np.uint8))
+            write_png(src / split / "depth" / f"{fid}.png", encode_depth(np.full((6, 8), 2000)))
+    assert cli("convert", "sunrgbd", str(src), "--out", str(tmp_path / "out"), "--quiet") == 0
+    assert FramesDataset(tmp_path / "out", "train").ids == ["1", "2"]
+    assert FramesDataset(tmp_path / "out", "val").ids == ["3"]
 
 
 @pytest.mark.skipif(not (SHARED / "sunrgbd_toy").is_dir(), reason=f"{SHARED}/sunrgbd_toy is absent")

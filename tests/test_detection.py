@@ -277,17 +277,14 @@ def test_short_synthrooms_run_learns_its_training_frames(tmp_path):
 
 
 def test_cli_and_recipes():
-    import argparse
-
+    from mask3d_vit.cli import DETECTION_RECIPE, build_parser
     from mask3d_vit.config import RECIPES_DIR, load_config
-    from mask3d_vit.tasks.detection import DEFAULT_RECIPE, DetectionConfig, add_parser
+    from mask3d_vit.tasks.detection import DetectionConfig
 
-    parser = argparse.ArgumentParser()
-    add_parser(parser.add_subparsers())
-    args = parser.parse_args(["det", "--out", "runs/x", "train.epochs=1"])
-    assert args.config == DEFAULT_RECIPE and args.overrides == ["train.epochs=1"] and callable(args.func)
+    args = build_parser().parse_args(["finetune", "det", "--out", "runs/x", "train.epochs=1"])
+    assert args.config == DETECTION_RECIPE and args.overrides == ["train.epochs=1"] and callable(args.func)
     recipes = sorted(RECIPES_DIR.glob("det_*.yaml"))
-    assert DEFAULT_RECIPE in [r.stem for r in recipes]
+    assert DETECTION_RECIPE in [r.stem for r in recipes]
     for recipe in recipes:  # every key of every shipped recipe exists and has the right type
         cfg = load_config(DetectionConfig, recipe)
         assert len(cfg.model.anchor_sizes) == len(cfg.model.scale_factors) + 1, recipe.name

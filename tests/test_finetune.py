@@ -1,7 +1,6 @@
 """End to end on a few SynthRooms frames: fine-tune (overfit), probe from a weights file, eval and predict CLIs."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -9,11 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
+from mask3d_vit.cli import build_parser
 from mask3d_vit.config import ConfigError
 from mask3d_vit.engine.checkpoint import load_latest, save_checkpoint
 from mask3d_vit.engine.logger import read_metrics
 from mask3d_vit.models.vit import build_encoder
-from mask3d_vit.tasks import finetune, predict
+from mask3d_vit.tasks import finetune
 
 # 4 frames at 32x48 seen without augmentation, and evaluated on the same frames: a memorisation test.
 TINY = ["data.sources=[{format: synthrooms, num_frames: 4, seed: 0}]", "data.size=[32, 48]", "data.augment=false",
@@ -26,11 +26,7 @@ TINY = ["data.sources=[{format: synthrooms, num_frames: 4, seed: 0}]", "data.siz
 
 def cli(*argv: str) -> None:
     """Run this module's subcommands as ``mask3d-vit`` would."""
-    parser = argparse.ArgumentParser()
-    subparsers = parser.add_subparsers()
-    finetune.add_parser(subparsers)
-    predict.add_parser(subparsers)
-    args = parser.parse_args([str(a) for a in argv])
+    args = build_parser().parse_args([str(a) for a in argv])
     args.func(args)
 
 

@@ -9,7 +9,8 @@ import torch
 from mask3d_vit.config import ConfigError, load_config
 from mask3d_vit.data.classes import NYU13
 from mask3d_vit.data.frames import FramesDataset, read_meta
-from mask3d_vit.data.synthrooms import (SynthRooms, SynthRoomsConfig, add_parser, kinect_intrinsics, parse_size,
+from mask3d_vit.cli import build_parser, parse_size
+from mask3d_vit.data.synthrooms import (SynthRooms, SynthRoomsConfig, kinect_intrinsics,
                                         render_frame, write_synthrooms)
 
 SMALL = SynthRoomsConfig(size=(48, 64))
@@ -178,8 +179,7 @@ def test_write_synthrooms_reads_back_and_resumes(tmp_path):
 
 
 def test_cli_writes_a_folder_and_rejects_a_bad_size(tmp_path, capsys):
-    parser = argparse.ArgumentParser(prog="mask3d-vit")
-    add_parser(parser.add_subparsers())
+    parser = build_parser()
     args = parser.parse_args(["synth", "--out", str(tmp_path / "d"), "--num", "2", "--size", "24x32", "--no-noise",
                               "--no-holes", "--val-fraction", "0.5", "num_clutter=[0,1]"])
     args.func(args)

@@ -1,8 +1,8 @@
 """Encoder init-from (MAE, timm, exported, mask3d-vit checkpoint layouts) and timm-compatible export."""
 from __future__ import annotations
 
-import argparse
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,11 +13,14 @@ import timm
 import torch
 from timm.layers import resample_abs_pos_embed
 
+from mask3d_vit.cli import build_parser
 from mask3d_vit.config import to_dict
 from mask3d_vit.engine.checkpoint import save_checkpoint
+from mask3d_vit.models.backbone import build_backbone
+from mask3d_vit.models.dense import DenseModelConfig, build_dense_model
 from mask3d_vit.models.mask3d import Mask3D, Mask3DConfig
 from mask3d_vit.models.vit import TIMM_NAMES, build_encoder, normalize_rgb
-from mask3d_vit.models.weights import EXPORT_FORMAT, add_export_parser, export_encoder, load_encoder_weights
+from mask3d_vit.models.weights import EXPORT_FORMAT, export_encoder, load_encoder_weights
 
 MICRO = dict(encoder="vit_micro_patch16", img_size=(32, 48), depth_dim=32, depth_heads=2, decoder_dim=32,
              decoder_depth=1, decoder_heads=2)
@@ -182,8 +185,7 @@ def test_export_loads_in_timm_with_identical_features(tmp_path):
 
 def test_export_cli_and_errors(tmp_path, capsys):
     write_run(tmp_path / "run", **MICRO)
-    parser = argparse.ArgumentParser(prog="mask3d-vit")
-    add_export_parser(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     ckpt = tmp_path / "run" / "checkpoints" / "step_00000007.pt"
     args = parser.parse_args(["export", str(ckpt), "--out", str(tmp_path / "micro.safetensors")])
     args.func(args)
@@ -196,3 +198,34 @@ def test_export_cli_and_errors(tmp_path, capsys):
     torch.save({"model": {}, "config": {"optim": {}}}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="no model.encoder / model.img_size"):
         export_encoder(tmp_path / "other.pt", tmp_path / "x.safetensors")
+
+
+def test_export_of_a_fine_tuning_run_writes_its_backbone(tmp_path, capsys):
+    cfg = DenseModelConfig(encoder="vit_micro_patch16", img_size=(32, 48), neck_channels=16, head_channels=16)
+    torch.manual_seed(2)
+    model = build_dense_model(cfg, task="seg", num_classes=5)
+    save_checkpoint({"model": model.state_dict(), "config": {"task": "seg", "model": to_dict(cfg)}, "step": 3},
+                    tmp_path / "seg", 3)
+    out = tmp_path / "seg.safetensors"
+    args = build_parser().parse_args(["export", str(tmp_path / "seg"), "--out", str(out)])
+    args.func(args)
+    assert "vit_micro_patch16 encoder trained at 32x48" in capsys.readouterr().out
+    exported = safetensors.torch.load_file(str(out))
+    tuned = model.backbone.encoder.state_dict()  # no final norm: the dense backbone prunes it
+    assert set(exported) - set(tuned) == {"norm.weight", "norm.bias"}
+    for key, value in tuned.items():
+        torch.testing.assert_close(exported[key], value, rtol=0, atol=0, msg=key)
+    norm_w, norm_b = exported["norm.weight"], exported["norm.bias"]  # the identity the encoder starts with
+    assert torch.equal(norm_w, torch.ones_like(norm_w)) and torch.equal(norm_b, torch.zeros_like(norm_b))
+
+
+def test_init_from_logs_what_it_loaded(tmp_path, caplog):
+    write_run(tmp_path / "run", **MICRO)
+    with caplog.at_level(logging.INFO, logger="mask3d_vit.models"):
+        build_backbone(encoder="vit_micro_patch16", out_indices=(1,), img_size=(64, 64), init_from=tmp_path / "run")
+    lines = [r.getMessage() for r in caplog.records if r.name == "mask3d_vit.models"]
+    assert len(lines) == 1, lines
+    micro = build_encoder("vit_micro_patch16", img_size=(32, 48))
+    others = len(Mask3D(**MICRO).state_dict()) - len(micro.state_dict())
+    assert f"loaded {len(micro.state_dict())} encoder tensors from {tmp_path / 'run'}" in lines[0]
+    assert "pos_embed resampled 2x3 -> 4x4" in lines[0] and f"skipped {others} non-encoder tensors" in lines[0]

@@ -27,6 +27,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from ..config import ConfigError
 from .classes import get_class_set
+from .formats import FORMATS
 from .formats.common import units_problem, valid_median
 from .frames import INDOOR_DEPTH_RANGE, FramesDataset, read_meta
 from .sample import DEPTH, INSTANCE, LABEL, VALID, depth_validity
@@ -34,7 +35,6 @@ from .transforms import eval_transform, shrink_to_cover, train_transform
 
 logger = logging.getLogger("mask3d_vit.data")
 
-FORMATS = ("synthrooms", "frames", "nyuv2", "scannet", "sunrgbd", "cityscapes", "pairs")
 # Label space of the formats whose labels have a fixed class set (frames: meta.json; nyuv2: SourceConfig.class_set).
 FIXED_CLASS_SETS = {"synthrooms": "synthrooms", "scannet": "scannet20", "sunrgbd": "sun37",
                     "cityscapes": "cityscapes19", "pairs": None}

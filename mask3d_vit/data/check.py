@@ -2,7 +2,8 @@
 
 The report gives counts, resolutions, the depth range, the median depth (a warning when it is outside the format's
 plausible range, usually a wrong depth scale), the hole fraction and the class histogram, then every problem with
-its file: a missing partner file, an unreadable or truncated file, mismatched sizes, label ids outside the class set.
+its file: a missing partner file, an unreadable or truncated file, mismatched sizes, label ids outside the class set,
+a source without any valid depth (errors); a frame without valid depth, a grayscale colour image (warnings).
 The command exits non-zero when there are errors.
 """
 from __future__ import annotations
@@ -35,6 +36,7 @@ class CheckReport:
     class_set: str | None = None
     class_pixels: Counter = field(default_factory=Counter)   # label id -> pixel count
     labelled: int = 0
+    no_depth: list[str] = field(default_factory=list)        # ids of frames without any valid depth pixel
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -89,6 +91,11 @@ def check_source(src: SourceConfig, *, split: str | None = None, limit: int | No
             report.errors.append(str(e))
             continue
         _add_frame(report, sample, top)
+    if report.no_depth and len(report.no_depth) == report.frames:
+        report.errors.append(f"{src.root}: none of the {report.frames} frames read has valid depth (every depth "
+                             f"pixel is 0 or missing): check the depth files and --depth-scale")
+    else:
+        report.warnings += [f"frame {fid!r}: no valid depth at all" for fid in report.no_depth]
     if report.medians:
         problem = units_problem(float(np.median(report.medians)), getattr(reader, "depth_range", INDOOR_DEPTH_RANGE))
         if problem:
@@ -101,11 +108,15 @@ def _add_frame(report: CheckReport, sample: dict, top: int | None) -> None:
     h, w = sample[RGB].shape[-2:]
     report.resolutions[(w, h)] += 1
     fid = sample["frame_id"]
+    rgb = sample[RGB]
+    if bool((rgb[0] == rgb[1]).all()) and bool((rgb[1] == rgb[2]).all()):
+        report.warnings.append(f"frame {fid!r}: the colour image is grayscale (R = G = B everywhere); the colour "
+                               f"encoder expects colour images")
     depth, valid = sample[DEPTH], sample[VALID]
     report.holes.append(1.0 - float(valid.float().mean()))
     median = valid_median(depth)
     if median is None:
-        report.warnings.append(f"frame {fid!r}: no valid depth at all")
+        report.no_depth.append(fid)
     else:
         report.medians.append(median)
         report.depth_min = min(report.depth_min, float(depth[valid].min()))
@@ -165,6 +176,8 @@ def run_check(args) -> int:
 
 def source_from_args(args) -> SourceConfig:
     """A SourceConfig from the shared ``data`` CLI options (path, --format, --depth-scale, ...)."""
+    if not Path(args.path).exists():
+        raise FileNotFoundError(f"{args.path}: no such file or folder")
     fmt = args.format or detect_format(args.path)
     return SourceConfig(format=fmt, root=str(args.path), depth_scale=args.depth_scale or 0.0,
                         class_set=args.class_set or "", raw_depth=args.raw_depth, frame_skip=args.frame_skip)

@@ -15,6 +15,7 @@ import numpy as np
 from .build import SourceConfig, open_source
 from .classes import get_class_set
 from .formats.common import Reader
+from .formats.sunrgbd import flat_splits
 from .frames import INDOOR_DEPTH_RANGE, FramesWriter
 from .sample import DEPTH, INSTANCE, INTRINSICS, LABEL, RGB
 
@@ -34,12 +35,12 @@ def convert(src: SourceConfig, out: str | Path, *, splits: tuple[str, ...] | Non
     Args:
         src: the source (format, root and options).
         out: output folder; an earlier, interrupted conversion there is resumed.
-        splits: splits to convert (default :data:`DEFAULT_SPLITS` of the format); ``"all"`` = every frame.
+        splits: splits to convert (default: :func:`default_splits`); ``"all"`` = every frame.
         skip_bad: log and skip frames that fail to load instead of stopping.
         checkpoint_every: refresh ``meta.json`` and split lists after this many frames.
         progress: show a progress bar.
     """
-    splits = tuple(splits or DEFAULT_SPLITS[src.format])
+    splits = tuple(splits or default_splits(src))
     readers = {name: open_source(src, split=None if name == "all" else name) for name in splits}
     first = next(iter(readers.values()))
     class_set = getattr(first, "class_set", None)
@@ -73,6 +74,14 @@ def convert(src: SourceConfig, out: str | Path, *, splits: tuple[str, ...] | Non
             if name != "all":
                 done[name].append(fid)
     return writer.finish(done)
+
+
+def default_splits(src: SourceConfig) -> tuple[str, ...]:
+    """The splits converted by default: the format's official ones (:data:`DEFAULT_SPLITS`), except for a flat SUN
+    RGB-D folder, whose split folders are its own (mirrors ship train/val, not the official train/test)."""
+    if src.format == "sunrgbd" and Path(src.root).is_dir():
+        return flat_splits(src.root) or DEFAULT_SPLITS[src.format]
+    return DEFAULT_SPLITS[src.format]
 
 
 def _frame_id(reader, index: int) -> str | None:

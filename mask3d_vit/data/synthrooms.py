@@ -50,8 +50,7 @@ from .classes import NYU13
 from .frames import FramesWriter, read_meta
 from .sample import make_sample
 
-__all__ = ["SynthRoomsConfig", "SynthRooms", "render_frame", "write_synthrooms", "kinect_intrinsics", "parse_size",
-           "add_parser"]
+__all__ = ["SynthRoomsConfig", "SynthRooms", "render_frame", "write_synthrooms", "kinect_intrinsics"]
 
 CLASS_SET = "synthrooms"
 DEPTH_SCALE = 1000.0  # millimetres in the frames folder's uint16 depth PNGs
@@ -1282,59 +1281,6 @@ def write_synthrooms(out: str | Path, num: int, *, seed: int = 0, cfg: SynthRoom
         writer.write(fid, f["rgb"], f["depth"], intrinsics=intrinsics, label=f["label"], instance=f["instance"])
     writer.finish(splits)
     return root
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """``"120x160"`` -> (120, 160), i.e. (H, W); raises :class:`argparse.ArgumentTypeError` on anything else."""
-    parts = str(text).lower().split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"expected HxW with positive integers (height x width), e.g. 120x160; "
-                                         f"got {text!r}")
-    return int(parts[0]), int(parts[1])
-
-
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        if not text.strip().isdigit() or int(text) < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
-        return int(text)
-    return parse
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
-
-
-def add_parser(subparsers) -> None:
-    """Register ``synth`` on an argparse ``subparsers`` object::
-
-        mask3d-vit synth --out DIR [--num N] [--size HxW] [--seed S] [--no-noise] [--no-holes] [--val-fraction F]
-                         [KEY=VALUE ...]
-
-    ``KEY=VALUE`` set any other :class:`SynthRoomsConfig` field (e.g. ``num_furniture=[2,5]``); the parsed
-    arguments carry ``func``, which writes the folder.
-    """
-    p = subparsers.add_parser(
-        "synth", help="render SynthRooms RGB-D frames into a frames folder",
-        description="Render procedural indoor RGB-D frames (NYU13 labels, instances) into a frames folder that "
-                    "FramesDataset and the training commands read. Re-running resumes or extends a folder.")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
-    p.add_argument("--num", type=_int_at_least(1), default=1000, metavar="N", help="number of frames (default 1000)")
-    p.add_argument("--size", type=parse_size, default=None, metavar="HxW",
-                   help="frame size, height x width (default 120x160)")
-    p.add_argument("--seed", type=_int_at_least(0), default=0, metavar="S", help="stream seed (default 0)")
-    p.add_argument("--no-noise", action="store_true", help="exact depth: no sensor noise")
-    p.add_argument("--no-holes", action="store_true", help="no depth holes (edges, grazing angles, patches)")
-    p.add_argument("--val-fraction", type=_fraction, default=0.1, metavar="F",
-                   help="share of frames in val.txt (default 0.1)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="other SynthRoomsConfig fields")
-    p.set_defaults(func=_synth_command)
 
 
 def _synth_command(args: argparse.Namespace) -> None:

@@ -19,18 +19,6 @@ from .checkpoint import list_checkpoints
 CONFIG_FILE = "config.yaml"
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, default_config: str) -> None:
-    parser.add_argument("--config", default=default_config,
-                        help=f"YAML recipe: a path or a packaged name (default: {default_config})")
-    parser.add_argument("--out", default=None, help="run directory (default: runs/<recipe name>)")
-    parser.add_argument("--resume", default=None, metavar="auto|PATH",
-                        help="continue a run: 'auto' = newest good checkpoint of --out, or a checkpoint/run path")
-    parser.add_argument("--init-from", default=None, metavar="WEIGHTS",
-                        help="start from weights: an MAE .pth, a timm state dict, an exported .safetensors or a "
-                             "run/checkpoint of ours (encoder only)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.base_lr=1e-3")
-
-
 def setup_run(args: argparse.Namespace, config_cls):
     """Resolve the config and run dir, join the process group, and write ``config.yaml`` (rank 0).
 

@@ -11,6 +11,7 @@ Example::
 """
 from __future__ import annotations
 
+import logging
 import re
 from typing import Sequence
 
@@ -21,6 +22,8 @@ from torch import nn
 
 from .vit import build_encoder, normalize_rgb
 from .weights import load_encoder_weights
+
+logger = logging.getLogger("mask3d_vit.models")
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int, value: float = 0.0) -> torch.Tensor:
@@ -151,5 +154,5 @@ def build_backbone(*, encoder: str, out_indices: Sequence[int] | int, img_size: 
     size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     vit = build_encoder(encoder, img_size=size, drop_path_rate=drop_path_rate)
     if init_from:
-        load_encoder_weights(vit, init_from)
+        logger.info("initialised the backbone: %s", load_encoder_weights(vit, init_from))
     return ViTBackbone(encoder=vit, out_indices=out_indices, frozen=frozen)

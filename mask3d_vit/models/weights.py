@@ -63,7 +63,8 @@ class LoadReport:
         loaded: number of encoder tensors loaded.
         missing: encoder keys the source did not provide (they keep their current values).
         unexpected: source keys under the prefix that the encoder does not have.
-        dropped: source keys skipped on purpose (classifier head, MAE decoder, mask token, unused fc_norm).
+        dropped: source keys skipped on purpose: outside the prefix (decoder, depth branch, heads of a mask3d-vit
+            model), classifier head, MAE decoder, mask token, unused fc_norm.
         pos_embed_resampled: ``(old_grid, new_grid)`` when the position embedding was resampled.
     """
     source: str
@@ -81,8 +82,7 @@ class LoadReport:
         if self.pos_embed_resampled:
             old, new = self.pos_embed_resampled
             parts.append(f"pos_embed resampled {old[0]}x{old[1]} -> {new[0]}x{new[1]}")
-        if self.dropped:
-            parts.append(f"dropped {len(self.dropped)} non-encoder keys")
+        parts.append(f"skipped {len(self.dropped)} non-encoder tensors")
         if self.missing:
             parts.append(f"missing: {', '.join(self.missing)}")
         if self.unexpected:
@@ -215,12 +215,10 @@ def load_encoder_weights(encoder: VisionTransformer, source: str | Path | dict, 
     unexpected = []
     selected = {}
     for key, value in state.items():
-        if not key.startswith(prefix):
-            continue  # decoder, depth branch, heads of a mask3d-vit model: not the encoder
-        name = key[len(prefix):]
+        name = key[len(prefix):] if key.startswith(prefix) else None  # None: decoder, depth branch, heads of ours
         if name in own:
             selected[name] = value
-        elif name.startswith(_DROPPED_PREFIXES) or name.startswith("fc_norm."):
+        elif name is None or name.startswith(_DROPPED_PREFIXES) or name.startswith("fc_norm."):
             dropped.append(key)
         else:
             unexpected.append(key)
@@ -249,7 +247,10 @@ def load_encoder_weights(encoder: VisionTransformer, source: str | Path | dict, 
         raise ValueError(f"{where}: tensors whose shapes do not fit the encoder: {'; '.join(mismatched)}")
 
     missing = sorted(set(own) - set(selected))
-    if strict and (missing or unexpected):
+    # Our dense and detection backbones prune the encoder's final norm (their features come from inner blocks), so a
+    # fine-tuning run has none: the encoder keeps its own (the identity at initialisation).
+    required = [k for k in missing if not (layout == "mask3d-checkpoint" and k.startswith("norm."))]
+    if strict and (required or unexpected):
         raise ValueError(f"{where}: does not match the encoder; missing: {', '.join(missing) or 'none'}; "
                          f"unexpected: {', '.join(unexpected) or 'none'}. Pass strict=False to load what matches")
     encoder.load_state_dict(selected, strict=False)
@@ -257,8 +258,32 @@ def load_encoder_weights(encoder: VisionTransformer, source: str | Path | dict, 
                       unexpected=unexpected, dropped=dropped, pos_embed_resampled=resampled)
 
 
+def run_encoder(source: str | Path) -> tuple[VisionTransformer, dict]:
+    """The colour encoder of a run of ours, pre-training or fine-tuning (seg, depth, det), with its weights.
+
+    Args:
+        source: a run directory (its newest loadable checkpoint is used) or a checkpoint file.
+
+    Returns:
+        ``(encoder, info)``: a timm ``VisionTransformer`` built at the run's ``model.encoder`` / ``model.img_size``
+        and ``info`` with ``path`` (the checkpoint), ``encoder``, ``img_size`` (H, W), ``step`` and ``report``
+        (the :class:`LoadReport`; a fine-tuning run's backbone has no final norm, which stays the identity).
+    """
+    path, ckpt = load_latest(source)
+    model_cfg = _model_config(ckpt)
+    if "encoder" not in model_cfg or "img_size" not in model_cfg:
+        raise ValueError(f"{path}: its config has no model.encoder / model.img_size; expected a checkpoint of a "
+                         f"mask3d-vit pre-training or fine-tuning run")
+    name, img_size = model_cfg["encoder"], tuple(int(s) for s in model_cfg["img_size"])
+    encoder = build_encoder(name, img_size=img_size)
+    report = load_encoder_weights(encoder, ckpt)
+    report.source = str(path)
+    return encoder, {"path": path, "encoder": name, "img_size": img_size, "step": ckpt.get("step", ""),
+                     "report": report}
+
+
 def export_encoder(source: str | Path, out: str | Path) -> Path:
-    """Write the colour encoder of a pre-training run as a timm-compatible ``.safetensors`` backbone.
+    """Write the colour encoder of a run (pre-training or fine-tuning) as a timm-compatible ``.safetensors`` backbone.
 
     Args:
         source: a run directory (its newest loadable checkpoint is used) or a checkpoint file.
@@ -272,21 +297,14 @@ def export_encoder(source: str | Path, out: str | Path) -> Path:
     if out.suffix != ".safetensors":
         raise ValueError(f"--out {out}: the exported backbone is written as .safetensors; name it e.g. "
                          f"{out.with_suffix('.safetensors').name}")
-    path, ckpt = load_latest(source)
-    model_cfg = _model_config(ckpt)
-    if "encoder" not in model_cfg or "img_size" not in model_cfg:
-        raise ValueError(f"{path}: its config has no model.encoder / model.img_size; export expects a mask3d-vit "
-                         f"pre-training checkpoint")
-    name, img_size = model_cfg["encoder"], tuple(int(s) for s in model_cfg["img_size"])
-    encoder = build_encoder(name, img_size=img_size)
-    load_encoder_weights(encoder, ckpt)
+    encoder, info = run_encoder(source)
     metadata = {
         "format": EXPORT_FORMAT,
-        "encoder": name,
-        "timm_model": TIMM_NAMES.get(name, ""),
-        "img_size": json.dumps(list(img_size)),
-        "source": str(path),
-        "step": str(ckpt.get("step", "")),
+        "encoder": info["encoder"],
+        "timm_model": TIMM_NAMES.get(info["encoder"], ""),
+        "img_size": json.dumps(list(info["img_size"])),
+        "source": str(info["path"]),
+        "step": str(info["step"]),
     }
     tensors = {k: v.contiguous() for k, v in encoder.state_dict().items()}
     with atomic_write(out) as f:
@@ -304,18 +322,3 @@ def _run_export(args: argparse.Namespace) -> None:
         print(f"load it with timm.create_model({meta['timm_model']!r}, pretrained=True, num_classes=0, "
               f"dynamic_img_size=True, pretrained_cfg_overlay=dict(file={str(out)!r}, input_size=(3, {h}, {w}))) "
               f"and ImageNet-normalised inputs")
-
-
-def add_export_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``mask3d-vit export RUN_OR_CKPT --out FILE.safetensors`` on an argparse ``subparsers`` object."""
-    parser = subparsers.add_parser(
-        "export", help="write the RGB encoder of a run as a timm-compatible .safetensors backbone",
-        description="Write the colour encoder of a pre-training run (its newest loadable checkpoint, or the "
-                    "given checkpoint file) alone, with timm key names, as .safetensors. Load it with "
-                    "timm.create_model(<metadata timm_model>, pretrained=True, num_classes=0, "
-                    "pretrained_cfg_overlay=dict(file=FILE, input_size=(3, H, W))) and normalise inputs with "
-                    "ImageNet mean/std.")
-    parser.add_argument("source", metavar="RUN_OR_CKPT", help="run directory (newest checkpoint) or checkpoint file")
-    parser.add_argument("--out", required=True, type=Path, metavar="FILE.safetensors", help="output file")
-    parser.set_defaults(func=_run_export)
-    return parser

@@ -37,7 +37,7 @@ from ..data.sample import RGB
 from ..engine import distributed as D
 from ..engine.checkpoint import load_latest
 from ..engine.data import seed_all
-from ..engine.launch import add_run_arguments, run_command
+from ..engine.launch import run_command
 from ..engine.optim import OptimConfig
 from ..engine.trainer import TrainConfig, Trainer
 from ..eval.detection import DetectionEvaluator
@@ -45,7 +45,6 @@ from ..io import write_png
 from ..models.detection import DetectorConfig, ViTMaskRCNN, draw_instances
 
 TASK = "det"
-DEFAULT_RECIPE = "det_synth_tiny"
 
 
 @dataclass
@@ -190,12 +189,3 @@ def load_detection_model(path: str | Path) -> tuple[ViTMaskRCNN, DetectionConfig
 
 def _main(args: argparse.Namespace) -> None:
     run_command(args, DetectionConfig, run_detection, shown=lambda key: "_AP/" not in key)
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``det`` on ``subparsers`` (the task choices of ``mask3d-vit finetune``)."""
-    p = subparsers.add_parser(TASK, help="instance segmentation and detection: Mask R-CNN on the ViT",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_run_arguments(p, DEFAULT_RECIPE)
-    p.set_defaults(func=_main)
-    return p

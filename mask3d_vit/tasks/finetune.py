@@ -10,7 +10,7 @@ head. ``finetune`` and ``probe`` differ only in their default recipe (``probe`` 
 
 Several GPUs (``train.batch_size`` stays the global batch)::
 
-    torchrun --nproc_per_node 8 -m mask3d_vit finetune seg --config finetune_nyu40_base --init-from m3d.safetensors
+    torchrun --nproc_per_node 8 -m mask3d_vit finetune seg --config finetune_nyuv2_seg_base --init-from m3d.safetensors
 
 A run directory holds ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``figures/``, ``checkpoints/`` and the latest
 evaluation as ``eval_<split>.json`` (+ ``eval_<split>.md``, the per-class table, for segmentation).
@@ -33,7 +33,7 @@ from ..data.sample import DEPTH, LABEL, RGB, VALID
 from ..engine import distributed as D
 from ..engine.checkpoint import CKPT_DIR, load_latest
 from ..engine.data import seed_all
-from ..engine.launch import add_run_arguments, run_command
+from ..engine.launch import run_command
 from ..engine.optim import OptimConfig
 from ..engine.trainer import TrainConfig, Trainer
 from ..eval.depth import DepthMeter
@@ -265,26 +265,3 @@ def _eval_main(args: argparse.Namespace) -> None:
         print(evaluator.table or "\n".join(f"  {k}: {v:.4g}" for k, v in metrics.items()), flush=True)
         print(f"wrote {out_dir / f'eval_{cfg.eval.split}.json'}", flush=True)
     D.cleanup()
-
-
-def add_parser(subparsers) -> None:
-    """Register ``finetune``, ``probe`` (each with ``seg`` / ``depth``) and ``eval``."""
-    for command, probe, what in (("finetune", False, "fine-tune a pre-trained ViT with a dense head"),
-                                 ("probe", True, "train a head on a frozen ViT (linear probe)")):
-        p = subparsers.add_parser(command, help=what, description=__doc__,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-        tasks = p.add_subparsers(dest="task", metavar="TASK", required=True)
-        for task, title in (("seg", "semantic segmentation"), ("depth", "depth estimation")):
-            t = tasks.add_parser(task, help=f"{title}: {what}")
-            add_run_arguments(t, f"{command}_synth_{task}")
-            t.set_defaults(func=functools.partial(_train_main, task=task, probe=probe))
-        if not probe:
-            from .detection import add_parser as add_detection
-            add_detection(tasks)
-    p = subparsers.add_parser("eval", help="evaluate a fine-tuned run (mIoU table or depth metrics)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="fine-tuning run directory or checkpoint file")
-    p.add_argument("--out", default=None, help="folder for eval_<split>.json/.md (default: the run directory)")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="evaluation overrides, e.g. eval.split=test eval.window=128 data.val_sources=...")
-    p.set_defaults(func=_eval_main)

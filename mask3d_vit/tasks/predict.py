@@ -84,20 +84,6 @@ def _main(args: argparse.Namespace) -> None:
     print(f"{args.image} -> {args.out} ({cfg.task}, model {ckpt})", flush=True)
 
 
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("predict", help="segment an image or estimate its depth with a fine-tuned model",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="fine-tuning run directory or checkpoint file (seg, depth or det)")
-    p.add_argument("--image", required=True, help="input image (PNG, JPEG...)")
-    p.add_argument("--out", required=True, help="output PNG: class overlay (seg) or coloured depth (depth)")
-    p.add_argument("--raw-out", default=None, help="also write class ids (8-bit PNG) or depth in mm (16-bit PNG)")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="resize the image to H x W for the model (default: its own size)")
-    p.add_argument("--window", type=int, default=0, help="sliding-window side in pixels (default: whole image)")
-    p.add_argument("--alpha", type=float, default=0.6, help="overlay opacity of the class colours")
-    p.set_defaults(func=_main)
-
-
 @torch.no_grad()
 def _detect(args: argparse.Namespace) -> None:
     from ..models.detection import draw_instances

@@ -21,16 +21,13 @@ from ..data.build import DataConfig, build_dataset
 from ..engine import distributed as D
 from ..engine.checkpoint import load_latest
 from ..engine.data import seed_all, seeded_rng
-from ..engine.launch import add_run_arguments, run_command
+from ..engine.launch import run_command
 from ..engine.optim import OptimConfig
 from ..engine.trainer import TrainConfig, Trainer
-from ..eval import pretext
 from ..eval.pretext import CATEGORIES, PretextDiagnostics, diagnose
 from ..models.mask3d import Mask3D, Mask3DConfig
 from ..models.weights import load_encoder_weights
 from ..viz import reconstruction_figure
-
-DEFAULT_RECIPE = "pretrain_synth_tiny"
 
 
 @dataclass
@@ -164,18 +161,3 @@ def _diagnose_main(args: argparse.Namespace) -> None:
     metrics = diagnose_run(args.run, args.overrides, batches=args.batches, batch_size=args.batch_size)
     print(f"pretext diagnostics of {args.run} ({args.batches} validation batches of {args.batch_size}):")
     print(format_diagnostics(metrics), flush=True)
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("pretrain", help="pre-train a ViT with the Mask3D (or MAE) objective",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_run_arguments(p, DEFAULT_RECIPE)
-    p.set_defaults(func=_main)
-    p = subparsers.add_parser("diagnose", help="does a pre-trained decoder use colour? (rgb_reliance, "
-                              "vs_interpolation)", description=pretext.__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run", help="pre-training run directory or checkpoint file")
-    p.add_argument("--batches", type=int, default=4, help="validation batches to score (default 4)")
-    p.add_argument("--batch-size", type=int, default=32, help="frames per batch, >= 2 (default 32)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="changes to the stored config, e.g. data.*")
-    p.set_defaults(func=_diagnose_main)

@@ -13,3 +13,6 @@ pairs          any colour + depth folders with a known depth scale     none
 The library's own frames-folder layout is read by :class:`mask3d_vit.data.frames.FramesDataset`. Tasks do not use
 the readers directly: :func:`mask3d_vit.data.build.build_dataset` opens them from a ``SourceConfig``.
 """
+
+# Every source format a SourceConfig names: the generator, the library's own frames folders, then the readers above.
+FORMATS = ("synthrooms", "frames", "nyuv2", "scannet", "sunrgbd", "cityscapes", "pairs")

@@ -1,7 +1,6 @@
-"""Pieces every format reader shares: the reader base class, image decoding, intrinsics files, optional imports."""
+"""Pieces every format reader shares: the reader base class, image decoding, intrinsics files."""
 from __future__ import annotations
 
-import importlib
 import logging
 import re
 from pathlib import Path
@@ -65,15 +64,6 @@ class Reader(torch.utils.data.Dataset):
         """Call when a frame has no label map; raises only when labels are required."""
         if self.require_labels:
             raise FileNotFoundError(f"{path}: missing label map for frame {frame_id!r} (labels are required here)")
-
-
-def optional_import(module: str, purpose: str):
-    """Import an optional dependency of the ``datasets`` extra, or say how to install it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ImportError(f"{purpose} needs the optional package {module!r}: pip install 'mask3d-vit[datasets]'") \
-            from None
 
 
 def read_rgb(path: Path) -> np.ndarray:

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import Reader, consecutive_ids, optional_import, read_ids, read_rgb, read_uint16, sample_from, sorted_files
+from ...extras import optional_import
+from .common import Reader, consecutive_ids, read_ids, read_rgb, read_uint16, sample_from, sorted_files
 
 NUM_LABELED = 1449
 # Colour camera of the NYU toolbox (camera_params.m), 640x480.

@@ -28,8 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from ..classes import SUN37
-from .common import (UNKNOWN_INTRINSICS, Reader, optional_import, read_matrix_intrinsics, read_rgb, read_uint16,
-                     sample_from, sorted_files)
+from ...extras import optional_import
+from .common import (UNKNOWN_INTRINSICS, Reader, read_matrix_intrinsics, read_rgb, read_uint16, sample_from,
+                     sorted_files)
 
 SPLIT_ALIASES = {"val": "test"}
 _SYNONYMS = {"refrigerator": "fridge", "television": "tv", "nightstand": "night_stand", "bookcase": "bookshelf",
@@ -48,6 +49,12 @@ def sun37_id(name: str) -> int:
     key = re.sub(r"[\s\-]+", "_", name.strip().lower())
     key = _SYNONYMS.get(key.replace("_", ""), key)
     return SUN37_IDS.get(key, 0)
+
+
+def flat_splits(root: str | Path) -> tuple[str, ...]:
+    """The split folders (``<split>/rgb/``) of a flat-layout ``root``, e.g. ``("train", "val")``; empty for the
+    original layout."""
+    return tuple(d.name for d in sorted(Path(root).iterdir()) if (d / "rgb").is_dir())
 
 
 class SUNRGBD(Reader):
@@ -69,11 +76,12 @@ class SUNRGBD(Reader):
         super().__init__(root, require_labels=require_labels)
         self.depth_scale = depth_scale or 1000.0
         self.raw_depth = raw_depth
-        flat = [d for d in sorted(self.root.iterdir()) if (d / "rgb").is_dir()]
+        splits = flat_splits(self.root)
+        flat = [self.root / name for name in splits]
         if flat and split is not None:
-            if not (self.root / split / "rgb").is_dir():
+            if split not in splits:
                 raise FileNotFoundError(f"{self.root / split / 'rgb'}: no such split folder (splits here: "
-                                        f"{', '.join(d.name for d in flat)})")
+                                        f"{', '.join(splits)})")
             flat = [self.root / split]
         if flat:
             if require_labels:
