@@ -21,6 +21,7 @@ COMMANDS = (
     ("mask3d_vit.tasks.finetune", "add_parser"),
     ("mask3d_vit.tasks.predict", "add_parser"),
     ("mask3d_vit.models.weights", "add_export_parser"),
+    ("mask3d_vit.recipes", "add_parser"),
 )
 
 
