@@ -61,6 +61,7 @@ def test_plan_resizes_to_the_training_size_or_keeps_the_aspect_with_windows():
     tall = plan_input((640, 480), TRAIN_HW)
     assert tall.size == (64, 48) and tall.window == 48
     assert plan_input((480, 640), TRAIN_HW, native=True).size is None
+    assert plan_input(TRAIN_HW, TRAIN_HW).size is None  # already the training size: nothing to resize
     assert plan_input((480, 640), TRAIN_HW, size=(64, 64), window=32) == predict.Plan(
         (64, 64), 32, "ran at 64x64 (--size); the model trained at 32x48; 32-px windows")
 

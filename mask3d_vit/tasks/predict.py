@@ -117,6 +117,8 @@ def plan_input(image_hw: tuple[int, int], train_hw: tuple[int, int], *, size: tu
         target = None if native or tuple(size) == (h, w) else tuple(size)
         shown = f"{h}x{w}, its own size" if target is None else f"{target[0]}x{target[1]} (--size)"
         return Plan(target, window, f"ran at {shown}; {trained}" + (f"; {window}-px windows" if window else ""))
+    if (h, w) == (th, tw):
+        return Plan(None, window, f"ran at {h}x{w}, the model's training size")
     if abs((h / w) / (th / tw) - 1) <= ASPECT_TOLERANCE:
         return Plan((th, tw), window, f"resized {h}x{w} -> {th}x{tw} ({trained}), prediction resized back")
     # Another aspect ratio: keep it, at the training pixel scale (as evaluation's centre crop has it), and cover
