@@ -169,7 +169,7 @@ def build_reconstruction_figure(batch: dict, out: dict, max_rows: int = 4):
                 axes[i, j].set_title(cols[j], fontsize=9)
     depth_cols = [2, 3, 4] if pred is not None else [2]
     fig.colorbar(axes[0, 2].images[0], ax=axes[:, depth_cols].ravel().tolist(), location="bottom", shrink=0.8,
-                 label="depth (m), shared by these panels")
+                 label="depth (m), shared by these panels" if pred is not None else "depth (m)")
     if pred is not None:
         fig.colorbar(axes[0, 5].images[0], ax=axes[:, 5].tolist(), location="bottom", label="|error| (m)")
     return fig
