@@ -307,16 +307,21 @@ def export_encoder(source: str | Path, out: str | Path) -> Path:
     with atomic_write(weights) as f:
         f.write(safetensors.torch.save(tensors, metadata=metadata))
     if not out.suffix:
-        write_json(out / HUB_CONFIG, hub_config(encoder, name, img_size, metadata))
+        write_json(out / HUB_CONFIG, hub_config(encoder, img_size, metadata))
     return weights
 
 
-def hub_config(encoder: VisionTransformer, name: str, img_size: tuple[int, int], metadata: dict) -> dict:
+def hub_config(encoder: VisionTransformer, img_size: tuple[int, int], metadata: dict) -> dict:
     """The ``config.json`` of an export folder: what timm's ``local-dir:`` / ``hf-hub:`` loaders read.
 
     ``model_args`` rebuild our encoder exactly (width, depth, heads, the training grid, no classifier,
     ``dynamic_img_size``) on top of a registered timm architecture, so sizes without a timm name load too.
     ``pretrained_cfg`` gives timm's data pipeline the training input size and ImageNet normalisation.
+
+    Args:
+        encoder: the exported encoder.
+        img_size: ``(H, W)`` it was trained at.
+        metadata: the safetensors metadata of the export (kept under ``mask3d_vit``).
     """
     block = encoder.blocks[0]
     model_args = {
