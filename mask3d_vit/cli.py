@@ -208,35 +208,56 @@ def _add_finetune(subparsers) -> None:
 
 
 def _add_predict(subparsers) -> None:
-    p = subparsers.add_parser("predict", help="segment an image or estimate its depth with a fine-tuned model",
-                              description=module_doc("mask3d_vit.tasks.predict"), formatter_class=_RAW)
+    p = subparsers.add_parser("predict", help="segment images, estimate their depth or detect objects with a "
+                              "fine-tuned model", description=module_doc("mask3d_vit.tasks.predict"),
+                              formatter_class=_RAW)
     p.add_argument("--ckpt", required=True, help="fine-tuning run directory or checkpoint file (seg, depth or det)")
-    p.add_argument("--image", required=True, help="input image (PNG, JPEG...)")
-    p.add_argument("--out", required=True, help="output PNG: class overlay (seg) or coloured depth (depth)")
-    p.add_argument("--raw-out", default=None, help="also write class ids (8-bit PNG) or depth in mm (16-bit PNG)")
-    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
-                   help="resize the image to H x W for the model (default: its own size)")
-    p.add_argument("--window", type=int, default=0, help="sliding-window side in pixels (default: whole image)")
+    p.add_argument("--image", required=True, nargs="+", metavar="IMAGE_OR_FOLDER",
+                   help="input images (PNG, JPEG...) and/or folders of them")
+    p.add_argument("--out", required=True, type=Path,
+                   help="output PNG (one image), or a folder for <image name>_<task>.png per input")
+    p.add_argument("--raw-out", default=None, type=Path,
+                   help="also write class ids (8-bit PNG) or depth in mm (16-bit PNG): a file, or a folder")
+    resolution = p.add_mutually_exclusive_group()
+    resolution.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                            help="resize images to H x W for the model (default: the model's training size)")
+    resolution.add_argument("--native", action="store_true",
+                            help="run at each image's own size instead of the training size")
+    p.add_argument("--window", type=int, default=0,
+                   help="sliding-window side in pixels (default: whole image, or the training size when the "
+                        "aspect ratio differs from training)")
+    p.add_argument("--score-threshold", type=float, default=0.5,
+                   help="detection: draw instances scoring at least this (default 0.5)")
     p.add_argument("--alpha", type=float, default=0.6, help="overlay opacity of the class colours")
     p.set_defaults(func=Handler("mask3d_vit.tasks.predict:_main"))
 
 
 def _add_export(subparsers) -> None:
-    """``mask3d-vit export RUN_OR_CKPT --out FILE.safetensors`` (see :mod:`mask3d_vit.models.weights`)."""
+    """``mask3d-vit export RUN_OR_CKPT --out FOLDER/|FILE.safetensors`` (see :mod:`mask3d_vit.models.weights`)."""
     p = subparsers.add_parser(
-        "export", help="write the RGB encoder of a run as a timm-compatible .safetensors backbone",
+        "export", help="write the RGB encoder of a run as a timm-compatible backbone (folder or .safetensors)",
         description="Write the colour encoder of a run, pre-training or fine-tuning (its newest loadable "
-                    "checkpoint, or the given checkpoint file) alone, with timm key names, as .safetensors. Load it "
-                    "with timm.create_model(<metadata timm_model>, pretrained=True, num_classes=0, "
-                    "pretrained_cfg_overlay=dict(file=FILE, input_size=(3, H, W))) and normalise inputs with "
-                    "ImageNet mean/std.")
+                    "checkpoint, or the given checkpoint file) alone, with timm key names. --out FOLDER/ writes "
+                    "model.safetensors + config.json (the Hugging Face hub layout): "
+                    "timm.create_model('local-dir:FOLDER', pretrained=True). --out FILE.safetensors writes the "
+                    "weights alone: timm.create_model(<metadata timm_model>, pretrained=True, num_classes=0, "
+                    "pretrained_cfg_overlay=dict(file=FILE, input_size=(3, H, W))). Either way, normalise inputs "
+                    "with ImageNet mean/std.")
     p.add_argument("source", metavar="RUN_OR_CKPT", help="run directory (newest checkpoint) or checkpoint file")
-    p.add_argument("--out", required=True, type=Path, metavar="FILE.safetensors", help="output file")
+    p.add_argument("--out", required=True, type=Path, metavar="FOLDER/|FILE.safetensors",
+                   help="a folder for timm's local-dir: loader (config.json + model.safetensors), or one "
+                        ".safetensors file")
     p.set_defaults(func=Handler("mask3d_vit.models.weights:_run_export"))
 
 
+def _add_config(subparsers) -> None:
+    # recipes imports only yaml and the config module: registering it costs no torch import.
+    importlib.import_module("mask3d_vit.recipes").add_parser(subparsers)
+
+
 # The order is the order of `mask3d-vit --help`.
-COMMANDS = (_add_demo, _add_synth, _add_data, _add_pretrain, _add_diagnose, _add_finetune, _add_predict, _add_export)
+COMMANDS = (_add_demo, _add_synth, _add_data, _add_pretrain, _add_diagnose, _add_finetune, _add_predict, _add_export,
+            _add_config)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -210,19 +210,39 @@ def load_config(cls: type[T], recipe: str | Path | None = None, overrides: typin
         data = merge(data, base)
     if recipe is not None:
         data = merge(data, load_yaml(resolve_recipe(recipe)))
+    if overrides:
+        # Every field spelled out, list items included, so an override can reach a key the recipe left at its
+        # default (``data.sources.0.root`` where the recipe's source names only ``format``).
+        data = to_dict(from_dict(cls, data))
     for text in overrides:
         keys, value = parse_override(text)
         node = data
-        for i, k in enumerate(keys[:-1]):
-            if not isinstance(node.get(k), dict):
-                raise ConfigError(f"override {text!r}: {'.'.join(keys[:i + 1])} is not a config section")
-            node = node[k]
-        if keys[-1] not in node:
-            unknown = _unknown_keys(keys[-1:], node, "".join(k + "." for k in keys[:-1]))
-            raise ConfigError(f"override {text!r}: unknown key {unknown}; "
-                              f"valid keys here: {', '.join(sorted(node))}")
-        node[keys[-1]] = value
+        for i, k in enumerate(keys):
+            where = ".".join(keys[:i])
+            if isinstance(node, list):
+                k = _list_index(node, k, where, text)
+            elif not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {where} is not a config section")
+            elif k not in node:
+                unknown = _unknown_keys([k], node, "".join(key + "." for key in keys[:i]))
+                raise ConfigError(f"override {text!r}: unknown key {unknown}; "
+                                  f"valid keys here: {', '.join(sorted(node))}")
+            if i == len(keys) - 1:
+                node[k] = value
+            else:
+                node = node[k]
     return from_dict(cls, data)
+
+
+def _list_index(items: list, key: str, where: str, text: str) -> int:
+    """``key`` as an index into the list at config key ``where`` (the ``0`` of ``data.sources.0.root``)."""
+    if not key.isdigit():
+        raise ConfigError(f"override {text!r}: {where} is a list; name an item by its index, e.g. {where}.0")
+    if int(key) >= len(items):
+        valid = f"valid: 0..{len(items) - 1}" if items else "it is empty"
+        raise ConfigError(f"override {text!r}: {where} has {len(items)} item(s), so index {key} is out of range "
+                          f"({valid}); to add items set the whole list, e.g. {where}='[...]'")
+    return int(key)
 
 
 def save_config(cfg: Any, path: str | Path) -> None:

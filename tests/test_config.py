@@ -66,3 +66,30 @@ def test_unknown_recipe_keys_suggest_the_closest_valid_key(tmp_path):
     recipe.write_text("inner:\n  nmae: b\n  qqq: 1\n")
     with pytest.raises(ConfigError, match=re.escape("inner.nmae (did you mean inner.name?), inner.qqq; valid")):
         load_config(Outer, recipe)
+
+
+def test_list_index_overrides_reach_into_list_items_and_tuples(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("items:\n  - {name: first}\n  - {name: second}\n")
+    cfg = load_config(Outer, recipe, ["items.1.lr=0.5", "items.0.sizes.1=64", "inner.sizes.0=8"])
+    # Keys the recipe's items leave out (lr, sizes) are reachable; the rest of each item is kept.
+    assert [i.name for i in cfg.items] == ["first", "second"]
+    assert cfg.items[1].lr == 0.5 and cfg.items[0].lr == pytest.approx(1e-3)
+    assert cfg.items[0].sizes == (96, 64) and cfg.inner.sizes == (8, 128)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("items.1.lr=1", "items has 1 item(s), so index 1 is out of range (valid: 0..0)"),
+    ("items.first.lr=1", "items is a list; name an item by its index, e.g. items.0"),
+    ("items.0.lrr=1", "unknown key items.0.lrr"),
+    ("inner.sizes.2=1", "inner.sizes has 2 item(s), so index 2 is out of range"),
+])
+def test_list_index_errors_name_the_list_and_the_valid_range(override, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+        load_config(Outer, None, [override])
+
+
+def test_packaged_recipe_source_item_can_be_shortened():
+    from mask3d_vit.tasks.pretrain import PretrainConfig
+    cfg = load_config(PretrainConfig, "pretrain_synth_tiny", ["data.sources.0.num_frames=100"])
+    assert cfg.data.sources[0].num_frames == 100 and cfg.data.sources[0].format == "synthrooms"

@@ -61,8 +61,8 @@ def test_predict_writes_an_overlay_png_at_the_input_size(seg_run, tmp_path):
     image = tmp_path / "in.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(image)
     cli("predict", "--ckpt", seg_run, "--image", image, "--out", tmp_path / "out.png", "--raw-out", tmp_path / "ids.png")
-    with Image.open(tmp_path / "out.png") as out:
-        assert out.format == "PNG" and out.mode == "RGB" and out.size == (56, 40)
+    with Image.open(tmp_path / "out.png") as out:  # the overlay at the input size, a legend on its right
+        assert out.format == "PNG" and out.mode == "RGB" and out.size[0] > 56 and out.size[1] >= 40
     ids = np.asarray(Image.open(tmp_path / "ids.png"))
     assert ids.shape == (40, 56) and ids.min() >= 1 and ids.max() <= 13
 
@@ -86,7 +86,7 @@ def test_probe_depth_from_a_weights_file_keeps_the_backbone_frozen(tmp_path):
     Image.fromarray(np.full((32, 48, 3), 128, np.uint8)).save(image)
     cli("predict", "--ckpt", run, "--image", image, "--out", tmp_path / "depth.png", "--raw-out", tmp_path / "mm.png",
         "--size", 32, 32)
-    assert np.asarray(Image.open(tmp_path / "depth.png")).shape == (32, 48, 3)
+    assert np.asarray(Image.open(tmp_path / "depth.png")).shape == (96, 48 + 80, 3)  # + a colour bar, 96 px high
     millimetres = np.asarray(Image.open(tmp_path / "mm.png"))
     assert millimetres.shape == (32, 48) and millimetres.dtype == np.uint16 and millimetres.min() > 0
 

@@ -229,3 +229,33 @@ def test_init_from_logs_what_it_loaded(tmp_path, caplog):
     others = len(Mask3D(**MICRO).state_dict()) - len(micro.state_dict())
     assert f"loaded {len(micro.state_dict())} encoder tensors from {tmp_path / 'run'}" in lines[0]
     assert "pos_embed resampled 2x3 -> 4x4" in lines[0] and f"skipped {others} non-encoder tensors" in lines[0]
+
+
+@pytest.mark.parametrize("kwargs", [dict(encoder="vit_tiny_patch16", img_size=(64, 96), depth_blocks=0), MICRO],
+                         ids=["tiny", "micro-no-timm-name"])
+def test_export_folder_loads_with_timm_local_dir_offline(tmp_path, kwargs, monkeypatch, capsys):
+    model = write_run(tmp_path / "run", **kwargs)
+    args = build_parser().parse_args(["export", str(tmp_path / "run"), "--out", str(tmp_path / "m3d") + "/"])
+    args.func(args)
+    assert sorted(p.name for p in (tmp_path / "m3d").iterdir()) == ["config.json", "model.safetensors"]
+    assert f"timm.create_model('local-dir:{tmp_path / 'm3d'}', pretrained=True)" in capsys.readouterr().out
+    config = json.loads((tmp_path / "m3d" / "config.json").read_text())
+    h, w = kwargs["img_size"]
+    assert config["pretrained_cfg"]["input_size"] == [3, h, w] and config["mask3d_vit"]["step"] == "7"
+
+    def no_network(*_):
+        raise AssertionError("timm tried to reach the network")
+    monkeypatch.setattr("socket.socket.connect", no_network)
+    loaded = timm.create_model(f"local-dir:{tmp_path / 'm3d'}", pretrained=True).eval()
+    assert tuple(timm.data.resolve_data_config(model=loaded)["input_size"]) == (3, h, w)
+    ours = model.encoder.eval()
+    x = normalize_rgb(torch.randint(0, 256, (2, 3, h, w), dtype=torch.uint8))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.forward_features(x), ours.forward_features(x), rtol=0, atol=0)
+        torch.testing.assert_close(loaded(x), ours(x), rtol=0, atol=0)
+
+    # The folder is also an --init-from source.
+    again = build_encoder(kwargs["encoder"], img_size=(h, w))
+    report = load_encoder_weights(again, tmp_path / "m3d")
+    assert report.layout == "mask3d-export" and report.source.endswith("model.safetensors")
+    assert_same_except(again, ours.state_dict(), skip=())

@@ -70,6 +70,16 @@ class RunLogger:
             print(f"step {step}/{self.total} " + " ".join(f"{k}={v}" for k, v in shown.items())
                   + f" eta {_fmt(eta)}", flush=True)
 
+    def image(self, tag: str, path: str | Path, step: int) -> None:
+        """Send a PNG the run wrote (a figure) to TensorBoard's Images tab as ``tag`` at ``step``."""
+        if not self.enabled:
+            return
+        import numpy as np
+        from PIL import Image
+        with Image.open(path) as image:
+            self.tb.add_image(tag, np.asarray(image.convert("RGB")), step, dataformats="HWC")
+        self.tb.flush()
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -259,7 +259,7 @@ class Trainer:
                         result.update(self._log(logger, sums, count, images))
                         sums, count, images = {}, 0, 0
                     if fixed is not None and self.cfg.figure_every and self.step % self.cfg.figure_every == 0:
-                        self._figure(fixed)
+                        self._figure(fixed, logger)
                     if self.step % ckpt_every == 0 or self.step == self.total_steps:
                         self.save()
                 epoch_done = self.step // self.steps_per_epoch
@@ -269,7 +269,7 @@ class Trainer:
                     result.update(metrics)
                     logger.log(self.step, metrics)
             if fixed is not None:
-                self._figure(fixed)
+                self._figure(fixed, logger)
         finally:
             logger.close()
         result["skipped_steps"] = self.skipped
@@ -340,13 +340,14 @@ class Trainer:
         collate = self.collate_fn or torch.utils.data.default_collate
         return self._to_device(collate(samples))
 
-    def _figure(self, batch: dict) -> None:
+    def _figure(self, batch: dict, logger: RunLogger) -> None:
         path = self.run_dir / "figures" / f"step_{self.step:08d}.png"
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), \
                 torch.no_grad(), self._autocast():
             self.model.eval()
             self.visualizer(self.model, batch, path)
             self.model.train()
+        logger.image("figures", path, self.step)
 
     def _evaluate(self) -> dict:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), \

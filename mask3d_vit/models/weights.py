@@ -5,15 +5,20 @@ Loading (:func:`load_encoder_weights`) accepts, and tells apart by their keys:
 - an official MAE pre-training checkpoint (``mae_pretrain_vit_*.pth``: ``{"model": {...}}`` with the encoder keys
   of a timm ViT plus ``decoder_*`` and ``mask_token``, which are dropped);
 - a timm ViT state dict (``.pth``/``.bin``/``.safetensors``; ``head.*`` and an unused ``fc_norm.*`` are dropped);
-- a backbone written by :func:`export_encoder` (timm keys in ``.safetensors``);
+- a backbone written by :func:`export_encoder` (timm keys in ``.safetensors``, or an export folder);
 - a mask3d-vit training checkpoint (``{"model": state_dict, "config": ...}``, encoder under ``<prefix>encoder.``).
 
 Position embeddings are resampled to the encoder's grid (keeping the class token) with timm's
 ``resample_abs_pos_embed``. Torch files load with ``weights_only=True``: a file that needs arbitrary unpickling is
 refused rather than executed.
 
-Export (:func:`export_encoder`, CLI ``mask3d-vit export RUN_OR_CKPT --out FILE.safetensors``) writes the colour
-encoder alone, with timm key names, so it loads straight into timm::
+Export (:func:`export_encoder`) writes the colour encoder alone, with timm key names. As a folder in the Hugging
+Face hub layout (``config.json`` + ``model.safetensors``; CLI ``mask3d-vit export RUN --out FOLDER/``) it loads
+with no other argument, offline, and can be pushed to the hub as it is::
+
+    model = timm.create_model("local-dir:FOLDER", pretrained=True)   # at the training size; img_size=... resamples
+
+As one file (``--out FILE.safetensors``), timm needs the architecture and the training size::
 
     model = timm.create_model("vit_tiny_patch16_224", pretrained=True, num_classes=0, dynamic_img_size=True,
                               img_size=(240, 320),                    # any size: pos embeds are resampled
@@ -35,17 +40,20 @@ from pathlib import Path
 import safetensors
 import safetensors.torch
 import torch
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 
 from ..engine.checkpoint import load_latest, safe_torch_load
-from ..io import atomic_write
+from ..io import atomic_write, write_json
 from .vit import TIMM_NAMES, build_encoder
 
-__all__ = ["EXPORT_FORMAT", "LoadReport", "load_encoder_weights", "read_weights", "export_encoder",
-           "add_export_parser"]
+__all__ = ["EXPORT_FORMAT", "LoadReport", "load_encoder_weights", "read_weights", "run_encoder", "export_encoder",
+           "hub_config"]
 
 EXPORT_FORMAT = "mask3d-vit-encoder/1"
+# File names of the Hugging Face hub layout (timm's ``hf-hub:`` and ``local-dir:`` loaders look for these).
+HUB_WEIGHTS, HUB_CONFIG = "model.safetensors", "config.json"
 _ANCHOR = "patch_embed.proj.weight"
 # Keys of a full ViT / MAE model that an encoder without a classifier never uses.
 _DROPPED_PREFIXES = ("head.", "head_dist.", "pre_logits.", "decoder_", "mask_token")
@@ -180,8 +188,8 @@ def load_encoder_weights(encoder: VisionTransformer, source: str | Path | dict, 
 
     Args:
         encoder: a timm ``VisionTransformer`` (e.g. from :func:`mask3d_vit.models.vit.build_encoder`).
-        source: a weights file, a mask3d-vit run directory (its newest loadable checkpoint), or an already loaded
-            state dict / checkpoint dict.
+        source: a weights file, an export folder (its ``model.safetensors``), a mask3d-vit run directory (its
+            newest loadable checkpoint), or an already loaded state dict / checkpoint dict.
         strict: raise when an encoder key is missing from the source or the source has encoder-level keys the
             encoder lacks. With ``strict=False`` such keys are only reported, and missing ones keep their values.
         source_img_size: ``(H, W)`` the source was trained at, needed only for a non-square position grid in a
@@ -192,6 +200,9 @@ def load_encoder_weights(encoder: VisionTransformer, source: str | Path | dict, 
     """
     if isinstance(source, dict):
         where, content, metadata = "<dict>", source, {}
+    elif Path(source).is_dir() and (Path(source) / HUB_WEIGHTS).is_file():  # an export folder
+        where = str(Path(source) / HUB_WEIGHTS)
+        content, metadata = read_weights(where)
     elif Path(source).is_dir():
         path, content = load_latest(source)
         where, metadata = str(path), {}
@@ -283,20 +294,23 @@ def run_encoder(source: str | Path) -> tuple[VisionTransformer, dict]:
 
 
 def export_encoder(source: str | Path, out: str | Path) -> Path:
-    """Write the colour encoder of a run (pre-training or fine-tuning) as a timm-compatible ``.safetensors`` backbone.
+    """Write the colour encoder of a run (pre-training or fine-tuning) as a timm-compatible backbone.
 
     Args:
         source: a run directory (its newest loadable checkpoint is used) or a checkpoint file.
-        out: the ``.safetensors`` file to write (atomically).
+        out: a ``.safetensors`` file, or a folder (any name without a suffix) that receives ``model.safetensors``
+            and ``config.json`` in the Hugging Face hub layout, which ``timm.create_model("local-dir:FOLDER",
+            pretrained=True)`` loads (timm >= 1.0.16). Files are written atomically.
 
     Returns:
-        ``out``. Its metadata records ``format``, ``encoder`` (our name), ``timm_model`` (the timm architecture,
-        empty for sizes timm lacks), ``img_size`` (JSON ``[H, W]``), ``source`` and ``step``.
+        the ``.safetensors`` file written. Its metadata records ``format``, ``encoder`` (our name), ``timm_model``
+        (the timm architecture, empty for sizes timm lacks), ``img_size`` (JSON ``[H, W]``), ``source`` and
+        ``step``.
     """
     out = Path(out)
-    if out.suffix != ".safetensors":
-        raise ValueError(f"--out {out}: the exported backbone is written as .safetensors; name it e.g. "
-                         f"{out.with_suffix('.safetensors').name}")
+    if out.suffix not in (".safetensors", ""):
+        raise ValueError(f"--out {out}: the exported backbone is written as .safetensors (name it e.g. "
+                         f"{out.with_suffix('.safetensors').name}) or as a folder for timm (e.g. {out.stem}/)")
     encoder, info = run_encoder(source)
     metadata = {
         "format": EXPORT_FORMAT,
@@ -306,10 +320,61 @@ def export_encoder(source: str | Path, out: str | Path) -> Path:
         "source": str(info["path"]),
         "step": str(info["step"]),
     }
+    weights = out if out.suffix else out / HUB_WEIGHTS
     tensors = {k: v.contiguous() for k, v in encoder.state_dict().items()}
-    with atomic_write(out) as f:
+    with atomic_write(weights) as f:
         f.write(safetensors.torch.save(tensors, metadata=metadata))
-    return out
+    if not out.suffix:
+        write_json(out / HUB_CONFIG, hub_config(encoder, info["img_size"], metadata))
+    return weights
+
+
+def hub_config(encoder: VisionTransformer, img_size: tuple[int, int], metadata: dict) -> dict:
+    """The ``config.json`` of an export folder: what timm's ``local-dir:`` / ``hf-hub:`` loaders read.
+
+    ``model_args`` rebuild our encoder exactly (width, depth, heads, the training grid, no classifier,
+    ``dynamic_img_size``) on top of a registered timm architecture, so sizes without a timm name load too.
+    ``pretrained_cfg`` gives timm's data pipeline the training input size and ImageNet normalisation.
+
+    Args:
+        encoder: the exported encoder.
+        img_size: ``(H, W)`` it was trained at.
+        metadata: the safetensors metadata of the export (kept under ``mask3d_vit``).
+    """
+    block = encoder.blocks[0]
+    model_args = {
+        "img_size": list(img_size),
+        "patch_size": encoder.patch_embed.patch_size[0],
+        "embed_dim": encoder.embed_dim,
+        "depth": len(encoder.blocks),
+        "num_heads": block.attn.num_heads,
+        "mlp_ratio": block.mlp.fc1.out_features / encoder.embed_dim,
+        "num_classes": 0,
+        "global_pool": encoder.global_pool,
+        "class_token": encoder.cls_token is not None,
+        "dynamic_img_size": True,
+    }
+    return {
+        # Any registered ViT of the patch size works as the base: model_args set every dimension.
+        "architecture": metadata["timm_model"] or f"vit_tiny_patch{model_args['patch_size']}_224",
+        "num_classes": 0,
+        "num_features": encoder.num_features,
+        "global_pool": encoder.global_pool,
+        "model_args": model_args,
+        "pretrained_cfg": {
+            "input_size": [3, *img_size],
+            "fixed_input_size": False,
+            "interpolation": "bicubic",
+            "crop_pct": 1.0,
+            "crop_mode": "center",
+            "mean": list(IMAGENET_DEFAULT_MEAN),
+            "std": list(IMAGENET_DEFAULT_STD),
+            "num_classes": 0,
+            "first_conv": "patch_embed.proj",
+            "classifier": "head",
+        },
+        "mask3d_vit": {k: json.loads(v) if k == "img_size" else v for k, v in metadata.items()},
+    }
 
 
 def _run_export(args: argparse.Namespace) -> None:
@@ -317,8 +382,12 @@ def _run_export(args: argparse.Namespace) -> None:
     with safetensors.safe_open(str(out), framework="pt") as f:
         meta = f.metadata()
     h, w = json.loads(meta["img_size"])
-    print(f"wrote {out}: {meta['encoder']} encoder trained at {h}x{w} from {meta['source']}")
-    if meta["timm_model"]:
+    folder = out.parent if out.name == HUB_WEIGHTS and (out.parent / HUB_CONFIG).is_file() else None
+    written = f"{folder}/ ({HUB_WEIGHTS} + {HUB_CONFIG})" if folder else str(out)
+    print(f"wrote {written}: {meta['encoder']} encoder trained at {h}x{w} from {meta['source']}")
+    if folder:
+        print(f"load it with timm.create_model('local-dir:{folder}', pretrained=True) and ImageNet-normalised inputs")
+    elif meta["timm_model"]:
         print(f"load it with timm.create_model({meta['timm_model']!r}, pretrained=True, num_classes=0, "
               f"dynamic_img_size=True, pretrained_cfg_overlay=dict(file={str(out)!r}, input_size=(3, {h}, {w}))) "
               f"and ImageNet-normalised inputs")

@@ -1,0 +1,151 @@
+"""``mask3d-vit config``: the packaged recipes per task, and a recipe's resolved config without running it.
+
+::
+
+    mask3d-vit config list                                              # recipes per task, with their first line
+    mask3d-vit config show pretrain_synth_tiny data.sources.0.num_frames=100 train.epochs=2
+    mask3d-vit config show my_recipe.yaml --task seg                    # a recipe of your own: name its task
+
+A packaged recipe's task comes from its name (``pretrain_*``, ``finetune_*_seg*``, ``probe_*_depth*``, ``det_*``...);
+``show`` resolves it exactly as the training command would (dataclass defaults <- recipe <- overrides, with the
+overrides that command adds itself, such as ``task=seg``), so a typo or a bad value fails here, before a run.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .config import RECIPES_DIR, ConfigError, load_config, resolve_recipe, to_dict
+
+
+@dataclass(frozen=True)
+class RecipeKind:
+    """What a recipe configures and which command runs it.
+
+    Attributes:
+        task: the name ``--task`` and ``config list`` use (``pretrain``, ``seg``, ``probe-depth``...).
+        command: how a recipe of this kind runs; ``{recipe}`` stands for its name.
+        config_class: ``module:Class`` of its typed config.
+        overrides: the ``key=value`` overrides the command adds before the user's.
+    """
+    task: str
+    command: str
+    config_class: str
+    overrides: tuple[str, ...] = ()
+
+    def load(self, recipe: str | Path, overrides: list[str] = ()):
+        """The resolved config of ``recipe`` with ``overrides``, as :attr:`command` builds it."""
+        module, name = self.config_class.split(":")
+        cls = getattr(importlib.import_module(module), name)
+        return load_config(cls, recipe, list(self.overrides) + list(overrides))
+
+
+_FINETUNE = "mask3d_vit.tasks.finetune:FinetuneConfig"
+_COMPARE = "mask3d_vit.tasks.compare:CompareConfig"
+# In `config list` order.
+KINDS = {kind.task: kind for kind in (
+    RecipeKind("pretrain", "mask3d-vit pretrain --config {recipe}", "mask3d_vit.tasks.pretrain:PretrainConfig"),
+    RecipeKind("seg", "mask3d-vit finetune seg --config {recipe}", _FINETUNE, ("task=seg",)),
+    RecipeKind("depth", "mask3d-vit finetune depth --config {recipe}", _FINETUNE, ("task=depth",)),
+    RecipeKind("det", "mask3d-vit finetune det --config {recipe}", "mask3d_vit.tasks.detection:DetectionConfig"),
+    RecipeKind("probe-seg", "mask3d-vit probe seg --config {recipe}", _FINETUNE,
+               ("task=seg", "model.freeze_backbone=true")),
+    RecipeKind("probe-depth", "mask3d-vit probe depth --config {recipe}", _FINETUNE,
+               ("task=depth", "model.freeze_backbone=true")),
+    RecipeKind("demo", "mask3d-vit demo", _COMPARE),
+    RecipeKind("transfer", "python benchmarks/transfer.py --config {recipe}", _COMPARE),
+    RecipeKind("ablation", "python benchmarks/ablations.py --config {recipe}", _COMPARE),
+)}
+
+
+def recipe_kind(recipe: str | Path) -> RecipeKind | None:
+    """The kind of a recipe, read from its name; None when the name does not tell."""
+    words = Path(recipe).stem.split("_")
+    if words[0] in ("finetune", "probe"):
+        dense = next((w for w in words[1:] if w in ("seg", "depth")), None)
+        if dense is None:
+            return None
+        return KINDS[dense if words[0] == "finetune" else f"probe-{dense}"]
+    if words[0] in ("pretrain", "det", "demo", "transfer", "ablation"):
+        return KINDS[words[0]]
+    return None
+
+
+def describe(path: Path, width: int = 100) -> str:
+    """The first sentence of a recipe's leading comment, cut to ``width`` characters ("" without a comment)."""
+    words = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#") or line.startswith("#  "):  # indented comment lines are example commands
+            break
+        words.append(line.lstrip("#").strip())
+    text = " ".join(words)
+    text = text[:text.index(". ") + 1] if ". " in text else text
+    return text if len(text) <= width else text[:width - 3].rstrip() + "..."
+
+
+def list_recipes() -> str:
+    """The packaged recipes grouped by task, each with its description line."""
+    groups: dict[str, list[Path]] = {task: [] for task in KINDS}
+    other = []
+    for path in sorted(RECIPES_DIR.glob("*.yaml")):
+        kind = recipe_kind(path)
+        (groups[kind.task] if kind else other).append(path)
+    width = max(len(p.stem) for p in RECIPES_DIR.glob("*.yaml"))
+    lines = []
+    for task, paths in groups.items():
+        if paths:
+            lines.append(f"{task}  ({KINDS[task].command.format(recipe='NAME')})")
+            lines += [f"  {p.stem:<{width}}  {describe(p)}" for p in paths]
+    if other:
+        lines.append("other (config show NAME --task TASK)")
+        lines += [f"  {p.stem:<{width}}  {describe(p)}" for p in other]
+    return "\n".join(lines)
+
+
+def show_config(recipe: str, overrides: list[str] = (), task: str | None = None) -> str:
+    """The resolved config of ``recipe`` as YAML, headed by a comment naming the command that runs it.
+
+    Args:
+        recipe: a packaged recipe name or a YAML path.
+        overrides: ``key=value`` overrides, as on a training command line.
+        task: one of :data:`KINDS`; None = read from the recipe's name.
+    """
+    path = resolve_recipe(recipe)
+    if task is None:
+        kind = recipe_kind(path)
+        if kind is None:
+            raise ConfigError(f"config show {recipe}: cannot tell the task from the name {path.stem!r}; pass "
+                              f"--task ({', '.join(KINDS)})")
+    elif task not in KINDS:
+        raise ConfigError(f"--task {task}: choose one of {', '.join(KINDS)}")
+    else:
+        kind = KINDS[task]
+    cfg = kind.load(path, overrides)
+    header = f"# {kind.command.format(recipe=recipe)}" + "".join(f" {o}" for o in overrides)
+    return header + "\n" + yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def _list_main(args: argparse.Namespace) -> None:
+    print(list_recipes())
+
+
+def _show_main(args: argparse.Namespace) -> None:
+    print(show_config(args.recipe, args.overrides, args.task), end="")
+
+
+def add_parser(subparsers) -> None:
+    """Register ``config list`` and ``config show``."""
+    p = subparsers.add_parser("config", help="list the packaged recipes, or print a resolved config",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("list", help="the packaged recipes per task").set_defaults(func=_list_main)
+    show = actions.add_parser("show", help="the resolved config of a recipe with overrides, without running it")
+    show.add_argument("recipe", metavar="RECIPE", help="a packaged recipe name or a YAML path")
+    show.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=2")
+    show.add_argument("--task", choices=list(KINDS), default=None,
+                      help="what the recipe configures (default: read from a packaged recipe's name)")
+    show.set_defaults(func=_show_main)
