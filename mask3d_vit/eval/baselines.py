@@ -27,8 +27,9 @@ tensors already in memory).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 
@@ -46,44 +47,60 @@ def _check_size(found: tuple[int, ...], expected: tuple[int, ...] | None, what: 
 
 
 @dataclass
-class DepthFloors:
-    """Fitted depth floors.
+class Floors:
+    """Fitted floors of one task.
 
     Attributes:
-        constant: metres, the one depth predicted everywhere.
-        position: float32 ``(H, W)`` metres, the depth predicted at each pixel position.
+        task: "depth" or "seg".
+        constant: the one value predicted everywhere: metres (depth) or a class id ``1..K`` (seg).
+        position: the value predicted at each pixel position: float32 ``(H, W)`` metres or int64 ``(H, W)`` ids.
     """
-    constant: float
+    task: str
+    constant: float | int
     position: torch.Tensor
 
-    def predict(self, kind: str, batch_size: int) -> torch.Tensor:
-        """The ``kind`` floor's prediction for ``batch_size`` frames: float32 ``(B, 1, H, W)`` metres."""
+    def predict(self, kind: str, batch: dict) -> torch.Tensor:
+        """The ``kind`` floor's prediction for ``batch`` (its frames must have the fitted size): float32
+        ``(B, 1, H, W)`` metres (depth) or int64 ``(B, H, W)`` class ids (seg), as the models predict."""
         if kind not in FLOORS:
             raise ValueError(f"unknown floor {kind!r}; choose one of {', '.join(FLOORS)}")
+        target = batch[DEPTH] if self.task == "depth" else batch[LABEL]
+        _check_size(tuple(target.shape[-2:]), tuple(self.position.shape), f"a validation {self.task} map")
         one = self.position if kind == "position" else torch.full_like(self.position, self.constant)
-        return one.expand(batch_size, 1, *one.shape)
+        return one.expand(*target.shape).to(target.device)
 
 
-@dataclass
-class SegFloors:
-    """Fitted segmentation floors.
+def score(predictors: dict[str, Callable[[dict], torch.Tensor]], batches: Iterable[dict], *, task: str,
+          num_classes: int = 0, min_depth: float = 1e-3, max_depth: float = 10.0) -> dict[str, dict]:
+    """Score several predictors on the same validation batches with the project's meters, in one pass.
 
-    Attributes:
-        constant: the class id (``1..K``) predicted everywhere.
-        position: int64 ``(H, W)`` class ids, the class predicted at each pixel position.
+    Args:
+        predictors: name -> function of a batch returning its prediction (float ``(B, 1, H, W)`` metres for depth,
+            int ``(B, H, W)`` class ids for seg).
+        batches: dicts with ``depth`` and ``valid`` (depth) or ``label`` (seg).
+        task: "depth" or "seg".
+        num_classes: K (seg).
+        min_depth, max_depth: the scored ground-truth range (depth).
+
+    Returns:
+        name -> :meth:`DepthMeter.compute` or :meth:`SegmentationMeter.compute` (``miou``, ``pixel_acc``, per-class
+        ``iou`` list...).
     """
-    constant: int
-    position: torch.Tensor
+    if task == "depth":
+        meters = {name: DepthMeter(min_depth=min_depth, max_depth=max_depth) for name in predictors}
+    else:
+        meters = {name: SegmentationMeter(num_classes) for name in predictors}
+    for batch in batches:
+        for name, predict in predictors.items():
+            pred = predict(batch).cpu()
+            if task == "depth":
+                meters[name].update(pred, batch[DEPTH].cpu(), batch[VALID].cpu())
+            else:
+                meters[name].update(pred, batch[LABEL].cpu())
+    return {name: meter.compute() for name, meter in meters.items()}
 
-    def predict(self, kind: str, batch_size: int) -> torch.Tensor:
-        """The ``kind`` floor's prediction for ``batch_size`` frames: int64 ``(B, H, W)`` class ids."""
-        if kind not in FLOORS:
-            raise ValueError(f"unknown floor {kind!r}; choose one of {', '.join(FLOORS)}")
-        one = self.position if kind == "position" else torch.full_like(self.position, self.constant)
-        return one.expand(batch_size, *one.shape)
 
-
-def fit_depth_floors(batches: Iterable[dict]) -> DepthFloors:
+def fit_depth_floors(batches: Iterable[dict]) -> Floors:
     """Fit both depth floors on training batches.
 
     Args:
@@ -106,7 +123,7 @@ def fit_depth_floors(batches: Iterable[dict]) -> DepthFloors:
         raise ValueError("no valid depth pixel in the training frames: the depth floors cannot be fit")
     constant = log_sum.sum() / count.sum()
     position = torch.where(count > 0, log_sum / count.clamp(min=1), constant).exp()
-    return DepthFloors(constant=float(constant.exp()), position=position.float())
+    return Floors(task="depth", constant=float(constant.exp()), position=position.float())
 
 
 def fit_position_depth(depths: torch.Tensor, valids: torch.Tensor) -> torch.Tensor:
@@ -114,7 +131,7 @@ def fit_position_depth(depths: torch.Tensor, valids: torch.Tensor) -> torch.Tens
     return fit_depth_floors([{DEPTH: depths, VALID: valids}]).position
 
 
-def fit_seg_floors(batches: Iterable[dict], num_classes: int) -> SegFloors:
+def fit_seg_floors(batches: Iterable[dict], num_classes: int) -> Floors:
     """Fit both segmentation floors on training batches.
 
     Args:
@@ -139,7 +156,7 @@ def fit_seg_floors(batches: Iterable[dict], num_classes: int) -> SegFloors:
     constant = int(counts.sum((1, 2)).argmax()) + 1
     # argmax returns the first maximum, so ties go to the lowest id.
     position = torch.where(counts.any(0), counts.argmax(0) + 1, constant)
-    return SegFloors(constant=constant, position=position)
+    return Floors(task="seg", constant=constant, position=position)
 
 
 def fit_position_seg(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -160,13 +177,7 @@ def depth_floors(train: Iterable[dict], val: Iterable[dict], *, min_depth: float
         ``constant_m`` (the constant floor's depth) in the constant's entry.
     """
     floors = fit_depth_floors(train)
-    meters = {kind: DepthMeter(min_depth=min_depth, max_depth=max_depth) for kind in FLOORS}
-    for batch in val:
-        depth = batch[DEPTH]
-        _check_size(tuple(depth.shape[-2:]), tuple(floors.position.shape), "a validation depth map")
-        for kind, meter in meters.items():
-            meter.update(floors.predict(kind, depth.shape[0]), depth, batch[VALID])
-    out = {kind: meter.compute() for kind, meter in meters.items()}
+    out = score(floor_predictors(floors), val, task="depth", min_depth=min_depth, max_depth=max_depth)
     out["constant"]["constant_m"] = floors.constant
     return out
 
@@ -182,11 +193,9 @@ def seg_floors(train: Iterable[dict], val: Iterable[dict], *, num_classes: int) 
         ``{"constant": metrics, "position": metrics}``, each as :meth:`SegmentationMeter.compute` returns (``miou``,
         ``macc``, ``pixel_acc`` and the per-class lists ``iou``, ``acc``; percent).
     """
-    floors = fit_seg_floors(train, num_classes)
-    meters = {kind: SegmentationMeter(num_classes) for kind in FLOORS}
-    for batch in val:
-        label = batch[LABEL]
-        _check_size(tuple(label.shape[-2:]), tuple(floors.position.shape), "a validation label map")
-        for kind, meter in meters.items():
-            meter.update(floors.predict(kind, label.shape[0]), label)
-    return {kind: meter.compute() for kind, meter in meters.items()}
+    return score(floor_predictors(fit_seg_floors(train, num_classes)), val, task="seg", num_classes=num_classes)
+
+
+def floor_predictors(floors: Floors) -> dict[str, Callable[[dict], torch.Tensor]]:
+    """``{"constant": f, "position": f}``: the floors as predictors for :func:`score`."""
+    return {kind: functools.partial(floors.predict, kind) for kind in FLOORS}
