@@ -14,7 +14,8 @@ is the ridge-regression optimum, solved exactly:
 - **what is left out**: cells without valid depth (depth) or unlabelled (seg) enter neither the fit nor the
   metrics; each output cell has its own normal equations over the patches where it is valid, so nothing is imputed.
 - **the fit**: ``X^T X`` and ``X^T Y`` are summed over batches in float64 (memory ``cells^2 * D^2``, whatever the
-  number of frames), then ``(X^T X + lambda * P) W = X^T Y`` is solved per cell. ``P`` penalises the feature
+  number of frames), then ``(X^T X + lambda * P) W = X^T Y`` is solved per cell (one eigendecomposition per cell serves every
+  ``lambda``). ``P`` penalises the feature
   weights, not the bias, and is scaled by the features' mean variance times the cell's sample count, so a ridge
   strength ``alpha`` means the same for every encoder and data size. ``alpha`` is chosen from a grid by the
   squared error on held-out training frames (every ``holdout_every``-th frame), computed exactly from their own
@@ -154,24 +155,42 @@ class RidgeSums:
                          self.count + other.count)
 
 
-def solve_ridge(sums: RidgeSums, alpha: float) -> torch.Tensor:
-    """The ridge solution ``W`` float64 ``(S, D + 1, C)`` (last row: the bias) for relative strength ``alpha``.
+def ridge_solutions(sums: RidgeSums, alphas: Sequence[float]) -> dict[float, torch.Tensor]:
+    """Ridge solutions ``W`` float64 ``(S, D + 1, C)`` (last row: the bias), one per relative strength ``alpha``.
 
-    Uses a least-squares solver (min-norm where singular), so ``alpha = 0`` is ordinary least squares even with
-    redundant features or cells that never occur (their weights stay 0).
+    The bias is unpenalised, so the weights solve ridge on centred features: ``(Cov + alpha * v * I) w = cov_xy``
+    with ``v`` the mean feature variance of the cell, then ``bias = mean_y - mean_x . w``. One eigendecomposition
+    of each cell's covariance serves every ``alpha``; directions of (numerically) zero variance get no weight, so
+    ``alpha = 0`` is the minimum-norm least-squares solution, also with redundant features (LayerNorm'd tokens
+    sum to a constant) or cells that never occur (all weights 0).
     """
     if sums.gram is None:
         raise ValueError("no training rows were accumulated; the probe cannot be fit")
-    if alpha < 0:
-        raise ValueError(f"ridge strength must be >= 0, got {alpha}")
+    if any(a < 0 for a in alphas):
+        raise ValueError(f"ridge strengths must be >= 0, got {list(alphas)}")
     gram, cross = sums.gram.cpu(), sums.cross.cpu()
     d = gram.shape[-1] - 1
-    n = gram[:, d, d].clamp(min=1)                                           # rows per cell
-    mean = gram[:, :d, d] / n[:, None]
-    variance = (gram[:, :d, :d].diagonal(dim1=1, dim2=2) / n[:, None] - mean ** 2).clamp(min=0).mean(1)
-    penalty = torch.zeros_like(gram)
-    penalty[:, :d, :d] = torch.eye(d, dtype=gram.dtype) * (alpha * n * variance.clamp(min=1e-12))[:, None, None]
-    return torch.linalg.lstsq(gram + penalty, cross, driver="gelsd").solution
+    n = gram[:, d, d].clamp(min=1)[:, None]                                   # (S, 1) rows per cell
+    mean_x, mean_y = gram[:, :d, d] / n, cross[:, d] / n                     # (S, D), (S, C)
+    cov = gram[:, :d, :d] / n[..., None] - mean_x[:, :, None] * mean_x[:, None, :]
+    cov_xy = cross[:, :d] / n[..., None] - mean_x[:, :, None] * mean_y[:, None, :]
+    eigvals, eigvecs = torch.linalg.eigh(cov)                                # (S, D), (S, D, D)
+    eigvals = eigvals.clamp(min=0)
+    variance = eigvals.mean(1, keepdim=True)                                 # trace / D
+    zero = eigvals <= 1e-10 * eigvals.amax(1, keepdim=True).clamp(min=1e-300)
+    projected = eigvecs.transpose(1, 2) @ cov_xy                             # (S, D, C)
+    out = {}
+    for alpha in alphas:
+        inverse = torch.where(zero, 0.0, 1.0 / (eigvals + alpha * variance).clamp(min=1e-300))
+        w = eigvecs @ (inverse[..., None] * projected)
+        bias = mean_y - (mean_x[..., None] * w).sum(1)
+        out[float(alpha)] = torch.cat([w, bias[:, None]], dim=1)
+    return out
+
+
+def solve_ridge(sums: RidgeSums, alpha: float) -> torch.Tensor:
+    """The ridge solution for one relative strength ``alpha`` (see :func:`ridge_solutions`)."""
+    return ridge_solutions(sums, [alpha])[float(alpha)]
 
 
 def mean_squared_error(sums: RidgeSums, weights: torch.Tensor) -> float:
@@ -192,7 +211,7 @@ def choose_ridge(fit: RidgeSums, held: RidgeSums, alphas: Sequence[float] = RIDG
     """
     if not alphas:
         raise ValueError("no ridge strengths to choose from")
-    errors = {float(a): mean_squared_error(held, solve_ridge(fit, a)) for a in alphas}
+    errors = {a: mean_squared_error(held, w) for a, w in ridge_solutions(fit, alphas).items()}
     best = min(errors, key=lambda a: (errors[a], -a))
     return best, errors
 
