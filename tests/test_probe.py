@@ -10,7 +10,7 @@ import torch
 
 from mask3d_vit.eval import baselines
 from mask3d_vit.eval.probe import (RidgeSums, cell_targets, cells_to_image, choose_ridge, fit_probe,
-                                   format_report, load_probe_encoder, mean_squared_error, patch_features,
+                                   format_report, mean_squared_error, patch_features,
                                    probe_backbone, solve_ridge)
 from mask3d_vit.models.vit import build_encoder
 from mask3d_vit.tasks import finetune
@@ -200,12 +200,14 @@ def test_probe_cli_prints_the_probe_beside_floors_and_ceiling(tmp_path, capsys):
     saved = json.loads((tmp_path / "run" / "probe.json").read_text())
     assert saved["task"] == "depth" and saved["ceiling"]["delta1"] == 70.0 and saved["probe"]["images"] == 4
     assert (tmp_path / "run" / "probe.md").read_text() in printed
-    # The probe read the given weights: the same encoder probed through the API gives the same numbers.
-    encoder = load_probe_encoder("vit_micro_patch16", img_size=(32, 48), init_from=str(weights))
+    # The probe read the given weights: through the API the same weights give the same numbers, a scratch encoder
+    # other ones, and the floors do not depend on the encoder at all.
     cfg = finetune.load_config(finetune.ProbeConfig, "probe_synth_depth", ["task=depth", *TOY])
     again = finetune.run_probe(finetune.dataclasses.replace(cfg, init_from=str(weights)))
+    scratch = finetune.run_probe(cfg)
     assert again["probe"]["abs_rel"] == pytest.approx(saved["probe"]["abs_rel"])
-    assert encoder.norm.weight.shape == (64,)
+    assert scratch["probe"]["abs_rel"] != pytest.approx(saved["probe"]["abs_rel"])
+    assert scratch["position"]["abs_rel"] == pytest.approx(saved["position"]["abs_rel"])
 
 
 def test_probe_cli_rejects_a_ceiling_of_the_other_task(tmp_path):

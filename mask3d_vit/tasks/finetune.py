@@ -349,14 +349,19 @@ def _probe_main(args: argparse.Namespace, *, task: str) -> None:
           f"{cfg.split!r}:\n\n{result['report']}\nwrote {run_dir / 'probe.json'}", flush=True)
 
 
-def add_probe_parser(subparsers) -> None:
-    """Register ``probe seg|depth``."""
-    what = "closed-form linear probe of a frozen ViT, printed beside its floors"
-    p = subparsers.add_parser("probe", help=what, description=__doc__,
+def _task_commands(subparsers, command: str, what: str):
+    """Register ``command`` with one subcommand per dense task; returns (its subparsers, {task: parser})."""
+    p = subparsers.add_parser(command, help=what, description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     tasks = p.add_subparsers(dest="task", metavar="TASK", required=True)
-    for task, title in TASK_TITLES.items():
-        t = tasks.add_parser(task, help=f"{title}: {what}")
+    return tasks, {task: tasks.add_parser(task, help=f"{title}: {what}") for task, title in TASK_TITLES.items()}
+
+
+def add_probe_parser(subparsers) -> None:
+    """Register ``probe seg|depth``."""
+    _, parsers = _task_commands(subparsers, "probe", "closed-form linear probe of a frozen ViT, printed beside "
+                                "its floors")
+    for task, t in parsers.items():
         t.add_argument("--config", default=f"probe_synth_{task}",
                        help=f"YAML recipe: a path or a packaged name (default: probe_synth_{task})")
         t.add_argument("--out", default=None, help="folder for probe.json/.md (default: runs/<recipe name>)")
@@ -373,12 +378,8 @@ def add_probe_parser(subparsers) -> None:
 
 def add_parser(subparsers) -> None:
     """Register ``finetune``, ``probe`` (each with ``seg`` / ``depth``) and ``eval``."""
-    what = "fine-tune a pre-trained ViT with a dense head"
-    p = subparsers.add_parser("finetune", help=what, description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-    tasks = p.add_subparsers(dest="task", metavar="TASK", required=True)
-    for task, title in TASK_TITLES.items():
-        t = tasks.add_parser(task, help=f"{title}: {what}")
+    tasks, parsers = _task_commands(subparsers, "finetune", "fine-tune a pre-trained ViT with a dense head")
+    for task, t in parsers.items():
         add_run_arguments(t, f"finetune_synth_{task}")
         t.set_defaults(func=functools.partial(_train_main, task=task))
     from .detection import add_parser as add_detection
