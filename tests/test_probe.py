@@ -174,6 +174,8 @@ def test_segmentation_probe_separates_classes_its_features_encode(micro):
     assert result["probe"]["pixel_acc"] > 90.0
     assert result["probe"]["miou"] > result["position"]["miou"] + 20
     assert len(result["probe"]["iou"]) == 2
+    report = format_report(result, class_names=("unlabeled", "left", "right"))
+    assert "floor: constant ('" in report and "| left |" in report and "| right |" in report
 
 
 def cli(*argv):

@@ -138,9 +138,9 @@ class RidgeSums:
         """``x`` ``(R, D)`` features, ``y`` ``(R, S, C)`` targets, ``mask`` bool ``(R, S)``."""
         x1 = torch.cat([x.double(), x.new_ones(x.shape[0], 1, dtype=torch.float64)], dim=1)   # (R, D+1)
         m = mask.double()
-        xm = x1[:, None, :] * m[..., None]                                                   # (R, S, D+1)
-        gram = torch.einsum("rsd,re->sde", xm, x1)
-        cross = torch.einsum("rsd,rsc->sdc", xm, y.double())
+        # One cell at a time keeps the temporary at (R, D+1) instead of (R, S, D+1).
+        gram = torch.stack([(x1 * m[:, s, None]).T @ x1 for s in range(m.shape[1])])
+        cross = torch.stack([(x1 * m[:, s, None]).T @ y[:, s].double() for s in range(m.shape[1])])
         self.gram = gram if self.gram is None else self.gram + gram
         self.cross = cross if self.cross is None else self.cross + cross
         self.yy += float((y.double() ** 2 * m[..., None]).sum())
@@ -384,6 +384,7 @@ def format_report(result: dict, *, ceiling: dict | None = None, ceiling_name: st
                              f"{len(result['probe']['iou'])} classes")
         short = ["constant", "position", "probe", "ceiling"][:len(rows)]
         lines += ["", "IoU per class:", "", "| class | " + " | ".join(short) + " |", "|---|" + "---:|" * len(rows)]
-        lines += [f"| {name} | " + " | ".join(_cell(m["iou"][i], 1) for _, m in rows) + " |"
+        ious = [m.get("iou") or [] for _, m in rows]
+        lines += [f"| {name} | " + " | ".join(_cell(iou[i] if i < len(iou) else None, 1) for iou in ious) + " |"
                   for i, name in enumerate(class_names[1:])]
     return "\n".join(lines) + "\n"
