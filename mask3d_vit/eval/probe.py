@@ -240,8 +240,8 @@ class LinearProbe:
         p = encoder.patch_embed.patch_size[0]
         h, w = rgb.shape[-2:]
         x = patch_features(encoder, rgb).double()
-        w_ = self.weights.to(x.device)
-        scores = torch.einsum("bnd,sdc->bnsc", x, w_[:, :-1]) + w_[:, -1]
+        weights = self.weights.to(x.device)
+        scores = torch.einsum("bnd,sdc->bnsc", x, weights[:, :-1]) + weights[:, -1]
         out = cells_to_image(scores, grid=(math.ceil(h / p), math.ceil(w / p)), cells=self.cells, patch=p,
                              size=(h, w))
         return out.exp() if self.task == "depth" else out.argmax(1) + 1
