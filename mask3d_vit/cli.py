@@ -183,21 +183,38 @@ def _add_diagnose(subparsers) -> None:
 
 
 def _add_finetune(subparsers) -> None:
-    """``finetune``, ``probe`` (each with ``seg`` / ``depth``; ``finetune`` also ``det``) and ``eval``."""
+    """``finetune seg|depth|det``, ``probe seg|depth`` and ``eval``."""
     doc = module_doc("mask3d_vit.tasks.finetune")
-    for command, probe, what in (("finetune", False, "fine-tune a pre-trained ViT with a dense head"),
-                                 ("probe", True, "train a head on a frozen ViT (linear probe)")):
-        p = subparsers.add_parser(command, help=what, description=doc, formatter_class=_RAW)
-        tasks = p.add_subparsers(dest="task", metavar="TASK", required=True)
-        for task, title in (("seg", "semantic segmentation"), ("depth", "depth estimation")):
-            t = tasks.add_parser(task, help=f"{title}: {what}")
-            add_run_arguments(t, f"{command}_synth_{task}")
-            t.set_defaults(func=Handler("mask3d_vit.tasks.finetune:_train_main", {"task": task, "probe": probe}))
-        if not probe:
-            t = tasks.add_parser("det", help="instance segmentation and detection: Mask R-CNN on the ViT",
-                                 description=module_doc("mask3d_vit.tasks.detection"), formatter_class=_RAW)
-            add_run_arguments(t, DETECTION_RECIPE)
-            t.set_defaults(func=Handler("mask3d_vit.tasks.detection:_main"))
+    titles = (("seg", "semantic segmentation"), ("depth", "depth estimation"))
+    what = "fine-tune a pre-trained ViT with a dense head"
+    tasks = subparsers.add_parser("finetune", help=what, description=doc, formatter_class=_RAW).add_subparsers(
+        dest="task", metavar="TASK", required=True)
+    for task, title in titles:
+        t = tasks.add_parser(task, help=f"{title}: {what}")
+        add_run_arguments(t, f"finetune_synth_{task}")
+        t.set_defaults(func=Handler("mask3d_vit.tasks.finetune:_train_main", {"task": task}))
+    t = tasks.add_parser("det", help="instance segmentation and detection: Mask R-CNN on the ViT",
+                         description=module_doc("mask3d_vit.tasks.detection"), formatter_class=_RAW)
+    add_run_arguments(t, DETECTION_RECIPE)
+    t.set_defaults(func=Handler("mask3d_vit.tasks.detection:_main"))
+
+    what = "closed-form linear probe of a frozen ViT, printed beside its floors"
+    tasks = subparsers.add_parser("probe", help=what, description=doc, formatter_class=_RAW).add_subparsers(
+        dest="task", metavar="TASK", required=True)
+    for task, title in titles:
+        t = tasks.add_parser(task, help=f"{title}: {what}")
+        t.add_argument("--config", default=f"probe_synth_{task}",
+                       help=f"YAML recipe: a path or a packaged name (default: probe_synth_{task})")
+        t.add_argument("--out", default=None, help="folder for probe.json/.md (default: runs/<recipe name>)")
+        t.add_argument("--init-from", default=None, metavar="WEIGHTS",
+                       help="encoder weights: an MAE .pth, a timm state dict, an exported .safetensors or folder, "
+                            "or a run/checkpoint of ours (default: a randomly initialised encoder)")
+        t.add_argument("--ceiling", default=None, metavar="RUN",
+                       help=f"a supervised run of the same encoder (mask3d-vit finetune {task} ...) or its "
+                            f"eval_<split>.json, printed as the ceiling")
+        t.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="config overrides, e.g. data.sources=[...] holdout_every=0 ridges=[0.001]")
+        t.set_defaults(func=Handler("mask3d_vit.tasks.finetune:_probe_main", {"task": task}))
     p = subparsers.add_parser("eval", help="evaluate a fine-tuned run (mIoU table or depth metrics)",
                               description=doc, formatter_class=_RAW)
     p.add_argument("--ckpt", required=True, help="fine-tuning run directory or checkpoint file")

@@ -45,6 +45,7 @@ class RecipeKind:
 
 
 _FINETUNE = "mask3d_vit.tasks.finetune:FinetuneConfig"
+_PROBE = "mask3d_vit.tasks.finetune:ProbeConfig"
 _COMPARE = "mask3d_vit.tasks.compare:CompareConfig"
 # In `config list` order.
 KINDS = {kind.task: kind for kind in (
@@ -52,10 +53,8 @@ KINDS = {kind.task: kind for kind in (
     RecipeKind("seg", "mask3d-vit finetune seg --config {recipe}", _FINETUNE, ("task=seg",)),
     RecipeKind("depth", "mask3d-vit finetune depth --config {recipe}", _FINETUNE, ("task=depth",)),
     RecipeKind("det", "mask3d-vit finetune det --config {recipe}", "mask3d_vit.tasks.detection:DetectionConfig"),
-    RecipeKind("probe-seg", "mask3d-vit probe seg --config {recipe}", _FINETUNE,
-               ("task=seg", "model.freeze_backbone=true")),
-    RecipeKind("probe-depth", "mask3d-vit probe depth --config {recipe}", _FINETUNE,
-               ("task=depth", "model.freeze_backbone=true")),
+    RecipeKind("probe-seg", "mask3d-vit probe seg --config {recipe}", _PROBE, ("task=seg",)),
+    RecipeKind("probe-depth", "mask3d-vit probe depth --config {recipe}", _PROBE, ("task=depth",)),
     RecipeKind("demo", "mask3d-vit demo", _COMPARE),
     RecipeKind("transfer", "python benchmarks/transfer.py --config {recipe}", _COMPARE),
     RecipeKind("ablation", "python benchmarks/ablations.py --config {recipe}", _COMPARE),

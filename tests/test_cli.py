@@ -87,11 +87,11 @@ def test_a_recipe_of_another_command_says_which_command_to_run(argv, right, tmp_
 
 def test_every_packaged_recipe_names_the_command_that_runs_it():
     from mask3d_vit.tasks.detection import DetectionConfig
-    from mask3d_vit.tasks.finetune import FinetuneConfig
+    from mask3d_vit.tasks.finetune import FinetuneConfig, ProbeConfig
     from mask3d_vit.tasks.pretrain import PretrainConfig
 
     config_of = {"pretrain": PretrainConfig, "finetune seg": FinetuneConfig, "finetune depth": FinetuneConfig,
-                 "probe seg": FinetuneConfig, "probe depth": FinetuneConfig, "finetune det": DetectionConfig}
+                 "probe seg": ProbeConfig, "probe depth": ProbeConfig, "finetune det": DetectionConfig}
     trained = set()
     for recipe in sorted(RECIPES_DIR.glob("*.yaml")):
         command = recipe_command(recipe.stem)

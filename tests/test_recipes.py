@@ -16,7 +16,10 @@ def test_every_packaged_recipe_has_a_task_and_resolves(path):
     shown = yaml.safe_load(show_config(path.stem))
     if kind.task in ("seg", "depth", "probe-seg", "probe-depth"):
         assert shown["task"] == kind.task.removeprefix("probe-")
-        assert shown["model"]["freeze_backbone"] == kind.task.startswith("probe-")
+    if kind.task in ("seg", "depth"):
+        assert shown["model"]["freeze_backbone"] is False
+    if kind.task.startswith("probe-"):  # the closed-form probe: no training loop to configure
+        assert "train" not in shown and "ridges" in shown
 
 
 def test_config_list_groups_recipes_under_their_command(capsys):
@@ -47,9 +50,9 @@ def test_config_show_of_an_own_recipe_needs_a_task(tmp_path, capsys):
     recipe.write_text("train:\n  epochs: 3\n")
     with pytest.raises(ConfigError, match="cannot tell the task from the name 'mine'; pass --task"):
         show_config(str(recipe))
-    assert main(["config", "show", str(recipe), "--task", "probe-seg"]) == 0
+    assert main(["config", "show", str(recipe), "--task", "seg"]) == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
-    assert cfg["task"] == "seg" and cfg["model"]["freeze_backbone"] is True and cfg["train"]["epochs"] == 3
+    assert cfg["task"] == "seg" and cfg["model"]["freeze_backbone"] is False and cfg["train"]["epochs"] == 3
 
 
 def test_config_show_reports_bad_overrides_as_the_run_would(capsys):
