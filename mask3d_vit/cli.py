@@ -268,8 +268,20 @@ def _add_export(subparsers) -> None:
 
 
 def _add_config(subparsers) -> None:
-    # recipes imports only yaml and the config module: registering it costs no torch import.
-    importlib.import_module("mask3d_vit.recipes").add_parser(subparsers)
+    """``config list`` and ``config show RECIPE [overrides] [--task T]`` (see :mod:`mask3d_vit.recipes`)."""
+    from .recipes import KINDS  # yaml and the config module only: no torch
+
+    p = subparsers.add_parser("config", help="list the packaged recipes, or print a resolved config",
+                              description=module_doc("mask3d_vit.recipes"), formatter_class=_RAW)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser("list", help="the packaged recipes per task").set_defaults(
+        func=Handler("mask3d_vit.recipes:_list_main"))
+    show = actions.add_parser("show", help="the resolved config of a recipe with overrides, without running it")
+    show.add_argument("recipe", metavar="RECIPE", help="a packaged recipe name or a YAML path")
+    show.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=2")
+    show.add_argument("--task", choices=list(KINDS), default=None,
+                      help="what the recipe configures (default: read from a packaged recipe's name)")
+    show.set_defaults(func=Handler("mask3d_vit.recipes:_show_main"))
 
 
 # The order is the order of `mask3d-vit --help`.

@@ -134,17 +134,3 @@ def _list_main(args: argparse.Namespace) -> None:
 
 def _show_main(args: argparse.Namespace) -> None:
     print(show_config(args.recipe, args.overrides, args.task), end="")
-
-
-def add_parser(subparsers) -> None:
-    """Register ``config list`` and ``config show``."""
-    p = subparsers.add_parser("config", help="list the packaged recipes, or print a resolved config",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    actions.add_parser("list", help="the packaged recipes per task").set_defaults(func=_list_main)
-    show = actions.add_parser("show", help="the resolved config of a recipe with overrides, without running it")
-    show.add_argument("recipe", metavar="RECIPE", help="a packaged recipe name or a YAML path")
-    show.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.epochs=2")
-    show.add_argument("--task", choices=list(KINDS), default=None,
-                      help="what the recipe configures (default: read from a packaged recipe's name)")
-    show.set_defaults(func=_show_main)
