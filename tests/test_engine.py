@@ -1,6 +1,7 @@
 """The generic loop: schedule, parameter groups, checkpoints, exact resume, NaN guard, atomic writes."""
 import copy
 import pickle
+import time
 
 import pytest
 import torch
@@ -177,3 +178,27 @@ def test_worker_processes_produce_the_same_samples(tmp_path):
     assert len(batches[0]) == 5
     for a, b in zip(*batches):
         assert torch.equal(a, b)
+
+
+def test_img_per_s_counts_training_time_only(tmp_path, monkeypatch):
+    """Each step takes 1 s of a fake clock and each evaluation 50 s: every record reads batch_size img/s, also the
+    first one after an evaluation (the logger used to restart its timer there and read 2x too high here)."""
+    now = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+
+    class OneSecondModel(DetModel):
+        def forward(self, batch):
+            now[0] += 1.0
+            return super().forward(batch)
+
+    def slow_evaluator(model):
+        now[0] += 50.0
+        return {"score": 1.0}
+
+    torch.manual_seed(0)
+    Trainer(OneSecondModel(), ToyData(), train=TrainConfig(epochs=3, batch_size=4, precision="fp32", device="cpu",
+                                                           log_every=4, eval_every=1),
+            optim=OptimConfig(base_lr=0.05), run_dir=tmp_path, config={}, evaluator=slow_evaluator).fit()
+    rates = [r["img_per_s"] for r in read_metrics(tmp_path) if "img_per_s" in r]
+    assert len(rates) == 5  # steps 4, 8, 12, 16, 18; evaluations after steps 6, 12, 18
+    assert rates == [4.0] * 5

@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import distributed as D
 from .checkpoint import CheckpointError, list_checkpoints, load_latest, save_checkpoint
 from .data import ResumableSampler, SeededDataset, make_loader, seed_all
-from .logger import RunLogger
+from .logger import RunLogger, TrainClock
 from .optim import OptimConfig, build_optimizer, lr_at, set_lr
 
 log = logging.getLogger(__name__)
@@ -240,6 +240,7 @@ class Trainer:
         sums: dict[str, float] = {}
         count = images = 0
         ckpt_every = self.cfg.ckpt_every or self.steps_per_epoch
+        clock = TrainClock()
         self.model.train()
         try:
             while self.step < self.total_steps:
@@ -256,18 +257,21 @@ class Trainer:
                         count += 1
                     images += self.cfg.batch_size
                     if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:
-                        result.update(self._log(logger, sums, count, images))
+                        result.update(self._log(logger, sums, count, images, clock.elapsed()))
                         sums, count, images = {}, 0, 0
+                        clock.reset()
                     if fixed is not None and self.cfg.figure_every and self.step % self.cfg.figure_every == 0:
-                        self._figure(fixed)
+                        with clock.paused():
+                            self._figure(fixed)
                     if self.step % ckpt_every == 0 or self.step == self.total_steps:
                         self.save()
                 epoch_done = self.step // self.steps_per_epoch
                 last = self.step == self.total_steps
                 if self.evaluator and (last or (self.cfg.eval_every and epoch_done % self.cfg.eval_every == 0)):
-                    metrics = self._evaluate()
-                    result.update(metrics)
-                    logger.log(self.step, metrics)
+                    with clock.paused():
+                        metrics = self._evaluate()
+                        result.update(metrics)
+                        logger.log(self.step, metrics)
             if fixed is not None:
                 self._figure(fixed)
         finally:
@@ -321,7 +325,7 @@ class Trainer:
         if D.is_main():
             log.warning("%s: step skipped (%d so far)", msg, self.skipped)
 
-    def _log(self, logger: RunLogger, sums: dict, count: int, images: int) -> dict:
+    def _log(self, logger: RunLogger, sums: dict, count: int, images: int, seconds: float) -> dict:
         keys = sorted(sums)
         values = torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64, device=self.device)
         values = D.all_reduce_sum(values) if self.world > 1 else values
@@ -330,7 +334,7 @@ class Trainer:
         record["lr"] = self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0].get("lr_scale", 1.0)
         record["epoch"] = self.step / self.steps_per_epoch
         record["skipped_steps"] = self.skipped
-        logger.log(self.step, record, images=images)
+        logger.log(self.step, record, images=images, seconds=seconds)
         return record
 
     def _fixed_batch(self) -> dict:
