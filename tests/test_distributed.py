@@ -1,5 +1,6 @@
 """Two gloo processes on CPU train exactly like one process with the same global batch."""
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +15,22 @@ HERE = Path(__file__).parent
 
 def run(args, run_dir):
     env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, *args, str(HERE / "ddp_worker.py"), str(run_dir)], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # Its own session: on a timeout the torchrun workers are killed with it instead of living on, holding cores
+    # and sockets, until their 30-minute collective timeout.
+    proc = subprocess.Popen([sys.executable, *args, str(HERE / "ddp_worker.py"), str(run_dir)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        raise AssertionError(f"no result in 600 s:\n{out}") from None
+    assert proc.returncode == 0, out
 
 
 def test_two_gloo_processes_match_one(tmp_path):
     run([], tmp_path / "one")
+    # --standalone: the rendezvous binds a free port (localhost:0), so parallel test runs do not collide.
     run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], tmp_path / "two")
     one = [r["loss"] for r in read_metrics(tmp_path / "one") if "loss" in r]
     two = [r["loss"] for r in read_metrics(tmp_path / "two") if "loss" in r]
