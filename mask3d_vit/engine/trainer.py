@@ -115,7 +115,7 @@ class TrainingInterrupted(Exception):
 @contextlib.contextmanager
 def _stop_signals() -> Iterator[list[int]]:
     """Within the block, SIGTERM and SIGINT are recorded in the yielded list instead of killing the process; a
-    second one quits at once (KeyboardInterrupt). Outside the main thread signals cannot be caught: nothing is
+    second Ctrl-C quits at once (KeyboardInterrupt). Outside the main thread signals cannot be caught: nothing is
     installed."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
@@ -123,11 +123,14 @@ def _stop_signals() -> Iterator[list[int]]:
         return
 
     def handler(signum, frame):
-        if received:
+        # Only a repeated SIGINT quits: on Ctrl-C under torchrun a worker gets SIGINT from the terminal and SIGTERM
+        # from the agent, and must still save.
+        if signum == signal.SIGINT and signal.SIGINT in received:
             raise KeyboardInterrupt
+        if not received:
+            log.warning("%s received: stopping after this step and saving a checkpoint (Ctrl-C again to quit "
+                        "without saving)", signal.Signals(signum).name)
         received.append(signum)
-        log.warning("%s received: stopping after this step and saving a checkpoint (again to quit without "
-                    "saving)", signal.Signals(signum).name)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
