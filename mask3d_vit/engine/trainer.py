@@ -282,7 +282,10 @@ class Trainer:
         return bool(D.all_reduce_sum(flag).item() == self.world)
 
     def fit(self, resume: str | None = None) -> dict:
-        """Train to the configured number of epochs; returns the last logged losses and evaluation metrics."""
+        """Train for ``train.epochs`` (or ``train.max_steps``); returns the last logged losses and evaluation metrics.
+
+        Raises :class:`TrainingInterrupted` once SIGTERM or SIGINT made every rank stop and save a checkpoint.
+        """
         if resume:
             self.load(resume)
         logger = RunLogger(self.run_dir, total_steps=self.total_steps, start_step=self.step)
