@@ -206,6 +206,16 @@ def compare(args, device, precision: str) -> dict[str, dict]:
     return out
 
 
+def default_precisions(device: torch.device) -> tuple[str, ...]:
+    """fp32, plus bf16 where the device has it natively (what ``train.precision=auto`` would pick).
+
+    Args:
+        device: the device the benchmark runs on.
+    """
+    # Without native bf16 (e.g. an AVX2-only CPU) autocast emulates it ~15x slower than fp32: nobody trains that way.
+    return ("fp32", "bf16") if resolve_precision("auto", device) == "bf16" else ("fp32",)
+
+
 def _model_name(part: str) -> str:
     hits = [name for name in MODELS if part.strip() in name]
     if len(hits) != 1:
@@ -236,8 +246,7 @@ def main() -> None:
     if args.memory_of:
         return _memory_child(args)
     device = torch.device(args.device)
-    # Without native bf16 (e.g. an AVX2-only CPU) autocast emulates it ~15x slower than fp32: nobody trains that way.
-    native = ("fp32", "bf16") if resolve_precision("auto", device) == "bf16" else ("fp32",)
+    native = default_precisions(device)
     precisions = tuple(args.precisions.split(",")) if args.precisions else native
     peaks = {p: matmul_gflops(device, torch.float32 if p == "fp32" else torch.bfloat16) for p in precisions}
     chip = (torch.cuda.get_device_name(device) if device.type == "cuda"

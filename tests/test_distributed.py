@@ -1,27 +1,39 @@
-"""Two gloo processes on CPU train exactly like one process with the same global batch."""
+"""Two gloo processes on CPU train exactly like one process with the same global batch, and stop together."""
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
-from mask3d_vit.engine.checkpoint import load_latest
+from mask3d_vit.engine.checkpoint import list_checkpoints, load_latest
 from mask3d_vit.engine.logger import read_metrics
 
 HERE = Path(__file__).parent
+# --standalone: the rendezvous binds a free port (localhost:0), so parallel test runs do not collide.
+TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 
 
-def run(args, run_dir):
+def run(args, run_dir, *worker_args):
     env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, *args, str(HERE / "ddp_worker.py"), str(run_dir)], env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # Its own session: on a timeout the torchrun workers are killed with it instead of living on, holding cores
+    # and sockets, until their 30-minute collective timeout.
+    proc = subprocess.Popen([sys.executable, *args, str(HERE / "ddp_worker.py"), str(run_dir), *worker_args],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        raise AssertionError(f"no result in 600 s:\n{out}") from None
+    assert proc.returncode == 0, out
+    return out
 
 
 def test_two_gloo_processes_match_one(tmp_path):
     run([], tmp_path / "one")
-    run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"], tmp_path / "two")
+    run(TORCHRUN, tmp_path / "two")
     one = [r["loss"] for r in read_metrics(tmp_path / "one") if "loss" in r]
     two = [r["loss"] for r in read_metrics(tmp_path / "two") if "loss" in r]
     assert len(one) == len(two) == 12
@@ -30,3 +42,10 @@ def test_two_gloo_processes_match_one(tmp_path):
     a, b = load_latest(tmp_path / "one")[1]["model"], load_latest(tmp_path / "two")[1]["model"]
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6)
+
+
+def test_a_signal_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    out = run(TORCHRUN, tmp_path, "--sigterm-rank1")
+    assert "rank 0 stopped at step 3" in out and "rank 1 stopped at step 3" in out
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step_00000003.pt"]
+    assert load_latest(tmp_path)[1]["world_size"] == 2

@@ -1,6 +1,7 @@
 """The generic loop: schedule, parameter groups, checkpoints, exact resume, NaN guard, atomic writes."""
 import copy
 import pickle
+import time
 
 import pytest
 import torch
@@ -177,3 +178,44 @@ def test_worker_processes_produce_the_same_samples(tmp_path):
     assert len(batches[0]) == 5
     for a, b in zip(*batches):
         assert torch.equal(a, b)
+
+
+def test_img_per_s_counts_training_time_only(tmp_path, monkeypatch):
+    """Each step takes 1 s of a fake clock and each evaluation 50 s: every record reads batch_size img/s, also the
+    first one after an evaluation (the logger used to restart its timer there and read 2x too high here)."""
+    now = [0.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: now[0])
+
+    class OneSecondModel(DetModel):
+        def forward(self, batch):
+            now[0] += 1.0
+            return super().forward(batch)
+
+    def slow_evaluator(model):
+        now[0] += 50.0
+        return {"score": 1.0}
+
+    torch.manual_seed(0)
+    Trainer(OneSecondModel(), ToyData(), train=TrainConfig(epochs=3, batch_size=4, precision="fp32", device="cpu",
+                                                           log_every=4, eval_every=1),
+            optim=OptimConfig(base_lr=0.05), run_dir=tmp_path, config={}, evaluator=slow_evaluator).fit()
+    rates = [r["img_per_s"] for r in read_metrics(tmp_path) if "img_per_s" in r]
+    assert len(rates) == 5  # steps 4, 8, 12, 16, 18; evaluations after steps 6, 12, 18
+    assert rates == [4.0] * 5
+
+
+def test_max_steps_ends_the_run_and_its_schedule_early(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=8)  # 3 epochs would be 18 steps; 8 stops mid-epoch 2
+    trainer.fit()
+    assert trainer.step == 8 and load_latest(tmp_path)[1]["step"] == 8
+    lrs = {r["step"]: r["lr"] for r in read_metrics(tmp_path) if "lr" in r}
+    assert max(lrs) == 8
+    # The cosine decay ends at step 8, not 18: the last step's rate is the 8-step schedule's.
+    assert lrs[8] == pytest.approx(lr_at(7, peak=trainer.peak_lr, total=8, warmup=6, cfg=trainer.optim_cfg))
+
+
+def test_resume_auto_without_a_checkpoint_warns_that_the_run_is_new(tmp_path, caplog):
+    make_trainer(tmp_path / "typo", epochs=1).fit(resume="auto")
+    warning = [m for r in caplog.records if r.levelname == "WARNING" and "--resume auto" in (m := r.getMessage())]
+    assert len(warning) == 1
+    assert str((tmp_path / "typo" / "checkpoints").resolve()) in warning[0] and "NEW run from step 0" in warning[0]

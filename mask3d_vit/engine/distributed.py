@@ -6,6 +6,7 @@ Launch one process per device with ``torchrun --nproc_per_node N -m mask3d_vit p
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 
 import torch
@@ -51,7 +52,11 @@ def init_distributed(device: str = "auto") -> torch.device:
 
 
 def cleanup() -> None:
+    """Leave the process group; call it once training is over, after the Trainer (and its DDP wrapper) is gone."""
     if is_dist():
+        # A DDP reducer caught in a reference cycle keeps gloo work that holds tensors; freed at interpreter exit
+        # instead of now, it can abort the process ("terminate called without an active exception").
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
+import signal
+import sys
 from pathlib import Path
 from typing import Callable
 
 from ..config import load_config, load_yaml, resolve_recipe, save_config
 from . import distributed as D
-from .checkpoint import list_checkpoints
+from .checkpoint import CKPT_DIR, list_checkpoints
+from .trainer import TrainingInterrupted
 
 CONFIG_FILE = "config.yaml"
 
@@ -50,8 +54,29 @@ def run_command(args: argparse.Namespace, config_cls, run: Callable[..., dict],
     """The body of every training command: set up the run, ``run(cfg, run_dir, resume=...)``, print a summary of
     the returned metrics (the keys ``shown`` accepts) on rank 0, and leave the process group."""
     cfg, run_dir = setup_run(args, config_cls)
-    result = run(cfg, run_dir, resume=args.resume)
+    try:
+        result = run(cfg, run_dir, resume=args.resume)
+    except TrainingInterrupted as stop:
+        if D.is_main():
+            print(f"stopped by {signal.Signals(stop.signum).name} at step {stop.step}; checkpoint saved in "
+                  f"{run_dir / CKPT_DIR}. Resume with:\n  {resume_command(args.command, run_dir)}", flush=True)
+        D.cleanup()
+        sys.exit(128 + stop.signum)  # the shell convention for "killed by this signal"
     if D.is_main():
         summary = ", ".join(f"{k}={v:.4g}" for k, v in sorted(result.items()) if shown(k))
         print(f"done: {run_dir} ({summary})", flush=True)
     D.cleanup()
+
+
+def resume_command(command: str, run_dir: Path) -> str:
+    """The command line that continues the run in ``run_dir`` (its config.yaml holds every setting).
+
+    Args:
+        command: the training subcommand (pretrain, finetune...).
+        run_dir: the run directory.
+    """
+    args = [command, "--out", str(run_dir), "--resume", "auto"]
+    if D.get_world_size() > 1:
+        return shlex.join(["torchrun", "--nproc_per_node", str(D.get_world_size()), "-m", "mask3d_vit", *args]) \
+            + "   (plus your other torchrun options)"
+    return shlex.join(["mask3d-vit", *args])

@@ -1,10 +1,12 @@
 """Run logging on rank 0: JSON-lines metrics, TensorBoard scalars, and a progress display with img/s and ETA."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 from ..io import write_text
 from .distributed import is_main
@@ -46,15 +48,14 @@ class RunLogger:
             from tqdm import tqdm
             self.bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
 
-    def log(self, step: int, values: dict[str, float], *, images: int = 0) -> None:
-        """Record ``values`` at ``step``; ``images`` processed since the previous call gives img/s."""
+    def log(self, step: int, values: dict[str, float], *, images: int = 0, seconds: float = 0.0) -> None:
+        """Record ``values`` at ``step``; ``images`` trained in ``seconds`` (of training time) give img/s."""
         if not self.enabled:
             return
         now = time.time()
         record = {"step": step, **{k: float(v) for k, v in values.items()}, "time": round(now - self.t0, 3)}
         if images:
-            record["img_per_s"] = images / max(now - getattr(self, "_last", self.t0), 1e-9)
-        self._last = now
+            record["img_per_s"] = images / max(seconds, 1e-9)
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         for k, v in record.items():
@@ -85,6 +86,28 @@ class RunLogger:
             self.bar.close()
         if self.tb is not None:
             self.tb.close()
+
+
+class TrainClock:
+    """Training seconds since the last :meth:`reset`; time spent in :meth:`paused` blocks is left out, so img/s
+    counts the training steps only, not the evaluations and figures between them."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.start += time.perf_counter() - t
 
 
 def _fmt(seconds: float) -> str:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -20,9 +22,9 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed as D
-from .checkpoint import CheckpointError, list_checkpoints, load_latest, save_checkpoint
+from .checkpoint import CKPT_DIR, CheckpointError, list_checkpoints, load_latest, save_checkpoint
 from .data import ResumableSampler, SeededDataset, make_loader, seed_all
-from .logger import RunLogger
+from .logger import RunLogger, TrainClock
 from .optim import OptimConfig, build_optimizer, lr_at, set_lr
 
 log = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """How to train (the loop's knobs, shared by every task)."""
     epochs: int = 10
+    max_steps: int = 0                # > 0: stop after this many optimizer steps (the lr schedule ends there too)
     batch_size: int = 32              # global: summed over processes and accumulation steps
     accum_steps: int = 1
     precision: str = "auto"           # auto (bf16 where the hardware has it, else fp32) | bf16 | fp16 (CUDA) | fp32
@@ -96,6 +99,47 @@ class NonFiniteLossError(FloatingPointError):
     """Raised under ``nan_policy=stop``; the last good checkpoint is untouched."""
 
 
+class TrainingInterrupted(Exception):
+    """SIGTERM or SIGINT stopped training at a step boundary, after every rank agreed and a checkpoint was saved.
+
+    Args:
+        signum: the signal this process received (SIGTERM where only another rank got one).
+        step: the optimizer step the checkpoint holds.
+    """
+
+    def __init__(self, signum: int, step: int):
+        super().__init__(f"{signal.Signals(signum).name} at step {step}: checkpoint saved")
+        self.signum, self.step = signum, step
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[list[int]]:
+    """Within the block, SIGTERM and SIGINT are recorded in the yielded list instead of killing the process; a
+    second Ctrl-C quits at once (KeyboardInterrupt). Outside the main thread signals cannot be caught: nothing is
+    installed."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum, frame):
+        # Only a repeated SIGINT quits: on Ctrl-C under torchrun a worker gets SIGINT from the terminal and SIGTERM
+        # from the agent, and must still save.
+        if signum == signal.SIGINT and signal.SIGINT in received:
+            raise KeyboardInterrupt
+        if not received:
+            log.warning("%s received: stopping after this step and saving a checkpoint (Ctrl-C again to quit "
+                        "without saving)", signal.Signals(signum).name)
+        received.append(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
 class Trainer:
     """Trains ``model`` on ``train_set``.
 
@@ -137,7 +181,12 @@ class Trainer:
         if self.steps_per_epoch < 1:
             raise ValueError(f"the training set has {len(train_set)} samples, fewer than one global batch of "
                              f"{train.batch_size}; lower train.batch_size or add data")
+        if train.max_steps < 0:
+            raise ValueError(f"train.max_steps={train.max_steps}: use a positive number of steps, or 0 for all of "
+                             f"train.epochs")
         self.total_steps = train.epochs * self.steps_per_epoch
+        if train.max_steps:
+            self.total_steps = min(self.total_steps, train.max_steps)
 
         # Training-time randomness (masks, dropout): reproducible, and different on every rank.
         seed_all(train.seed + self.rank)
@@ -160,7 +209,7 @@ class Trainer:
         if train.compile:
             self.forward = torch.compile(self.forward)
         self.peak_lr = optim.base_lr * train.batch_size / 256
-        self.warmup = round(optim.warmup_epochs * self.steps_per_epoch)
+        self.warmup = min(round(optim.warmup_epochs * self.steps_per_epoch), self.total_steps)
         self.step, self.skipped = 0, 0
 
     # -- checkpoints -------------------------------------------------------------------------------------------
@@ -187,7 +236,12 @@ class Trainer:
         """``resume``: "auto" (newest loadable checkpoint of this run dir, or a fresh start if none) or a path."""
         if resume == "auto":
             if not list_checkpoints(self.run_dir):
-                log.info("--resume auto: no checkpoint in %s, starting fresh", self.run_dir)
+                # Right on a SLURM job's first start (every submission passes --resume auto), and a whole run
+                # lost to a mistyped --out otherwise: say it where it cannot be missed.
+                if D.is_main():
+                    log.warning("--resume auto: no checkpoint in %s, so this is a NEW run from step 0 of %d. If you "
+                                "meant to continue a run, stop and check --out.",
+                                (self.run_dir / CKPT_DIR).resolve(), self.total_steps)
                 return
             path, state = load_latest(self.run_dir)
         else:
@@ -198,7 +252,7 @@ class Trainer:
         self.step, self.skipped = int(state["step"]), int(state.get("skipped_steps", 0))
         if self.step > self.total_steps:
             raise CheckpointError(f"{path}: step {self.step} is past this run's {self.total_steps} steps "
-                                  f"(train.epochs or batch_size changed?)")
+                                  f"(train.epochs, max_steps or batch_size changed?)")
         if len(state["rng"]) == self.world:
             _set_rng_state(state["rng"][self.rank])
         else:
@@ -228,7 +282,10 @@ class Trainer:
         return bool(D.all_reduce_sum(flag).item() == self.world)
 
     def fit(self, resume: str | None = None) -> dict:
-        """Train to the configured number of epochs; returns the last logged losses and evaluation metrics."""
+        """Train for ``train.epochs`` (or ``train.max_steps``); returns the last logged losses and evaluation metrics.
+
+        Raises :class:`TrainingInterrupted` once SIGTERM or SIGINT made every rank stop and save a checkpoint.
+        """
         if resume:
             self.load(resume)
         logger = RunLogger(self.run_dir, total_steps=self.total_steps, start_step=self.step)
@@ -240,14 +297,17 @@ class Trainer:
         sums: dict[str, float] = {}
         count = images = 0
         ckpt_every = self.cfg.ckpt_every or self.steps_per_epoch
+        clock = TrainClock()
         self.model.train()
-        try:
+        with contextlib.ExitStack() as stack:
+            stack.callback(logger.close)
+            received = stack.enter_context(_stop_signals())
             while self.step < self.total_steps:
                 epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
                 self.dataset.epoch = epoch
                 self.sampler.set_epoch(epoch, start=in_epoch * self.cfg.accum_steps * self.micro_batch)
                 batches = iter(loader)
-                for _ in range(in_epoch, self.steps_per_epoch):
+                for _ in range(in_epoch, min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)):
                     losses = self._train_step(batches)
                     self.step += 1
                     if losses is not None:
@@ -256,22 +316,28 @@ class Trainer:
                         count += 1
                     images += self.cfg.batch_size
                     if self.step % self.cfg.log_every == 0 or self.step == self.total_steps:
-                        result.update(self._log(logger, sums, count, images))
+                        result.update(self._log(logger, sums, count, images, clock.elapsed()))
                         sums, count, images = {}, 0, 0
+                        clock.reset()
                     if fixed is not None and self.cfg.figure_every and self.step % self.cfg.figure_every == 0:
-                        self._figure(fixed, logger)
-                    if self.step % ckpt_every == 0 or self.step == self.total_steps:
+                        with clock.paused():
+                            self._figure(fixed, logger)
+                    saved = self.step % ckpt_every == 0 or self.step == self.total_steps
+                    if saved:
                         self.save()
+                    if self._stop_requested(received):
+                        if not saved:
+                            self.save()
+                        raise TrainingInterrupted(received[0] if received else signal.SIGTERM, self.step)
                 epoch_done = self.step // self.steps_per_epoch
                 last = self.step == self.total_steps
                 if self.evaluator and (last or (self.cfg.eval_every and epoch_done % self.cfg.eval_every == 0)):
-                    metrics = self._evaluate()
-                    result.update(metrics)
-                    logger.log(self.step, metrics)
+                    with clock.paused():
+                        metrics = self._evaluate()
+                        result.update(metrics)
+                        logger.log(self.step, metrics)
             if fixed is not None:
                 self._figure(fixed, logger)
-        finally:
-            logger.close()
         result["skipped_steps"] = self.skipped
         return result
 
@@ -312,6 +378,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return logged if ok else None
 
+    def _stop_requested(self, received: list[int]) -> bool:
+        # Every rank must stop at the same step: the checkpoint is a collective, and a rank that went on alone
+        # would wait forever in its next all-reduce.
+        flag = torch.tensor([float(bool(received))], device=self.device)
+        return bool(D.all_reduce_sum(flag).item() > 0)
+
     def _non_finite(self, batch, what: str) -> None:
         ids = batch.get("frame_id") if isinstance(batch, dict) else None
         msg = f"non-finite {what} at step {self.step + 1}" + (f" (frames: {list(ids)})" if ids is not None else "")
@@ -321,7 +393,7 @@ class Trainer:
         if D.is_main():
             log.warning("%s: step skipped (%d so far)", msg, self.skipped)
 
-    def _log(self, logger: RunLogger, sums: dict, count: int, images: int) -> dict:
+    def _log(self, logger: RunLogger, sums: dict, count: int, images: int, seconds: float) -> dict:
         keys = sorted(sums)
         values = torch.tensor([sums[k] for k in keys] + [count], dtype=torch.float64, device=self.device)
         values = D.all_reduce_sum(values) if self.world > 1 else values
@@ -330,7 +402,7 @@ class Trainer:
         record["lr"] = self.optimizer.param_groups[0]["lr"] / self.optimizer.param_groups[0].get("lr_scale", 1.0)
         record["epoch"] = self.step / self.steps_per_epoch
         record["skipped_steps"] = self.skipped
-        logger.log(self.step, record, images=images)
+        logger.log(self.step, record, images=images, seconds=seconds)
         return record
 
     def _fixed_batch(self) -> dict:

@@ -390,7 +390,10 @@ class Mask3D(nn.Module):
         h, w = rgb.shape[-2] // self.patch_size, rgb.shape[-1] // self.patch_size
         pos = resample_abs_pos_embed(enc.pos_embed, new_size=(h, w), old_size=enc.patch_embed.grid_size,
                                      num_prefix_tokens=1)
-        x = embed_visible(enc.patch_embed, normalize_rgb(rgb), keep) + pos[0, 1:][keep]
+        # gather, not pos[0, 1:][keep]: that indexing's backward accumulates the batch's repeated indices in a
+        # thread-dependent order on CPU, so two identical runs drifted apart in the last bits of pos_embed.
+        pos_visible = take_tokens(pos[:, 1:].expand(b, -1, -1), keep)
+        x = embed_visible(enc.patch_embed, normalize_rgb(rgb), keep) + pos_visible
         cls = (enc.cls_token + pos[:, :1]).expand(b, -1, -1)
         x = enc.norm_pre(enc.pos_drop(torch.cat([cls, x], dim=1)))
         return enc.norm(self._run_blocks(enc.blocks, x))

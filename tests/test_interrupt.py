@@ -1,0 +1,66 @@
+"""SIGTERM (a cluster's preemption notice) and SIGINT (Ctrl-C) stop a run at a step boundary with a checkpoint and
+the command that resumes it; resumed, the run ends bitwise identical to one that never stopped."""
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from mask3d_vit.engine.checkpoint import list_checkpoints, load_latest
+from mask3d_vit.engine.logger import read_metrics
+
+from test_resume_kill import ARGS
+
+# No periodic checkpoints: the only one before the end is the one the signal asks for.
+NO_CKPT = ["train.ckpt_every=1000"]
+
+
+def pretrain(*args, **popen_kw):
+    cmd = [sys.executable, "-m", "mask3d_vit", *args]
+    return subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **popen_kw)
+
+
+def finish(proc):
+    out, _ = proc.communicate(timeout=600)
+    return proc.returncode, out
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    """The final checkpoint of the run without interruption."""
+    run_dir = tmp_path_factory.mktemp("straight")
+    rc, out = finish(pretrain("pretrain", "--out", str(run_dir), *ARGS, *NO_CKPT))
+    assert rc == 0, out
+    return load_latest(run_dir)[1]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, straight, signum):
+    victim = pretrain("pretrain", "--out", str(tmp_path / "stopped"), *ARGS, *NO_CKPT)
+    deadline = time.time() + 300
+    while not read_metrics(tmp_path / "stopped"):  # a logged step: training is under way
+        assert victim.poll() is None, victim.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.01)
+    victim.send_signal(signum)
+    rc, out = finish(victim)
+    assert rc == 128 + signum, out
+    saved = list_checkpoints(tmp_path / "stopped")
+    assert len(saved) == 1, out
+    step = load_latest(saved[0])[1]["step"]
+    assert 0 < step < 32, "the run finished before the signal; nothing was tested"
+    assert f"stopped by {signal.Signals(signum).name} at step {step}" in out
+    command = shlex.split(out.split("Resume with:")[1].strip().splitlines()[0])
+    assert command[:2] == ["mask3d-vit", "pretrain"]
+    rc, out = finish(pretrain(*command[1:]))  # the printed command, run as python -m mask3d_vit
+    assert rc == 0, out
+    assert f"at step {step}" in out
+    a, b = straight, load_latest(tmp_path / "stopped")[1]
+    assert a["step"] == b["step"] == 32
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
