@@ -123,7 +123,24 @@ def test_rgb_and_depth_masks_are_independent():
     out = run(micro(), make_batch(b=4))
     assert out["rgb_mask"].shape == out["depth_mask"].shape == (4, 6)
     assert (out["rgb_mask"].sum(1) == 4).all() and (out["depth_mask"].sum(1) == 4).all()  # round(6 * 0.25) = 2 kept
-    assert not torch.equal(out["rgb_mask"], out["depth_mask"])
+    # Independence, statistically: over many frames each pair (visible colour set, visible depth set) of the 15 x 15
+    # possible is about equally frequent. A depth mask derived from the colour one (equal, shifted, complemented)
+    # concentrates the table on 15 cells.
+    frames = 3000
+    with torch.no_grad():
+        out = run(micro().eval(), make_batch(b=frames))
+    codes = torch.tensor([1, 2, 4, 8, 16, 32])
+    rgb_set, depth_set = (~out["rgb_mask"]).long() @ codes, (~out["depth_mask"]).long() @ codes
+    counts = torch.zeros(64, 64)
+    counts.index_put_((rgb_set, depth_set), torch.ones(frames), accumulate=True)
+    expected = counts.sum(1, keepdim=True) * counts.sum(0, keepdim=True) / frames
+    seen = expected > 0
+    chi2 = ((counts - expected)[seen] ** 2 / expected[seen]).sum().item()
+    # 14 x 14 = 196 degrees of freedom: mean 196, sd 20. A derived mask gives about 14 x 3000 = 42000.
+    assert int((counts > 0).sum()) == 225 and chi2 < 350, chi2
+    # Visible patches shared by both masks: hypergeometric mean 2 * 2 / 6 (a shift by one patch gives 2 * 1 / 5).
+    shared = ((~out["rgb_mask"]) & (~out["depth_mask"])).sum(1).float().mean().item()
+    assert shared == pytest.approx(2 / 3, abs=0.06)
 
 
 # ---------------------------------------------------------------------------------------------------- model
@@ -424,14 +441,20 @@ def test_grad_checkpointing_gives_the_same_loss_and_gradients():
     torch.manual_seed(0)
     model = micro()
     batch = make_batch(2, 32, 48)
-    grads = []
+    grads, saved = [], []
     for enable in (False, True):
         model.set_grad_checkpointing(enable)
         torch.manual_seed(1)
         model.zero_grad()
-        out = model(batch)
+        stored = []  # bytes of every tensor autograd keeps for backward
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: stored.append(t.nbytes) or t, lambda t: t):
+            out = model(batch)
+        saved.append(sum(stored))
         out["loss"].backward()
         grads.append((out["loss"].detach(), [p.grad.clone() for p in model.parameters()]))
+    # Checkpointing ran: the blocks' activations are recomputed in backward instead of kept (micro model: ~3.4x less).
+    assert saved[1] < 0.5 * saved[0], saved
     torch.testing.assert_close(grads[1][0], grads[0][0])
+    assert len(grads[0][1]) == len(grads[1][1]) == len(list(model.parameters()))
     for a, b in zip(grads[0][1], grads[1][1]):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
