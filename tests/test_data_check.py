@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import require_extra
 from mask3d_vit.data.build import SourceConfig
 from mask3d_vit.data.check import check_source, detect_format
 from mask3d_vit.data.classes import NYU13
@@ -71,7 +72,7 @@ def test_detect_format(tmp_path):
 
 
 def test_convert_nyuv2_mat_to_frames_resumes(tmp_path):
-    pytest.importorskip("h5py")
+    require_extra("h5py")
     from test_formats_nyuv2 import write_labeled_mat
 
     mat = tmp_path / "labeled.mat"
