@@ -1,5 +1,6 @@
 """Checkpoint files on their own (no training loop): names, order, retention, safe loading, fallback past bad files."""
 import logging
+import pickle
 
 import pytest
 import torch
@@ -48,8 +49,16 @@ def test_load_checkpoint_errors_name_the_file(tmp_path):
     cut(save(tmp_path, 7))
     (tmp_path / "zeros.pt").write_bytes(bytes(4096))  # what a power loss can leave
     for path in (checkpoint_path(tmp_path, 7), tmp_path / "zeros.pt"):
-        with pytest.raises(CheckpointError, match=rf"{path.name}: truncated or corrupt file"):
+        with pytest.raises(CheckpointError, match=rf"{path.name}: truncated or corrupt file \(RuntimeError: "):
             load_checkpoint(path)
+
+
+def test_file_needing_unpickling_is_refused_with_the_detail(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "payload": pickle.PickleError("x")}, path)
+    with pytest.raises(CheckpointError, match=r"evil\.pt: refused: .*Detail: Weights only load failed") as info:
+        load_checkpoint(path)
+    assert len(str(info.value).split("Detail: ")[1]) == 300, "the detail is cut at 300 characters"
 
 
 def test_load_latest_falls_back_past_bad_files(tmp_path, caplog):
@@ -62,7 +71,8 @@ def test_load_latest_falls_back_past_bad_files(tmp_path, caplog):
         path, state = load_latest(tmp_path)
     assert path == checkpoint_path(tmp_path, 2) and state["step"] == 2
     assert torch.equal(state["model"]["w"], torch.full((2,), 2.0))
-    assert "skipping unusable checkpoint" in caplog.text and "step_00000003.pt" in caplog.text
+    assert [m.split(": ")[0] for m in caplog.messages] == ["skipping unusable checkpoint"]
+    assert "step_00000003.pt" in caplog.messages[0]
     assert latest_checkpoint(tmp_path) == path
     # A file is loaded as itself, even an older one.
     assert load_latest(checkpoint_path(tmp_path, 1))[1]["step"] == 1

@@ -38,9 +38,15 @@ TARGETS = {
                    ["*.x_hflip__*", "*.x_center_box__*", "*ǁCenterResizedCropǁ__call__*", "*.x_eval_transform__*",
                     "*.x_resize_depth__*"],
                    ["tests/test_transforms.py"]),
-    # Not the two-process reduction test: a subprocess does not report which code it ran.
-    "metrics-seg": ("mask3d_vit/eval/segmentation.py", None, ["tests/test_metrics.py", "-k", "not two_processes"]),
-    "metrics-depth": ("mask3d_vit/eval/depth.py", None, ["tests/test_metrics.py", "-k", "not two_processes"]),
+    # The numbers, not the report tables; not the two-process test (a subprocess does not report the code it ran).
+    "metrics-seg": ("mask3d_vit/eval/segmentation.py",
+                    ["*.x_confusion_matrix__*", "*.x_segmentation_metrics__*", "*ǁSegmentationMeterǁupdate__*",
+                     "*ǁSegmentationMeterǁcompute__*"],
+                    ["tests/test_metrics.py", "-k", "not two_processes"]),
+    "metrics-depth": ("mask3d_vit/eval/depth.py",
+                      ["*.x_depth_errors__*", "*.x_median_scale__*", "*ǁDepthMeterǁupdate__*",
+                       "*ǁDepthMeterǁcompute__*"],
+                      ["tests/test_metrics.py", "-k", "not two_processes"]),
     # Accumulation and resume: the optimizer step, restoring a checkpoint and the RNG streams.
     "trainer": ("mask3d_vit/engine/trainer.py",
                 ["*ǁTrainerǁ_train_step__*", "*ǁTrainerǁload__*", "*.x__rng_state__*", "*.x__set_rng_state__*",
@@ -63,7 +69,8 @@ TARGETS = {
                    "mae_rgb_loss_uses_hidden_patches_and_normalised_pixels", "rgb_plus_depth_loss_is_weighted_sum",
                    "bad_inputs_raise_clear_errors")]),
 }
-SCOPES = {"transforms": "geometry", "trainer": "accumulation and resume", "mask3d": "masking and losses"}
+SCOPES = {"transforms": "geometry", "metrics-seg": "the metrics", "metrics-depth": "the metrics",
+          "trainer": "accumulation and resume", "mask3d": "masking and losses"}
 COUNTED = ("killed", "survived", "timeout", "suspicious", "no tests", "segfault")
 
 
