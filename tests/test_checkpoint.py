@@ -29,11 +29,14 @@ def test_names_order_and_strangers(tmp_path):
         "step_00000100.pt", "step_00000010.pt", "step_00000009.pt", "step_00000002.pt"]
 
 
-def test_retention_keeps_the_newest_k_and_zero_keeps_all(tmp_path):
+def test_retention_keeps_the_newest_k_three_by_default_and_zero_keeps_all(tmp_path):
     for step in range(1, 5):
         assert save(tmp_path / "all", step, keep=0) == checkpoint_path(tmp_path / "all", step)
         save(tmp_path / "one", step, keep=1)
     assert len(list_checkpoints(tmp_path / "all")) == 4
+    for step in range(1, 6):
+        save_checkpoint({"model": {}, "step": step}, tmp_path / "default", step)
+    assert len(list_checkpoints(tmp_path / "default")) == 3, "three kept unless told otherwise"
     assert [p.name for p in list_checkpoints(tmp_path / "one")] == ["step_00000004.pt"]
     assert load_checkpoint(checkpoint_path(tmp_path / "one", 4))["step"] == 4
     assert not list((tmp_path / "one" / "checkpoints").glob("*.tmp*")), "no temporary file left behind"

@@ -47,14 +47,15 @@ TARGETS = {
                       ["*.x_depth_errors__*", "*.x_median_scale__*", "*ǁDepthMeterǁupdate__*",
                        "*ǁDepthMeterǁcompute__*"],
                       ["tests/test_metrics.py", "-k", "not two_processes"]),
-    # Accumulation and resume: the optimizer step, restoring a checkpoint and the RNG streams.
-    "trainer": ("mask3d_vit/engine/trainer.py",
-                ["*ǁTrainerǁ_train_step__*", "*ǁTrainerǁload__*", "*.x__rng_state__*", "*.x__set_rng_state__*",
-                 "*.x__as_tuple__*"],
-                [ENGINE + "accumulation_matches_big_batch", ENGINE + "resume_mid_run_is_bitwise_exact",
-                 ENGINE + "optimizer_is_fused_and_resumes_a_for_loop_state",
-                 ENGINE + "nan_loss_steps_are_skipped_and_never_saved",
+    # Accumulation: the optimizer step over micro-batches, with its NaN guard.
+    "trainer": ("mask3d_vit/engine/trainer.py", ["*ǁTrainerǁ_train_step__*"],
+                [ENGINE + "accumulation_matches_big_batch", ENGINE + "nan_loss_steps_are_skipped_and_never_saved",
                  ENGINE + "nan_policy_stop_raises_with_frame_ids"]),
+    # Resume: restoring a checkpoint and the RNG streams (each mutant runs the 20-second resume test).
+    "trainer-resume": ("mask3d_vit/engine/trainer.py",
+                       ["*ǁTrainerǁload__*", "*.x__rng_state__*", "*.x__set_rng_state__*", "*.x__as_tuple__*"],
+                       [ENGINE + "resume_mid_run_is_bitwise_exact",
+                        ENGINE + "optimizer_is_fused_and_resumes_a_for_loop_state"]),
     # Masking and the losses, through the model's public behaviour.
     "mask3d": ("mask3d_vit/models/mask3d.py",
                ["*.x_random_masking__*", "*.x_patchify__*", "*.x_unpatchify__*", "*.x_take_tokens__*",
@@ -70,7 +71,7 @@ TARGETS = {
                    "bad_inputs_raise_clear_errors")]),
 }
 SCOPES = {"transforms": "geometry", "metrics-seg": "the metrics", "metrics-depth": "the metrics",
-          "trainer": "accumulation and resume", "mask3d": "masking and losses"}
+          "trainer": "accumulation", "trainer-resume": "resume", "mask3d": "masking and losses"}
 COUNTED = ("killed", "survived", "timeout", "suspicious", "no tests", "segfault")
 
 
