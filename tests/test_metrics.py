@@ -158,3 +158,11 @@ def test_reduction_across_two_processes_matches_one():
     assert depth["images"] == 2
     assert depth["abs_rel"] == pytest.approx((0.1 + 0.3) / 2)
     assert depth["delta1"] == pytest.approx(50.0)
+
+
+def test_single_labelled_pixel_and_the_id_range_an_error_reports():
+    # One labelled pixel of class 1, predicted right: IoU, accuracy and pixel accuracy 100 %; class 2 undefined.
+    m = segmentation_metrics(confusion_matrix(torch.tensor([1, 2]), torch.tensor([1, 0]), 2))
+    assert m["iou"][0] == m["acc"][0] == m["pixel_acc"] == 100.0 and math.isnan(m["iou"][1])
+    with pytest.raises(ValueError, match=r"prediction ids must lie in 1\.\.3 on labelled pixels; found 0\.\.2 \("):
+        confusion_matrix(torch.tensor([0, 2]), torch.tensor([1, 1]), 3)
