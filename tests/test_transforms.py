@@ -96,6 +96,8 @@ def test_eval_transform_is_deterministic_centre_crop():
     sample = square_sample()
     assert center_box(48, 64, (32, 32)) == (0, 8, 48, 48)
     assert center_box(48, 64, (16, 32)) == (8, 0, 32, 64)
+    assert center_box(48, 64, (24, 16)) == (0, 16, 48, 32)  # a portrait output from a landscape frame
+    assert center_box(48, 64, (1, 100)) == (23, 0, 1, 64) and center_box(48, 64, (100, 1)) == (0, 31, 48, 1)
     transform = eval_transform((24, 24))
     outputs = []
     for seed in (0, 1):  # a random crop or flip would differ between two global RNG states
