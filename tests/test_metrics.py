@@ -190,3 +190,20 @@ def test_depth_meter_averages_images_over_batches_and_keeps_both_range_ends():
     assert out.keys() == keys and out["images"] == 3
     assert out["abs_rel"] == pytest.approx((0.25 + 0.5 / 3 + 2.4 / 3) / 3)
     assert out["abs_rel_med"] == pytest.approx((0.5 + (1 + 1 / 9) / 3 + 0.5 / 3) / 3)
+
+
+def test_depth_thresholds_are_strict_powers_of_1_25_and_errors_are_per_image():
+    gt = torch.ones(4, 1, 1, 2)
+    # Ratios 1.25 (not < 1.25: outside delta1), 1.7 (< 1.25^3 = 1.95 only), 2.0 (outside all three), 1.5 (< 1.5625).
+    pred = torch.tensor([1.25, 1.7, 2.0, 1.5]).view(4, 1, 1, 1).expand(4, 1, 1, 2)
+    mask = torch.ones_like(gt, dtype=torch.bool)
+    mask[3, ..., 1] = False  # per-image pixel counts differ
+    deltas = depth_errors(pred, gt, mask)[:, 3:].tolist()
+    assert deltas == [[0.0, 100.0, 100.0], [0.0, 0.0, 100.0], [0.0, 0.0, 0.0], [0.0, 100.0, 100.0]]
+    with pytest.raises(ValueError, match=r"shapes differ: pred \(1, 2\), gt \(1, 3\), mask \(1, 2\)"):
+        depth_errors(torch.ones(1, 2), torch.ones(1, 3), torch.ones(1, 2, dtype=torch.bool))
+    # An image without a scored pixel keeps its prediction.
+    pred = torch.tensor([[[[2.0, 4.0]]], [[[3.0, 5.0]]]])
+    gt = torch.tensor([[[[1.0, 2.0]]], [[[1.0, 1.0]]]])
+    mask = torch.tensor([[[[True, True]]], [[[False, False]]]])
+    torch.testing.assert_close(median_scale(pred, gt, mask), torch.tensor([[[[1.0, 2.0]]], [[[3.0, 5.0]]]]))

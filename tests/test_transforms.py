@@ -38,6 +38,11 @@ def test_resize_depth_never_fills_holes_with_fake_depth():
     assert torch.allclose(inner, torch.full_like(inner, 3.0), atol=1e-4), "holes must not pull depth towards 0"
 
 
+def test_resize_depth_keeps_depth_under_exactly_half_valid_weight():
+    depth = torch.tensor([[[0.0, 2.0], [0.0, 4.0]]])  # each output pixel averages one hole and one reading
+    assert resize_depth(depth, (2, 1)).tolist() == [[[2.0], [4.0]]]
+
+
 def test_resize_depth_keeps_valid_depth_next_to_holes():
     depth = torch.full((1, 16, 16), 1.5)
     depth[:, ::4, ::4] = 0.0  # sparse holes: 1/16 of the pixels
