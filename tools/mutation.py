@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+from fnmatch import fnmatch
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +101,7 @@ def prepare(name: str, module: str, tests: list[str]) -> Path:
 
 
 def run_target(name: str, python: str) -> dict:
+    """Run mutmut on one target with ``python``; returns its counts by status and the names not killed."""
     module, globs, tests = TARGETS[name]
     work = prepare(name, module, tests)
     # The scratch copy must be the code under test: no other checkout on the path.
@@ -110,7 +112,6 @@ def run_target(name: str, python: str) -> dict:
                              capture_output=True, text=True).stdout
     status = dict(re.findall(r"^\s+(\S+): (.+)$", listing, flags=re.M))
     if globs:
-        from fnmatch import fnmatch
         status = {k: v for k, v in status.items() if any(fnmatch(k, g) for g in globs)}
     counts = {s: sum(v == s for v in status.values()) for s in COUNTED}
     return {"name": name, "module": module, "tests": tests, "globs": globs, "counts": counts,
