@@ -108,3 +108,13 @@ def test_clipping_bounds_the_first_moment_and_zero_disables_it(tmp_path):
         assert grad_norm > 0.01
         expected = 0.1 * (clip or grad_norm)  # beta1 = 0.9 in OptimConfig
         assert abs(moment.norm().item() - expected) < 1e-3 * expected, (clip, moment.norm(), grad_norm)
+
+
+def test_resume_auto_without_a_checkpoint_starts_fresh_and_says_where(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="mask3d_vit.engine.trainer"):
+        trainer = Trainer(seeded(DetModel), ToyData(), train=TrainConfig(epochs=1, batch_size=4, precision="fp32",
+                                                                          device="cpu", eval_every=0),
+                          optim=OptimConfig(), run_dir=tmp_path, config={})
+        trainer.load("auto")
+    assert trainer.step == 0
+    assert f"--resume auto: no checkpoint in {tmp_path}, starting fresh" in caplog.messages
