@@ -346,6 +346,30 @@ def test_mae_rgb_loss_uses_hidden_patches_and_normalised_pixels():
     torch.testing.assert_close(run(model, changed)["loss"], out["loss"])
 
 
+def test_rgb_loss_on_raw_pixels_closed_form_and_clamped_prediction():
+    model = micro(objective="rgb", norm_pix_loss=False)
+    gray = {"rgb": torch.full((2, 3, 32, 48), 127, dtype=torch.uint8)}
+    for bias, image in ((0.2, 0.2), (5.0, 1.0), (-5.0, 0.0)):  # the prediction is shown clamped to [0, 1]
+        with torch.no_grad():
+            model.rgb_head.weight.zero_()
+            model.rgb_head.bias.fill_(bias)
+        out = run(model, gray)
+        torch.testing.assert_close(out["loss"], torch.tensor((bias - 127 / 255) ** 2))
+        assert torch.allclose(out["pred_rgb"], torch.full_like(out["pred_rgb"], image))
+    # A float image in [0, 1] is the same image.
+    torch.testing.assert_close(run(model, {"rgb": gray["rgb"].float() / 255})["loss"], out["loss"])
+    # With norm_pix_loss the prediction is de-normalised with each target patch's statistics: pred * std + mean.
+    model = micro(objective="rgb")
+    with torch.no_grad():
+        model.rgb_head.weight.zero_()
+        model.rgb_head.bias.fill_(0.5)
+    batch = {"rgb": make_batch()["rgb"]}
+    patches = patchify(batch["rgb"].float() / 255, 16)
+    expected = 0.5 * (patches.var(-1, keepdim=True) + 1e-6).sqrt() + patches.mean(-1, keepdim=True)
+    torch.testing.assert_close(run(model, batch)["pred_rgb"],
+                               unpatchify(expected.expand_as(patches), 16, (2, 3)).clamp(0, 1))
+
+
 def test_rgb_plus_depth_loss_is_weighted_sum():
     out = run(micro(objective="rgb+depth", rgb_loss_weight=0.5), make_batch())
     torch.testing.assert_close(out["loss"], out["loss_depth"] + 0.5 * out["loss_rgb"])
