@@ -370,6 +370,21 @@ def test_rgb_loss_on_raw_pixels_closed_form_and_clamped_prediction():
                                unpatchify(expected.expand_as(patches), 16, (2, 3)).clamp(0, 1))
 
 
+def test_depth_prediction_is_shown_between_0_and_max_depth():
+    for target, value, shown in (("log", math.log(100.0), 10.0), ("metric", -1.0, 0.0)):
+        model = micro(depth_target=target)
+        constant_depth_head(model, value)
+        out = run(model, make_batch())
+        assert torch.allclose(out["pred_depth"], torch.full_like(out["pred_depth"], shown)), target
+
+
+def test_standardized_target_of_a_flat_frame_is_finite():
+    batch = make_batch()
+    batch["depth"] = torch.full_like(batch["depth"], 2.0)  # a wall: zero variance
+    out = run(micro(depth_target="standardized"), batch)
+    assert torch.isfinite(out["loss"]) and torch.isfinite(out["pred_depth"]).all()
+
+
 def test_rgb_plus_depth_loss_is_weighted_sum():
     out = run(micro(objective="rgb+depth", rgb_loss_weight=0.5), make_batch())
     torch.testing.assert_close(out["loss"], out["loss_depth"] + 0.5 * out["loss_rgb"])
