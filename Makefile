@@ -24,3 +24,9 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs
+
+# Mutation testing of the modules where a silent bug costs most (docs/testing.md); hours on 2 cores.
+.PHONY: mutation
+mutation: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[mutation]'
+	nice -n 15 $(PY) tools/mutation.py $(ARGS)

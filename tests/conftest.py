@@ -11,6 +11,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# The optional extras of pyproject.toml, by the module a test needs from them.
+EXTRAS = {"h5py": "datasets", "scipy.io": "datasets", "pycocotools": "det"}
+
+
+def require_extra(module: str):
+    """Import ``module`` of an optional extra, or skip the calling test with a reason naming the extra.
+
+    Args:
+        module: a key of ``EXTRAS``.
+    """
+    extra = EXTRAS[module]
+    return pytest.importorskip(module, reason=f"{module} is not installed (the '{extra}' extra: "
+                                              f"pip install -e '.[{extra}]')")
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import require_extra
 from mask3d_vit.cli import build_parser, main
 from mask3d_vit.data.build import SourceConfig
 from mask3d_vit.data.check import check_source, detect_format
@@ -111,7 +112,7 @@ def test_detect_format(tmp_path):
 
 
 def test_convert_nyuv2_mat_to_frames_resumes(tmp_path):
-    pytest.importorskip("h5py")
+    require_extra("h5py")
     from test_formats_nyuv2 import write_labeled_mat
 
     mat = tmp_path / "labeled.mat"

@@ -141,16 +141,35 @@ def test_batch_must_divide_across_accumulation(tmp_path):
 
 
 def test_accumulation_matches_big_batch(tmp_path):
-    """2 x 2 accumulated micro-batches give the same step as one batch of 4 (no dropout/masking randomness)."""
-    weights = []
+    """2 x 2 accumulated micro-batches give the same step as one batch of 4 (no dropout/masking randomness).
+
+    Every parameter and every optimizer state tensor is compared, and the logged loss and gradient norm: AdamW's
+    update hides a constant gradient scale, but its first moment and the pre-clipping norm do not. Clipping is off
+    so that a doubled gradient cannot be clipped back to the same norm.
+    """
+    states, logs = [], []
     for accum in (1, 2):
         torch.manual_seed(0)
         t = Trainer(DetModel(), ToyData(), train=TrainConfig(epochs=1, batch_size=4, accum_steps=accum,
-                                                         precision="fp32", device="cpu", eval_every=0),
-                    optim=OptimConfig(base_lr=0.05), run_dir=tmp_path / f"a{accum}", config={})
+                                                             precision="fp32", device="cpu", eval_every=0),
+                    optim=OptimConfig(base_lr=0.05, clip_grad=0.0), run_dir=tmp_path / f"a{accum}", config={})
         t.fit()
-        weights.append(t.model.net[0].weight.detach().clone())
-    torch.testing.assert_close(weights[0], weights[1], rtol=1e-5, atol=1e-6)
+        states.append((t.model.state_dict(), t.optimizer.state_dict()))
+        logs.append(read_metrics(tmp_path / f"a{accum}"))
+    (model_1, optim_1), (model_2, optim_2) = states
+    assert model_1.keys() == model_2.keys()
+    for k in model_1:
+        torch.testing.assert_close(model_2[k], model_1[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert optim_1["state"].keys() == optim_2["state"].keys() and len(optim_1["state"]) == 7  # every parameter
+    for p in optim_1["state"]:
+        assert optim_1["state"][p].keys() == optim_2["state"][p].keys()
+        for k in optim_1["state"][p]:
+            torch.testing.assert_close(optim_2["state"][p][k], optim_1["state"][p][k], rtol=1e-5, atol=1e-7,
+                                       msg=f"param {p} {k}")
+    assert logs[0] and len(logs[0]) == len(logs[1])
+    for a, b in zip(logs[0], logs[1]):
+        for key in ("loss", "grad_norm"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5), (key, a, b)
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):

@@ -143,7 +143,6 @@ def test_data_config_reads_from_yaml_overrides():
 
 
 def test_synthrooms_source_renders_at_the_training_size():
-    pytest.importorskip("mask3d_vit.data.synthrooms", reason="SynthRooms is not in this checkout yet")
     cfg = DataConfig(sources=[SourceConfig(num_frames=3)], size=(32, 48))
     train, val = build_dataset(cfg, split="train", require_labels=True), build_dataset(cfg, split="val", train=False)
     assert len(train) == 3 and train[0]["rgb"].shape == (3, 32, 48) and train[0]["label"].shape == (32, 48)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import require_extra
 from mask3d_vit.data.classes import SUN37
 from mask3d_vit.data.formats.sunrgbd import SUNRGBD, decode_depth, sun37_id
 from mask3d_vit.io import write_png
@@ -26,7 +27,7 @@ def write_frame(folder, mm, *, names=None):
     write_png(folder / "depth" / "0000001.png", encode_depth(np.where(mm > 3000, 0, mm)))
     (folder / "intrinsics.txt").write_text("529.5 0 365\n0 529.5 265\n0 0 1\n")
     if names is not None:
-        sio = pytest.importorskip("scipy.io")
+        sio = require_extra("scipy.io")
         seglabel = np.zeros((H, W), np.uint16)
         seglabel[:, : W // 2] = 1
         seglabel[:, W // 2:] = 2

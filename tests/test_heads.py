@@ -106,8 +106,20 @@ def test_sliding_window_covering_the_image_equals_whole_image():
     rgb = batch(48, 64)["rgb"]
     with torch.no_grad():
         torch.testing.assert_close(model.infer(rgb, window=64), model.infer(rgb))
+        # 32-px windows every 16 px on 48x64: tops 0, 16 and lefts 0, 16, 32 (the last flush with the border).
         windows = model.infer(rgb, window=32, stride=16)
-    assert windows.shape == (2, 5, 48, 64) and torch.isfinite(windows).all()
+        crop = {(top, left): model.infer(rgb[..., top:top + 32, left:left + 32])
+                for top in (0, 16) for left in (0, 16, 32)}
+    assert windows.shape == (2, 5, 48, 64)
+    # Each pixel is the mean of the windows that cover it, read at the pixel's place inside each window.
+    expected = {
+        (5, 5): [crop[0, 0][..., 5, 5]],
+        (40, 60): [crop[16, 32][..., 24, 28]],
+        (10, 40): [crop[0, 16][..., 10, 24], crop[0, 32][..., 10, 8]],
+        (20, 20): [crop[0, 0][..., 20, 20], crop[0, 16][..., 20, 4], crop[16, 0][..., 4, 20], crop[16, 16][..., 4, 4]],
+    }
+    for (y, x), outputs in expected.items():
+        torch.testing.assert_close(windows[..., y, x], sum(outputs) / len(outputs), msg=f"pixel ({y}, {x})")
     assert model.predict(rgb[..., :40, :56], window=32, stride=16).shape == (2, 40, 56)
 
 

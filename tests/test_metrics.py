@@ -158,3 +158,52 @@ def test_reduction_across_two_processes_matches_one():
     assert depth["images"] == 2
     assert depth["abs_rel"] == pytest.approx((0.1 + 0.3) / 2)
     assert depth["delta1"] == pytest.approx(50.0)
+
+
+def test_single_labelled_pixel_and_the_id_range_an_error_reports():
+    # One labelled pixel of class 1, predicted right: IoU, accuracy and pixel accuracy 100 %; class 2 undefined.
+    m = segmentation_metrics(confusion_matrix(torch.tensor([1, 2]), torch.tensor([1, 0]), 2))
+    assert m["iou"][0] == m["acc"][0] == m["pixel_acc"] == 100.0 and math.isnan(m["iou"][1])
+    with pytest.raises(ValueError, match=r"prediction ids must lie in 1\.\.3 on labelled pixels; found 0\.\.2 \("):
+        confusion_matrix(torch.tensor([0, 2]), torch.tensor([1, 1]), 3)
+
+
+def test_depth_meter_averages_images_over_batches_and_keeps_both_range_ends():
+    keys = {*DEPTH_METRICS, *(f"{name}_med" for name in DEPTH_METRICS), "images"}
+    meter = DepthMeter(min_depth=0.5, max_depth=10.0)
+    empty = meter.compute()
+    assert empty.keys() == keys and empty["images"] == 0
+    assert all(math.isnan(v) for k, v in empty.items() if k != "images")
+
+    def frames(*rows):
+        return torch.tensor(rows).view(len(rows), 1, 1, 4)
+
+    # A: 0.5 m (= min_depth) and 10 m (= max_depth) are not scored; the 0.1 m prediction is clamped up to 0.5.
+    #    abs_rel (0.5 + 0) / 2; median scale 1 / 0.5 = 2 -> (1, 4) against (1, 2): abs_rel_med (0 + 1) / 2.
+    meter.update(frames([7.0, 0.1, 2.0, 3.0]), frames([0.5, 1.0, 2.0, 10.0]), torch.ones(1, 1, 1, 4, dtype=torch.bool))
+    # B: scale 2 / 1 -> (2, 2, 18 clamped to 10) against (1, 2, 9): abs_rel_med (1 + 0 + 1/9) / 3.
+    # C: scale 2 / 4 -> (0.3 clamped up to 0.5, 2, 3) against (1, 2, 3): abs_rel_med (0.5 + 0 + 0) / 3.
+    valid = torch.tensor([True, True, True, False]).expand(2, 1, 1, 4)
+    meter.update(frames([1.0, 1.0, 9.0, 5.0], [0.6, 4.0, 6.0, 5.0]), frames([1.0, 2.0, 9.0, 5.0], [1.0, 2.0, 3.0, 5.0]),
+                 valid)
+    out = meter.compute()
+    assert out.keys() == keys and out["images"] == 3
+    assert out["abs_rel"] == pytest.approx((0.25 + 0.5 / 3 + 2.4 / 3) / 3)
+    assert out["abs_rel_med"] == pytest.approx((0.5 + (1 + 1 / 9) / 3 + 0.5 / 3) / 3)
+
+
+def test_depth_thresholds_are_strict_powers_of_1_25_and_errors_are_per_image():
+    gt = torch.ones(4, 1, 1, 2)
+    # Ratios 1.25 (not < 1.25: outside delta1), 1.7 (< 1.25^3 = 1.95 only), 2.0 (outside all three), 1.5 (< 1.5625).
+    pred = torch.tensor([1.25, 1.7, 2.0, 1.5]).view(4, 1, 1, 1).expand(4, 1, 1, 2)
+    mask = torch.ones_like(gt, dtype=torch.bool)
+    mask[3, ..., 1] = False  # per-image pixel counts differ
+    deltas = depth_errors(pred, gt, mask)[:, 3:].tolist()
+    assert deltas == [[0.0, 100.0, 100.0], [0.0, 0.0, 100.0], [0.0, 0.0, 0.0], [0.0, 100.0, 100.0]]
+    with pytest.raises(ValueError, match=r"shapes differ: pred \(1, 2\), gt \(1, 3\), mask \(1, 2\)"):
+        depth_errors(torch.ones(1, 2), torch.ones(1, 3), torch.ones(1, 2, dtype=torch.bool))
+    # An image without a scored pixel keeps its prediction.
+    pred = torch.tensor([[[[2.0, 4.0]]], [[[3.0, 5.0]]]])
+    gt = torch.tensor([[[[1.0, 2.0]]], [[[1.0, 1.0]]]])
+    mask = torch.tensor([[[[True, True]]], [[[False, False]]]])
+    torch.testing.assert_close(median_scale(pred, gt, mask), torch.tensor([[[[1.0, 2.0]]], [[[3.0, 5.0]]]]))

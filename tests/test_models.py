@@ -123,7 +123,24 @@ def test_rgb_and_depth_masks_are_independent():
     out = run(micro(), make_batch(b=4))
     assert out["rgb_mask"].shape == out["depth_mask"].shape == (4, 6)
     assert (out["rgb_mask"].sum(1) == 4).all() and (out["depth_mask"].sum(1) == 4).all()  # round(6 * 0.25) = 2 kept
-    assert not torch.equal(out["rgb_mask"], out["depth_mask"])
+    # Independence, statistically: over many frames each pair (visible colour set, visible depth set) of the 15 x 15
+    # possible is about equally frequent. A depth mask derived from the colour one (equal, shifted, complemented)
+    # concentrates the table on 15 cells.
+    frames = 3000
+    with torch.no_grad():
+        out = run(micro().eval(), make_batch(b=frames))
+    codes = torch.tensor([1, 2, 4, 8, 16, 32])
+    rgb_set, depth_set = (~out["rgb_mask"]).long() @ codes, (~out["depth_mask"]).long() @ codes
+    counts = torch.zeros(64, 64)
+    counts.index_put_((rgb_set, depth_set), torch.ones(frames), accumulate=True)
+    expected = counts.sum(1, keepdim=True) * counts.sum(0, keepdim=True) / frames
+    seen = expected > 0
+    chi2 = ((counts - expected)[seen] ** 2 / expected[seen]).sum().item()
+    # 14 x 14 = 196 degrees of freedom: mean 196, sd 20. A derived mask gives about 14 x 3000 = 42000.
+    assert int((counts > 0).sum()) == 225 and chi2 < 350, chi2
+    # Visible patches shared by both masks: hypergeometric mean 2 * 2 / 6 (a shift by one patch gives 2 * 1 / 5).
+    shared = ((~out["rgb_mask"]) & (~out["depth_mask"])).sum(1).float().mean().item()
+    assert shared == pytest.approx(2 / 3, abs=0.06)
 
 
 # ---------------------------------------------------------------------------------------------------- model
@@ -329,6 +346,45 @@ def test_mae_rgb_loss_uses_hidden_patches_and_normalised_pixels():
     torch.testing.assert_close(run(model, changed)["loss"], out["loss"])
 
 
+def test_rgb_loss_on_raw_pixels_closed_form_and_clamped_prediction():
+    model = micro(objective="rgb", norm_pix_loss=False)
+    gray = {"rgb": torch.full((2, 3, 32, 48), 127, dtype=torch.uint8)}
+    for bias, image in ((0.2, 0.2), (5.0, 1.0), (-5.0, 0.0)):  # the prediction is shown clamped to [0, 1]
+        with torch.no_grad():
+            model.rgb_head.weight.zero_()
+            model.rgb_head.bias.fill_(bias)
+        out = run(model, gray)
+        torch.testing.assert_close(out["loss"], torch.tensor((bias - 127 / 255) ** 2))
+        assert torch.allclose(out["pred_rgb"], torch.full_like(out["pred_rgb"], image))
+    # A float image in [0, 1] is the same image.
+    torch.testing.assert_close(run(model, {"rgb": gray["rgb"].float() / 255})["loss"], out["loss"])
+    # With norm_pix_loss the prediction is de-normalised with each target patch's statistics: pred * std + mean.
+    model = micro(objective="rgb")
+    with torch.no_grad():
+        model.rgb_head.weight.zero_()
+        model.rgb_head.bias.fill_(0.5)
+    batch = {"rgb": make_batch()["rgb"]}
+    patches = patchify(batch["rgb"].float() / 255, 16)
+    expected = 0.5 * (patches.var(-1, keepdim=True) + 1e-6).sqrt() + patches.mean(-1, keepdim=True)
+    torch.testing.assert_close(run(model, batch)["pred_rgb"],
+                               unpatchify(expected.expand_as(patches), 16, (2, 3)).clamp(0, 1))
+
+
+def test_depth_prediction_is_shown_between_0_and_max_depth():
+    for target, value, shown in (("log", math.log(100.0), 10.0), ("metric", -1.0, 0.0)):
+        model = micro(depth_target=target)
+        constant_depth_head(model, value)
+        out = run(model, make_batch())
+        assert torch.allclose(out["pred_depth"], torch.full_like(out["pred_depth"], shown)), target
+
+
+def test_standardized_target_of_a_flat_frame_is_finite():
+    batch = make_batch()
+    batch["depth"] = torch.full_like(batch["depth"], 2.0)  # a wall: zero variance
+    out = run(micro(depth_target="standardized"), batch)
+    assert torch.isfinite(out["loss"]) and torch.isfinite(out["pred_depth"]).all()
+
+
 def test_rgb_plus_depth_loss_is_weighted_sum():
     out = run(micro(objective="rgb+depth", rgb_loss_weight=0.5), make_batch())
     torch.testing.assert_close(out["loss"], out["loss_depth"] + 0.5 * out["loss_rgb"])
@@ -424,14 +480,20 @@ def test_grad_checkpointing_gives_the_same_loss_and_gradients():
     torch.manual_seed(0)
     model = micro()
     batch = make_batch(2, 32, 48)
-    grads = []
+    grads, saved = [], []
     for enable in (False, True):
         model.set_grad_checkpointing(enable)
         torch.manual_seed(1)
         model.zero_grad()
-        out = model(batch)
+        stored = []  # bytes of every tensor autograd keeps for backward
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: stored.append(t.nbytes) or t, lambda t: t):
+            out = model(batch)
+        saved.append(sum(stored))
         out["loss"].backward()
         grads.append((out["loss"].detach(), [p.grad.clone() for p in model.parameters()]))
+    # Checkpointing ran: the blocks' activations are recomputed in backward instead of kept (micro model: ~3.4x less).
+    assert saved[1] < 0.5 * saved[0], saved
     torch.testing.assert_close(grads[1][0], grads[0][0])
+    assert len(grads[0][1]) == len(grads[1][1]) == len(list(model.parameters()))
     for a, b in zip(grads[0][1], grads[1][1]):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)

@@ -23,12 +23,21 @@ def _load_script():
     return module
 
 
-def test_transfer_protocol_and_report(tmp_path):
+REAL_FRAMES = SHARED if (SHARED / "nyuv2_train_mini").is_dir() and (SHARED / "sunrgbd_kv2_mini").is_dir() else None
+
+
+@pytest.fixture(scope="module")
+def transfer(tmp_path_factory):
+    """One smoke-size run of the protocol (with the real-frames part where the sample frames exist)."""
     bench = _load_script()
     cfg = load_config(CompareConfig, bench.RECIPE, SMOKE)
-    shared = SHARED if (SHARED / "nyuv2_train_mini").is_dir() and (SHARED / "sunrgbd_kv2_mini").is_dir() else None
-    result = bench.run_transfer(tmp_path / "runs", cfg=cfg, shared=shared, log=lambda line: None)
+    tmp_path = tmp_path_factory.mktemp("transfer")
+    result = bench.run_transfer(tmp_path / "runs", cfg=cfg, shared=REAL_FRAMES, log=lambda line: None)
+    return bench, cfg, result, tmp_path
 
+
+def test_transfer_protocol_and_report(transfer):
+    bench, cfg, result, tmp_path = transfer
     rows = result["rows"]
     assert [(r["backbone"], r["seed"]) for r in rows] == [(b, s) for s in (0, 1) for b in ("scratch", "Mask3D", "MAE-RGB")]
     for r in rows:
@@ -57,9 +66,13 @@ def test_transfer_protocol_and_report(tmp_path):
     again = bench.write_report(result | {"real_rows": []}, cfg, command="python benchmarks/transfer.py --real off",
                                out=tmp_path / "runs", report=report, estimate="~1 min", real_note="Skipped")
     assert again.count(bench.REAL_HEADING) == 1 and "new note" in again and "Skipped" not in again
-    if shared is None:
-        pytest.skip(f"real-frames part not run: sample frames absent at {SHARED}")
-    real = result["real_rows"]
+
+
+def test_transfer_real_frames_rows(transfer):
+    if REAL_FRAMES is None:
+        pytest.skip(f"real sample frames (nyuv2_train_mini, sunrgbd_kv2_mini) not present at {SHARED} "
+                    f"(developer-only data)")
+    real = transfer[2]["real_rows"]
     assert [r["backbone"] for r in real] == ["scratch", "Mask3D", "MAE-RGB"]
     for r in real:
         assert r["sim2real/frames"] == 1 and 0 <= r["sim2real/miou"] <= 100 and r["depth_probe/abs_rel"] > 0

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from mask3d_vit.data.sample import make_sample
-from mask3d_vit.data.transforms import (CenterResizedCrop, ColorJitter, RandomResizedCrop, center_box, eval_transform,
-                                        hflip, resize_depth, resized_crop, shrink_to_cover, train_transform)
+from mask3d_vit.data.transforms import (ColorJitter, RandomResizedCrop, center_box, eval_transform, hflip,
+                                        resize_depth, resized_crop, shrink_to_cover, train_transform)
 
 
 def square_sample(h=48, w=64, top=12, left=20, side=16):
@@ -38,6 +38,11 @@ def test_resize_depth_never_fills_holes_with_fake_depth():
     assert torch.allclose(inner, torch.full_like(inner, 3.0), atol=1e-4), "holes must not pull depth towards 0"
 
 
+def test_resize_depth_keeps_depth_under_exactly_half_valid_weight():
+    depth = torch.tensor([[[0.0, 2.0], [0.0, 4.0]]])  # each output pixel averages one hole and one reading
+    assert resize_depth(depth, (2, 1)).tolist() == [[[2.0], [4.0]]]
+
+
 def test_resize_depth_keeps_valid_depth_next_to_holes():
     depth = torch.full((1, 16, 16), 1.5)
     depth[:, ::4, ::4] = 0.0  # sparse holes: 1/16 of the pixels
@@ -60,11 +65,17 @@ def test_train_transform_keeps_all_maps_aligned(seed):
 
 def test_hflip_mirrors_maps_and_principal_point():
     sample = square_sample()
+    sample["intrinsics"][2] = 20.0  # off-centre, so a missing update of cx cannot pass as a mirrored one
     out = hflip(sample)
-    assert torch.equal(out["label"], sample["label"].flip(-1))
-    assert torch.equal(out["depth"], sample["depth"].flip(-1))
-    assert out["intrinsics"][2] == pytest.approx(63 - sample["intrinsics"][2].item())
-    assert torch.equal(hflip(out)["rgb"], sample["rgb"])
+    # The square spans columns 20-35 of 64; mirrored it spans 63-35 = 28 .. 63-20 = 43.
+    assert torch.equal(out["label"][12], torch.tensor([0] * 28 + [3] * 16 + [0] * 20))
+    for key in ("rgb", "depth", "valid", "label", "instance"):
+        assert torch.equal(out[key], sample[key].flip(-1)), key
+    assert out["intrinsics"].tolist() == [50.0, 50.0, 43.0, 23.5], "cx mirrors to 63 - 20; fx, fy, cy stay"
+    assert sample["intrinsics"][2] == 20.0, "the input sample is left untouched"
+    twice = hflip(out)
+    for key in ("rgb", "depth", "label", "intrinsics"):
+        assert torch.equal(twice[key], sample[key]), key
 
 
 def test_intrinsics_follow_crop_and_resize():
@@ -89,9 +100,24 @@ def test_crop_box_outside_the_frame_is_an_error():
 def test_eval_transform_is_deterministic_centre_crop():
     sample = square_sample()
     assert center_box(48, 64, (32, 32)) == (0, 8, 48, 48)
-    a, b = eval_transform((32, 32))(sample), CenterResizedCrop((32, 32))(sample)
-    assert torch.equal(a["rgb"], b["rgb"]) and torch.equal(a["label"], b["label"])
-    assert a["rgb"].shape == (3, 32, 32)
+    assert center_box(48, 64, (16, 32)) == (8, 0, 32, 64)
+    assert center_box(48, 64, (24, 16)) == (0, 16, 48, 32)  # a portrait output from a landscape frame
+    assert center_box(48, 64, (1, 100)) == (23, 0, 1, 64) and center_box(48, 64, (100, 1)) == (0, 31, 48, 1)
+    transform = eval_transform((24, 24))
+    outputs = []
+    for seed in (0, 1):  # a random crop or flip would differ between two global RNG states
+        torch.manual_seed(seed)
+        outputs.append(transform(sample))
+    a, b = outputs
+    for key in ("rgb", "depth", "label", "instance", "intrinsics"):
+        assert torch.equal(a[key], b[key]), key
+    # Centre 48x48 box = columns 8-55, halved to 24x24: the square (rows 12-27, cols 20-35, i.e. 12-27 in the box)
+    # lands on rows and columns 6-13; nearest sampling reads input pixel 2i+1.
+    expected = torch.zeros(24, 24, dtype=torch.int64)
+    expected[6:14, 6:14] = 3
+    assert torch.equal(a["label"], expected)
+    assert a["rgb"].shape == (3, 24, 24) and a["depth"].shape == (1, 24, 24)
+    assert a["intrinsics"].tolist() == pytest.approx([25.0, 25.0, (31.5 - 8 + 0.5) / 2 - 0.5, (23.5 + 0.5) / 2 - 0.5])
 
 
 def test_random_resized_crop_ratio_is_relative_to_output_shape():

@@ -1,0 +1,151 @@
+"""Mutation testing of the modules where a silent bug costs most (mutmut 3; not in CI: hours on 2 CPU cores).
+
+    pip install -e '.[mutation]'
+    python tools/mutation.py                    # every target, smallest first (or: make mutation)
+    python tools/mutation.py checkpoint trainer  # some targets (make mutation ARGS="checkpoint trainer")
+
+Each target mutates one module (or some of its functions) and runs only the tests that guard it, in a fresh scratch
+copy of the project under ``runs/mutation/<target>/`` (mutmut works in a copy of its own, ``mutants/``). Inspect a
+survivor there with ``mutmut show <name>``. The script ends with one Markdown table row per target (the table in
+docs/testing.md) and the names of the surviving mutants.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import shutil
+import subprocess
+import sys
+from fnmatch import fnmatch
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRATCH = ROOT / "runs" / "mutation"
+
+
+# name -> (module, mutant-name globs (None: every function), tests). Mutant names are
+# "<module>.x_<function>__mutmut_<n>", methods "<module>.xǁ<Class>ǁ<method>__mutmut_<n>". Each target runs the tests
+# written for it, not every test that happens to call it: mutmut runs each mutant against the tests that reach it,
+# and a Trainer test on every checkpoint mutant would cost minutes each.
+ENGINE = "tests/test_engine.py::test_"
+MODELS = "tests/test_models.py::test_"
+TARGETS = {
+    "checkpoint": ("mask3d_vit/engine/checkpoint.py", None,
+                   ["tests/test_checkpoint.py", ENGINE + "checkpoint_needing_pickle_is_refused"]),
+    # The geometry every map shares: resizes, flips, the evaluation crop (not reprs and jitter wrappers).
+    "transforms": ("mask3d_vit/data/transforms.py",
+                   ["*.x_hflip__*", "*.x_center_box__*", "*ǁCenterResizedCropǁ__call__*", "*.x_eval_transform__*",
+                    "*.x_resize_depth__*"],
+                   ["tests/test_transforms.py"]),
+    # The numbers, not the report tables; not the two-process test (a subprocess does not report the code it ran).
+    "metrics-seg": ("mask3d_vit/eval/segmentation.py",
+                    ["*.x_confusion_matrix__*", "*.x_segmentation_metrics__*", "*ǁSegmentationMeterǁupdate__*",
+                     "*ǁSegmentationMeterǁcompute__*"],
+                    ["tests/test_metrics.py", "-k", "not two_processes"]),
+    "metrics-depth": ("mask3d_vit/eval/depth.py",
+                      ["*.x_depth_errors__*", "*.x_median_scale__*", "*ǁDepthMeterǁupdate__*",
+                       "*ǁDepthMeterǁcompute__*"],
+                      ["tests/test_metrics.py", "-k", "not two_processes"]),
+    # Accumulation: the optimizer step over micro-batches, with its NaN guard.
+    "trainer": ("mask3d_vit/engine/trainer.py", ["*ǁTrainerǁ_train_step__*"],
+                [ENGINE + "accumulation_matches_big_batch", ENGINE + "nan_loss_steps_are_skipped_and_never_saved",
+                 ENGINE + "nan_policy_stop_raises_with_frame_ids"]),
+    # Resume: restoring a checkpoint and the RNG streams (each mutant runs the 20-second resume test).
+    "trainer-resume": ("mask3d_vit/engine/trainer.py",
+                       ["*ǁTrainerǁload__*", "*.x__rng_state__*", "*.x__set_rng_state__*", "*.x__as_tuple__*"],
+                       [ENGINE + "resume_mid_run_is_bitwise_exact",
+                        ENGINE + "optimizer_is_fused_and_resumes_a_for_loop_state"]),
+    # Masking and the losses, through the model's public behaviour.
+    "mask3d": ("mask3d_vit/models/mask3d.py",
+               ["*.x_random_masking__*", "*.x_patchify__*", "*.x_unpatchify__*", "*.x_take_tokens__*",
+                "*ǁMask3Dǁ_depth_loss__*", "*ǁMask3Dǁ_rgb_loss__*", "*ǁMask3Dǁ_clean_depth__*"],
+               [MODELS + name for name in (
+                   "random_masking_counts_and_independence", "random_masking_follows_global_rng_state",
+                   "rgb_and_depth_masks_are_independent", "encoder_sees_exactly_the_visible_tokens",
+                   "non_square_and_off_nominal_sizes", "add_fusion_uses_depth_only_at_visible_depth_patches",
+                   "invalid_depth_is_excluded", "depth_beyond_max_depth_and_missing_valid_key",
+                   "frames_without_valid_depth_give_a_finite_zero_loss", "depth_loss_closed_form",
+                   "masked_loss_region_ignores_visible_patches", "masked_loss_region_closed_form",
+                   "mae_rgb_loss_uses_hidden_patches_and_normalised_pixels", "rgb_plus_depth_loss_is_weighted_sum",
+                   "bad_inputs_raise_clear_errors")]),
+}
+SCOPES = {"transforms": "geometry", "metrics-seg": "the metrics", "metrics-depth": "the metrics",
+          "trainer": "accumulation", "trainer-resume": "resume", "mask3d": "masking and losses"}
+COUNTED = ("killed", "survived", "timeout", "suspicious", "no tests", "segfault")
+
+
+def mutmut_config(module: str, tests: list[str]) -> str:
+    """The ``[tool.mutmut]`` section for one target."""
+    quoted = ", ".join(f'"{t}"' for t in tests)
+    return (f'\n[tool.mutmut]\nsource_paths = ["mask3d_vit"]\nonly_mutate = ["{module}"]\n'
+            f'pytest_add_cli_args_test_selection = [{quoted}]\npytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
+            # torch starts threads at import: forking straight from a process that ran the tests can hang.
+            f'process_isolation = "forkserver"\n')
+
+
+def prepare(name: str, module: str, tests: list[str]) -> Path:
+    """A fresh scratch copy of the package, the tests and pyproject.toml with the target's mutmut section."""
+    work = SCRATCH / name
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(ROOT / "mask3d_vit", work / "mask3d_vit", ignore=ignore)
+    shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    if "[tool.mutmut]" in pyproject:
+        raise SystemExit("pyproject.toml has its own [tool.mutmut] section; this script writes one per target")
+    (work / "pyproject.toml").write_text(pyproject + mutmut_config(module, tests))
+    return work
+
+
+def run_target(name: str, python: str) -> dict:
+    """Run mutmut on one target with ``python``; returns its counts by status and the names not killed."""
+    module, globs, tests = TARGETS[name]
+    work = prepare(name, module, tests)
+    # The scratch copy must be the code under test: no other checkout on the path.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([python, "-m", "mutmut", "run", "--max-children", "1", *(globs or [])], cwd=work, env=env,
+                   check=True)
+    listing = subprocess.run([python, "-m", "mutmut", "results", "--all", "true"], cwd=work, env=env, check=True,
+                             capture_output=True, text=True).stdout
+    status = dict(re.findall(r"^\s+(\S+): (.+)$", listing, flags=re.M))
+    if globs:
+        status = {k: v for k, v in status.items() if any(fnmatch(k, g) for g in globs)}
+    counts = {s: sum(v == s for v in status.values()) for s in COUNTED}
+    return {"name": name, "module": module, "tests": tests, "globs": globs, "counts": counts,
+            "survivors": sorted(k for k, v in status.items() if v not in ("killed", "timeout"))}
+
+
+def table_row(r: dict, date: str) -> str:
+    c = r["counts"]
+    total = sum(c.values())
+    killed = c["killed"] + c["timeout"]
+    score = f"{100 * killed / total:.0f} %" if total else "-"
+    scope = "every function" if not r["globs"] else SCOPES[r["name"]]
+    return (f"| `{r['module']}` ({scope}) | {total} | {killed} | {total - killed} | {score} | "
+            f"`python tools/mutation.py {r['name']}` | {date} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("targets", nargs="*", help=f"some of {', '.join(TARGETS)} (default: all, in this order)")
+    args = parser.parse_args(argv)
+    unknown = [t for t in args.targets if t not in TARGETS]
+    if unknown:
+        parser.error(f"unknown target(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}")
+    date = datetime.date.today().isoformat()
+    results = [run_target(name, sys.executable) for name in args.targets or TARGETS]
+    print("\n| module | mutants | killed | survived | score | command | date |\n|---|---|---|---|---|---|---|")
+    for r in results:
+        print(table_row(r, date))
+    for r in results:
+        if r["survivors"]:
+            print(f"\n{r['name']}: {len(r['survivors'])} not killed (inspect: cd {SCRATCH / r['name']} && "
+                  f"mutmut show NAME)")
+            print("\n".join(f"  {s}" for s in r["survivors"]))
+
+
+if __name__ == "__main__":
+    main()
