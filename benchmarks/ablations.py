@@ -131,6 +131,8 @@ def table(grid: str, rows: dict[str, dict]) -> str:
 def write_report(rows: dict[str, dict], cfg: CompareConfig, report: Path, commands: list[str]) -> str:
     p = cfg.pretrain
     lines = ["# Pre-training ablations (issue 7)", "",
+             "**Read the pretext diagnostics at the end of this page first (issue 14):** they show that the "
+             "depth-probe columns of these tables measure nothing.", "",
              f"Written by `benchmarks/ablations.py` on {time.strftime('%Y-%m-%d %H:%M')}; one seed per variant "
              f"(seed {cfg.seeds[0]}), so differences of about a point are within run-to-run noise (compare the "
              "standard deviations in `docs/results.md`). Every variant is the recipe `ablation_cpu` "

@@ -57,7 +57,8 @@ def safe_torch_load(path: str | Path):
                               f"tensors and plain data are loaded (torch.load weights_only=True). Re-save its state "
                               f"dict alone (torch.save(model.state_dict(), path)) or convert it to .safetensors. "
                               f"Detail: {str(e)[:300]}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+    except (RuntimeError, EOFError, IndexError, ValueError, zipfile.BadZipFile, OSError) as e:
+        # a short non-zip file fails inside the legacy unpickler with IndexError or ValueError
         raise CheckpointError(f"{path}: truncated or corrupt file ({type(e).__name__}: {e})") from None
 
 
