@@ -1,4 +1,5 @@
-"""End to end on a few SynthRooms frames: fine-tune (overfit), probe from a weights file, eval and predict CLIs."""
+"""End to end on a few SynthRooms frames: fine-tune (overfit), a frozen backbone from a weights file, eval and predict
+CLIs."""
 from __future__ import annotations
 
 import argparse
@@ -71,12 +72,13 @@ def test_predict_writes_an_overlay_png_at_the_input_size(seg_run, tmp_path):
     assert ids.shape == (40, 56) and ids.min() >= 1 and ids.max() <= 13
 
 
-def test_probe_depth_from_a_weights_file_keeps_the_backbone_frozen(tmp_path):
+def test_frozen_depth_from_a_weights_file_keeps_the_backbone_frozen(tmp_path):
     torch.manual_seed(3)
     weights = tmp_path / "encoder.pth"
     torch.save(build_encoder("vit_micro_patch16", img_size=32).state_dict(), weights)
-    run = tmp_path / "probe"
-    cli("probe", "depth", "--out", run, "--init-from", weights, *TINY, "train.epochs=3", "optim.base_lr=0.5")
+    run = tmp_path / "frozen"
+    cli("finetune", "depth", "--out", run, "--init-from", weights, *TINY, "model.head=linear",
+        "model.freeze_backbone=true", "train.epochs=3", "optim.base_lr=0.5")
     report = json.loads((run / "eval_train.json").read_text())
     assert report["task"] == "depth" and report["images"] == 4
     assert np.isfinite([report[k] for k in ("abs_rel", "rmse", "log10", "delta1", "abs_rel_med")]).all()

@@ -1,19 +1,22 @@
 """``mask3d-vit finetune seg|depth``, ``mask3d-vit probe seg|depth`` and ``mask3d-vit eval``: dense RGB transfer.
 
 The colour ViT of a pre-training run (Mask3D, MAE-RGB), an exported backbone, an ImageNet MAE / timm checkpoint or
-nothing (scratch) is fine-tuned for semantic segmentation or depth, or probed with a frozen backbone and a linear
-head. ``finetune`` and ``probe`` differ only in their default recipe (``probe`` always freezes the backbone)::
+nothing (scratch) is fine-tuned for semantic segmentation or depth, or probed frozen: ``probe`` fits the
+closed-form linear probe of :mod:`mask3d_vit.eval.probe` on the encoder's final features and prints it beside the
+image-blind floors (constant, position only) and, with ``--ceiling``, a supervised run of the same encoder::
 
     mask3d-vit finetune seg --config finetune_synth_seg --out runs/seg_m3d --init-from runs/m3d
-    mask3d-vit probe depth --out runs/depth_probe_m3d --init-from runs/m3d train.epochs=5
+    mask3d-vit probe depth --out runs/depth_probe_m3d --init-from runs/m3d --ceiling runs/depth_ceiling
     mask3d-vit eval --ckpt runs/seg_m3d eval.window=128         # re-evaluate, e.g. with sliding windows
 
 Several GPUs (``train.batch_size`` stays the global batch)::
 
     torchrun --nproc_per_node 8 -m mask3d_vit finetune seg --config finetune_nyu40_base --init-from m3d.safetensors
 
-A run directory holds ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``figures/``, ``checkpoints/`` and the latest
-evaluation as ``eval_<split>.json`` (+ ``eval_<split>.md``, the per-class table, for segmentation).
+A fine-tuning run directory holds ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``figures/``, ``checkpoints/`` and the
+latest evaluation as ``eval_<split>.json`` (+ ``eval_<split>.md``, the per-class table, for segmentation). A probe
+directory holds ``config.yaml``, ``probe.json`` (probe, floors, ceiling, chosen ridge strength) and ``probe.md``
+(the printed table).
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import ConfigError, load_config, to_dict
+from ..config import ConfigError, load_config, resolve_recipe, save_config, to_dict
 from ..data.build import DataConfig, build_dataset, class_set_of
 from ..data.classes import get_class_set
 from ..data.sample import DEPTH, LABEL, RGB, VALID
@@ -37,6 +40,7 @@ from ..engine.launch import add_run_arguments, run_command
 from ..engine.optim import OptimConfig
 from ..engine.trainer import TrainConfig, Trainer
 from ..eval.depth import DepthMeter
+from ..eval.probe import RIDGES, format_report, load_ceiling, load_probe_encoder, probe_backbone
 from ..eval.segmentation import SegmentationMeter, format_class_table
 from ..io import write_json, write_png, write_text
 from ..models.dense import TASKS, DenseModel, DenseModelConfig, build_dense_model
@@ -246,9 +250,9 @@ def load_dense_model(path: str | Path, overrides: list[str] | tuple[str, ...] = 
     return model.eval(), cfg, ckpt
 
 
-def _train_main(args: argparse.Namespace, *, task: str, probe: bool) -> None:
-    # The command fixes the task (and the frozen backbone for probes); later overrides still win.
-    args.overrides = [f"task={task}"] + ["model.freeze_backbone=true"] * probe + list(args.overrides)
+def _train_main(args: argparse.Namespace, *, task: str) -> None:
+    # The command fixes the task; later overrides still win.
+    args.overrides = [f"task={task}"] + list(args.overrides)
     run_command(args, FinetuneConfig, run_finetune, shown=lambda key: "/iou/" not in key)
 
 
@@ -267,20 +271,119 @@ def _eval_main(args: argparse.Namespace) -> None:
     D.cleanup()
 
 
+TASK_TITLES = {"seg": "semantic segmentation", "depth": "depth estimation"}
+
+
+@dataclass
+class ProbeConfig:
+    """A closed-form frozen-feature probe (see :mod:`mask3d_vit.eval.probe`): data, encoder, fit and evaluation.
+
+    Training frames are read with the evaluation transform (no augmentation): the position-only floor is fit on
+    them, and a probe of frozen features gains nothing from crops it sees once.
+    """
+    task: str = "depth"            # seg | depth (set by the command)
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: str = "vit_tiny_patch16"
+    img_size: tuple[int, int] = (128, 128)   # nominal size loaded position embeddings are resampled to
+    batch_size: int = 32
+    device: str = "auto"           # auto | cpu | cuda
+    seed: int = 0                  # the random initialisation of a scratch encoder
+    cells: int = 4                 # output cells per patch side (4 at patch 16: a stride-4 prediction grid)
+    holdout_every: int = 5         # every n-th training frame is held out to choose the ridge strength
+    ridges: list[float] = field(default_factory=lambda: list(RIDGES))
+    split: str = "val"             # the scored split
+    max_images: int = 0            # 0 = the whole split
+    min_depth: float = 1e-3        # depth: scored ground-truth range is (min_depth, data.max_depth)
+    init_from: str = ""            # encoder weights (set by --init-from); "" = scratch
+    ceiling: str = ""              # a supervised fine-tuning run (or its eval_<split>.json) shown as the ceiling
+
+
+def run_probe(cfg: ProbeConfig, run_dir: str | Path | None = None) -> dict:
+    """Fit and score the closed-form probe and its floors as ``cfg`` says; print the report.
+
+    Args:
+        cfg: the probe config.
+        run_dir: where ``config.yaml``, ``probe.json`` and ``probe.md`` are written; None = nowhere.
+
+    Returns:
+        :func:`mask3d_vit.eval.probe.probe_backbone`'s result, plus ``ceiling`` (metrics) when ``cfg.ceiling`` is
+        set and ``report`` (the markdown table).
+    """
+    if cfg.task not in TASKS:
+        raise ConfigError(f"task={cfg.task!r}: choose one of {', '.join(TASKS)}")
+    seg = cfg.task == "seg"
+    class_names = get_class_set(class_set_of(cfg.data)).names if seg else ()
+    ceiling = load_ceiling(cfg.ceiling, cfg.task, cfg.split) if cfg.ceiling else None
+    if run_dir is not None:
+        save_config(cfg, Path(run_dir) / "config.yaml")
+    device = D.init_distributed(cfg.device)
+    seed_all(cfg.seed)
+    encoder = load_probe_encoder(cfg.encoder, img_size=cfg.img_size, init_from=cfg.init_from or None)
+    train = build_dataset(cfg.data, split="train", train=False, require_labels=seg)
+    val = build_dataset(cfg.data, split=cfg.split, train=False, require_labels=seg)
+    if cfg.max_images:
+        val = torch.utils.data.Subset(val, range(min(cfg.max_images, len(val))))
+    loader = functools.partial(torch.utils.data.DataLoader, batch_size=cfg.batch_size, shuffle=False)
+    result = probe_backbone(encoder, loader(train), loader(val), task=cfg.task,
+                            num_classes=len(class_names) - 1 if seg else 0, cells=cfg.cells,
+                            holdout_every=cfg.holdout_every, alphas=cfg.ridges, min_depth=cfg.min_depth,
+                            max_depth=cfg.data.max_depth, device=device)
+    result["report"] = format_report(result, ceiling=ceiling, ceiling_name=cfg.ceiling, class_names=class_names)
+    if ceiling is not None:
+        result["ceiling"] = ceiling
+    if run_dir is not None:
+        write_json(Path(run_dir) / "probe.json", {k: v for k, v in result.items() if k != "report"})
+        write_text(Path(run_dir) / "probe.md", result["report"])
+    return result
+
+
+def _probe_main(args: argparse.Namespace, *, task: str) -> None:
+    cfg = load_config(ProbeConfig, args.config, [f"task={task}"] + list(args.overrides))
+    for flag, value in (("--init-from", args.init_from), ("--ceiling", args.ceiling)):
+        if value and not Path(value).exists():
+            raise FileNotFoundError(f"{flag} {value}: no such file or run directory")
+    cfg = dataclasses.replace(cfg, init_from=args.init_from or cfg.init_from, ceiling=args.ceiling or cfg.ceiling)
+    run_dir = Path(args.out or Path("runs") / resolve_recipe(args.config).stem)
+    result = run_probe(cfg, run_dir)
+    print(f"{task} probe of {cfg.init_from or 'a scratch encoder'} ({cfg.encoder}), scored on split "
+          f"{cfg.split!r}:\n\n{result['report']}\nwrote {run_dir / 'probe.json'}", flush=True)
+
+
+def add_probe_parser(subparsers) -> None:
+    """Register ``probe seg|depth``."""
+    what = "closed-form linear probe of a frozen ViT, printed beside its floors"
+    p = subparsers.add_parser("probe", help=what, description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    tasks = p.add_subparsers(dest="task", metavar="TASK", required=True)
+    for task, title in TASK_TITLES.items():
+        t = tasks.add_parser(task, help=f"{title}: {what}")
+        t.add_argument("--config", default=f"probe_synth_{task}",
+                       help=f"YAML recipe: a path or a packaged name (default: probe_synth_{task})")
+        t.add_argument("--out", default=None, help="folder for probe.json/.md (default: runs/<recipe name>)")
+        t.add_argument("--init-from", default=None, metavar="WEIGHTS",
+                       help="encoder weights: an MAE .pth, a timm state dict, an exported .safetensors or a "
+                            "run/checkpoint of ours (default: a randomly initialised encoder)")
+        t.add_argument("--ceiling", default=None, metavar="RUN",
+                       help=f"a supervised run of the same encoder (mask3d-vit finetune {task} ...) or its "
+                            f"eval_<split>.json, printed as the ceiling")
+        t.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="config overrides, e.g. data.sources=[...] holdout_every=0 ridges=[0.001]")
+        t.set_defaults(func=functools.partial(_probe_main, task=task))
+
+
 def add_parser(subparsers) -> None:
     """Register ``finetune``, ``probe`` (each with ``seg`` / ``depth``) and ``eval``."""
-    for command, probe, what in (("finetune", False, "fine-tune a pre-trained ViT with a dense head"),
-                                 ("probe", True, "train a head on a frozen ViT (linear probe)")):
-        p = subparsers.add_parser(command, help=what, description=__doc__,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-        tasks = p.add_subparsers(dest="task", metavar="TASK", required=True)
-        for task, title in (("seg", "semantic segmentation"), ("depth", "depth estimation")):
-            t = tasks.add_parser(task, help=f"{title}: {what}")
-            add_run_arguments(t, f"{command}_synth_{task}")
-            t.set_defaults(func=functools.partial(_train_main, task=task, probe=probe))
-        if not probe:
-            from .detection import add_parser as add_detection
-            add_detection(tasks)
+    what = "fine-tune a pre-trained ViT with a dense head"
+    p = subparsers.add_parser("finetune", help=what, description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    tasks = p.add_subparsers(dest="task", metavar="TASK", required=True)
+    for task, title in TASK_TITLES.items():
+        t = tasks.add_parser(task, help=f"{title}: {what}")
+        add_run_arguments(t, f"finetune_synth_{task}")
+        t.set_defaults(func=functools.partial(_train_main, task=task))
+    from .detection import add_parser as add_detection
+    add_detection(tasks)
+    add_probe_parser(subparsers)
     p = subparsers.add_parser("eval", help="evaluate a fine-tuned run (mIoU table or depth metrics)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True, help="fine-tuning run directory or checkpoint file")
