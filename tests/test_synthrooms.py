@@ -168,18 +168,19 @@ def test_camera_pose_ranges_are_respected_and_used():
 
 
 def test_room_shapes_keep_the_camera_in_free_space():
-    """With a corner block and a partition in every room, the camera never stands inside either."""
+    """With a corner block and a partition in every room, the camera never stands inside either (nor in a
+    pillar): the wall-labelled boxes standing in the room."""
     cfg = dataclasses.replace(SMALL, l_shape_prob=1.0, partition_prob=1.0)
+    counts = []
     for i in range(10):
         scene, camera, _ = _layout(np.random.default_rng([0, i, 0]), cfg)
-        blocks = [p for p, labels in zip(scene.prims[1:3], scene.face_labels[1:3])]
-        assert len(scene.prims) > 3 and all(set(labels) == {WALL} for labels in scene.face_labels[1:3])
+        blocks = [p for p, labels in zip(scene.prims[1:], scene.face_labels[1:]) if set(labels) == {WALL}]
+        counts.append(len(blocks))
         x, y, _ = camera.origin
-        for cx, cy, _, hx, hy, _, c, s, _, _ in blocks:  # AABB of the (possibly turned) block
+        for cx, cy, _, hx, hy, _, c, s, _, _ in blocks:  # AABB of the (possibly turned) box
             ex, ey = abs(c) * hx + abs(s) * hy, abs(s) * hx + abs(c) * hy
             assert abs(x - cx) >= ex or abs(y - cy) >= ey, (i, camera.origin)
-    walls = sum((render_frame(i, cfg=cfg)["label"] == WALL).mean() for i in range(4))
-    assert walls > 0
+    assert min(counts) >= 1 and max(counts) >= 2, counts  # the block always fits; the partition mostly
 
 
 def test_grain_is_in_world_units_and_fades_with_distance():
