@@ -1,10 +1,13 @@
 """SynthRooms: procedural indoor RGB-D frames, rendered on the fly, so the whole method runs before any download.
 
-A frame is a box-shaped room (floor, four walls, ceiling, sometimes a pillar and recessed windows) furnished with
-beds, tables, chairs, sofas, cabinets and bookshelves assembled from boxes and vertical cylinders, with pictures,
-windows and TVs on the walls and books and other objects on tables, shelves and the floor. Colours and textures
-(solid, stripes, checkers, noise, gradients) come from one distribution for every surface whatever its class, so
-only geometry tells a table from a wall: the prior that Mask3D's masked depth reconstruction is meant to teach.
+A frame is a room (a box, sometimes L-shaped or split by a partition wall, sometimes with a pillar and recessed
+windows) furnished with beds, tables, chairs, sofas, cabinets and bookshelves assembled from boxes and vertical
+cylinders, with pictures, windows and TVs on the walls and books and other objects on tables, shelves and the floor,
+seen by a camera whose height, pitch, roll and field of view vary widely, so that a pixel's position says little
+about its depth or class. Colours and textures (solid, stripes, checkers, noise, gradients, laid out in metres, plus
+a grain of one world scale that fades with distance) come from one distribution for every surface whatever its
+class, so only geometry, shading and texture scale tell a table from a wall: the prior that Mask3D's masked depth
+reconstruction is meant to teach.
 
 Conventions:
 
