@@ -10,8 +10,9 @@ from mask3d_vit.config import ConfigError, load_config
 from mask3d_vit.data.classes import NYU13
 from mask3d_vit.data.frames import FramesDataset, read_meta
 from mask3d_vit.cli import build_parser, parse_size
-from mask3d_vit.data.synthrooms import (SynthRooms, SynthRoomsConfig, kinect_intrinsics,
-                                        render_frame, write_synthrooms)
+from mask3d_vit.data.synthrooms import (SynthRooms, SynthRoomsConfig, _albedo, _layout, frame_intrinsics,
+                                        kinect_intrinsics, render_frame, write_synthrooms)
+from mask3d_vit.data.transforms import hflip, resized_crop
 
 SMALL = SynthRoomsConfig(size=(48, 64))
 EXACT = dataclasses.replace(SMALL, sensor_noise=False, holes=False, max_depth=100.0)
@@ -94,8 +95,12 @@ def test_floor_depth_matches_camera_height_and_pitch():
 
 
 def test_floor_and_ceiling_heights_through_the_camera_pose():
-    for i in range(4):
+    """Back-projected with each frame's own intrinsics (the field of view varies per frame), the floor lies at
+    z = 0 and the ceiling on one plane above the camera."""
+    focals = set()
+    for i in range(6):
         f = render_frame(i, cfg=EXACT)  # default roll: the pose carries it
+        focals.add(float(f["intrinsics"][0]))
         x, y = pixel_rays(f)
         z = f["clean_depth"].astype(np.float64)
         points = np.stack([x * z, y * z, z, np.ones_like(z)], -1) @ f["camera_pose"].astype(np.float64).T
@@ -103,6 +108,96 @@ def test_floor_and_ceiling_heights_through_the_camera_pose():
         ceiling = points[..., 2][f["label"] == CEILING]
         if ceiling.size:
             assert np.ptp(ceiling) < 4e-3 and ceiling.mean() > f["camera_height"]
+    assert len(focals) == 6
+
+
+def floor_plane_distance(depth, intrinsics, floor):
+    """Distance from the camera centre to the least-squares plane through the back-projected ``floor`` pixels, and
+    the 90th percentile of the residuals (m): resizing blends depth across the floor's edges."""
+    fx, fy, cx, cy = np.asarray(intrinsics, np.float64)
+    v, u = np.nonzero(floor)
+    z = depth[v, u].astype(np.float64)
+    points = np.stack([(u - cx) / fx * z, (v - cy) / fy * z, z], 1)
+    centre = points.mean(0)
+    normal = np.linalg.svd(points - centre)[2][-1]
+    return abs(centre @ normal), np.percentile(np.abs((points - centre) @ normal), 90)
+
+
+def test_intrinsics_follow_the_sample_through_crop_resize_and_flip():
+    """The floor back-projected with the sample's intrinsics is a plane camera_height below the camera, as
+    rendered and after a crop, a resize and a mirror (which move cx)."""
+    cfg = dataclasses.replace(EXACT, size=(96, 128), camera_pitch_deg=(-40.0, -25.0))
+    ds = SynthRooms(4, cfg=cfg)
+    for i in range(4):
+        frame, sample = render_frame(i, cfg=cfg), ds[i]
+        variants = [sample, hflip(resized_crop(sample, 20, 10, 64, 96, (48, 64)))]
+        for s in variants:
+            depth, floor = s["depth"][0].numpy(), s["label"].numpy() == FLOOR
+            if floor.sum() < 30:
+                continue
+            distance, residual = floor_plane_distance(depth, s["intrinsics"], floor & (depth > 0))
+            assert distance == pytest.approx(frame["camera_height"], abs=0.01), (i, distance)
+            assert residual < 0.02
+
+
+def test_frame_intrinsics_are_the_rendered_ones_and_stay_in_range():
+    cfg = dataclasses.replace(SMALL, focal_scale=(0.8, 1.2))
+    base = kinect_intrinsics(cfg.size)
+    scales = []
+    for i in range(8):
+        k = render_frame(i, seed=2, cfg=cfg)["intrinsics"]
+        np.testing.assert_array_equal(k, frame_intrinsics(i, seed=2, cfg=cfg))
+        np.testing.assert_array_equal(k[2:], base[2:])  # the principal point stays
+        assert k[1] / k[0] == pytest.approx(base[1] / base[0], rel=1e-6)
+        scales.append(k[0] / base[0])
+    assert 0.8 <= min(scales) and max(scales) <= 1.2 and np.ptp(scales) > 0.1
+    fixed = dataclasses.replace(cfg, focal_scale=(1.0, 1.0))
+    np.testing.assert_array_equal(frame_intrinsics(5, cfg=fixed), base)
+
+
+def test_camera_pose_ranges_are_respected_and_used():
+    cfg = dataclasses.replace(SMALL, camera_height=(0.6, 0.9), camera_pitch_deg=(-20.0, 10.0),
+                              camera_roll_deg=(-15.0, 15.0))
+    frames = [render_frame(i, cfg=cfg) for i in range(10)]
+    for key, (lo, hi) in (("camera_height", cfg.camera_height), ("camera_pitch_deg", cfg.camera_pitch_deg),
+                          ("camera_roll_deg", cfg.camera_roll_deg)):
+        values = np.array([f[key] for f in frames])
+        assert values.min() >= lo and values.max() <= hi, key
+        assert np.ptp(values) > (hi - lo) / 3, key  # spread over the range, not pinned to one end
+    for f in frames:
+        assert f["camera_pose"][2, 3] == pytest.approx(f["camera_height"])
+
+
+def test_room_shapes_keep_the_camera_in_free_space():
+    """With a corner block and a partition in every room, the camera never stands inside either (nor in a
+    pillar): the wall-labelled boxes standing in the room."""
+    cfg = dataclasses.replace(SMALL, l_shape_prob=1.0, partition_prob=1.0)
+    counts = []
+    for i in range(10):
+        scene, camera, _ = _layout(np.random.default_rng([0, i, 0]), cfg)
+        blocks = [p for p, labels in zip(scene.prims[1:], scene.face_labels[1:]) if set(labels) == {WALL}]
+        counts.append(len(blocks))
+        x, y, _ = camera.origin
+        for cx, cy, _, hx, hy, _, c, s, _, _ in blocks:  # AABB of the (possibly turned) box
+            ex, ey = abs(c) * hx + abs(s) * hy, abs(s) * hx + abs(c) * hy
+            assert abs(x - cx) >= ex or abs(y - cy) >= ey, (i, camera.origin)
+    assert min(counts) >= 1 and max(counts) >= 2, counts  # the block always fits; the partition mostly
+
+
+def test_grain_is_in_world_units_and_fades_with_distance():
+    """One solid material with grain: it varies across the surface up close and fades to the plain colour once its
+    period spans fewer than about two pixels."""
+    material = np.zeros((1, 14), np.float32)
+    material[0, 1:4] = material[0, 4:7] = 0.5  # solid pattern (0), one colour
+    material[0, 12] = 0.3  # grain strength
+    u, v = np.meshgrid(np.linspace(0, 1, 64, dtype=np.float32), np.linspace(0, 1, 64, dtype=np.float32))
+    u, v, index = u.ravel(), v.ravel(), np.zeros(u.size, np.int32)
+    near = _albedo(material, index, u, v, np.full(u.size, 0.002, np.float32), 0.5)
+    far = _albedo(material, index, u, v, np.full(u.size, 0.05, np.float32), 0.5)
+    assert near[:, 0].std() > 0.01
+    np.testing.assert_allclose(far, 0.5, atol=1e-6)
+    # A coarser grain (larger tiles) stays visible at that footprint.
+    assert _albedo(material, index, u, v, np.full(u.size, 0.05, np.float32), 5.0)[:, 0].std() > 0.01
 
 
 def test_each_instance_is_one_object_of_one_class_and_stuff_has_none():
@@ -168,11 +263,14 @@ def test_write_synthrooms_reads_back_and_resumes(tmp_path):
         assert torch.equal(sample["label"], expected["label"])
         assert torch.equal(sample["instance"], expected["instance"])
         np.testing.assert_allclose(sample["intrinsics"], expected["intrinsics"])
+    assert len(read_meta(root)["frame_intrinsics"]) == 4  # the field of view varies per frame
 
     first = root / "rgb" / "synthrooms-s3-000000.png"
     stamp = first.stat().st_mtime_ns
+    (root / "meta.json").unlink()  # as if interrupted before meta.json: kept frames' intrinsics are recomputed
     write_synthrooms(root, 6, seed=3, cfg=cfg, val_fraction=0.34, progress=False)
     assert first.stat().st_mtime_ns == stamp  # kept, not re-rendered
+    np.testing.assert_allclose(FramesDataset(root, "val")[0]["intrinsics"], rendered[0]["intrinsics"])
     assert len(FramesDataset(root, "train")) + len(FramesDataset(root, "val")) == 6
     with pytest.raises(ValueError, match="another source"):
         write_synthrooms(root, 6, seed=4, cfg=cfg, progress=False)
@@ -201,5 +299,9 @@ def test_config_is_typed_validated_and_overridable():
         SynthRoomsConfig(room_size=(6.0, 3.0))
     with pytest.raises(ConfigError, match="camera_height"):
         SynthRoomsConfig(camera_height=(1.0, 3.0))
+    with pytest.raises(ConfigError, match="focal_scale"):
+        SynthRoomsConfig(focal_scale=(0.0, 1.0))
+    with pytest.raises(ConfigError, match="l_shape_prob"):
+        SynthRoomsConfig(l_shape_prob=1.5)
     with pytest.raises(ValueError, match="non-negative"):
         render_frame(-1)

@@ -1,10 +1,13 @@
 """SynthRooms: procedural indoor RGB-D frames, rendered on the fly, so the whole method runs before any download.
 
-A frame is a box-shaped room (floor, four walls, ceiling, sometimes a pillar and recessed windows) furnished with
-beds, tables, chairs, sofas, cabinets and bookshelves assembled from boxes and vertical cylinders, with pictures,
-windows and TVs on the walls and books and other objects on tables, shelves and the floor. Colours and textures
-(solid, stripes, checkers, noise, gradients) come from one distribution for every surface whatever its class, so
-only geometry tells a table from a wall: the prior that Mask3D's masked depth reconstruction is meant to teach.
+A frame is a room (a box, sometimes L-shaped or split by a partition wall, sometimes with a pillar and recessed
+windows) furnished with beds, tables, chairs, sofas, cabinets and bookshelves assembled from boxes and vertical
+cylinders, with pictures, windows and TVs on the walls and books and other objects on tables, shelves and the floor,
+seen by a camera whose height, pitch, roll and field of view vary widely, so that a pixel's position says little
+about its depth or class. Colours and textures (solid, stripes, checkers, noise, gradients, laid out in metres, plus
+a grain of one world scale that fades with distance) come from one distribution for every surface whatever its
+class, so only geometry, shading and texture scale tell a table from a wall: the prior that Mask3D's masked depth
+reconstruction is meant to teach.
 
 Conventions:
 
@@ -50,7 +53,8 @@ from .classes import NYU13
 from .frames import FramesWriter, read_meta
 from .sample import make_sample
 
-__all__ = ["SynthRoomsConfig", "SynthRooms", "render_frame", "write_synthrooms", "kinect_intrinsics"]
+__all__ = ["SynthRoomsConfig", "SynthRooms", "render_frame", "write_synthrooms", "kinect_intrinsics",
+           "frame_intrinsics"]
 
 CLASS_SET = "synthrooms"
 DEPTH_SCALE = 1000.0  # millimetres in the frames folder's uint16 depth PNGs
@@ -70,6 +74,7 @@ _BOX, _CYLINDER = 0, 1
 _EDGE_JUMP = 0.05
 _EDGE_HOLE_PROB = 0.75
 _GRAZING_COS = 0.12
+_INTRINSICS_STREAM = 3  # random streams per frame: 0 layout, 1 appearance, 2 sensor, 3 field of view
 _NOISE_TILE = 256  # texels per side of the shared value-noise texture (a power of two: indices wrap with &)
 
 
@@ -83,14 +88,24 @@ class SynthRoomsConfig:
         sensor_noise: add Gaussian depth noise of std ``depth_noise[0] + depth_noise[1] * z**2`` metres.
         holes: zero the depth behind depth edges, at grazing angles, in random patches and at random pixels.
         max_depth: sensor range in metres; depth at or beyond it becomes 0 (a hole).
-        room_size: range of each horizontal side of the room (m).
+        room_size: range of each horizontal side of the room's bounding box (m).
         room_height: range of the floor-to-ceiling height (m).
+        l_shape_prob: probability that a full-height block fills one corner of the room (25-50 % of each side),
+            making it L-shaped.
+        partition_prob: probability of a partition wall running from a wall 30-65 % of the way across the room.
         num_furniture: count range of furniture pieces (a table's chairs come on top).
         num_wall_items: count range of pictures, windows and wall-mounted TVs.
         num_clutter: count range of book groups and objects on tables, shelves and the floor.
         camera_height: range of the camera's height above the floor (m).
-        camera_pitch_deg: range of the camera pitch in degrees (negative = looking down).
+        camera_pitch_deg: range of the camera pitch in degrees (negative = looking down), drawn uniformly: the
+            yaw aims at the furniture, the pitch does not, so where a pixel sits says little about what it sees.
         camera_roll_deg: range of the camera roll in degrees.
+        focal_scale: range of the focal length as a multiple of the NYU Kinect's at this size (1.0 = its 49.6
+            degree vertical field of view; 0.75 = 63 degrees, 1.35 = 38 degrees); the principal point stays.
+        grain_size: metres per tile of the fine multiplicative grain every surface carries (its dominant period
+            is an eighth of this); the grain fades where finer than about two pixels, so how far it stays visible
+            tells distance.
+        grain_strength: range of the grain's amplitude per material (0 = none).
         depth_noise: (a, b) of the depth noise std ``a + b * z**2`` (Kinect fit of Nguyen et al., 3DIMPVT 2012).
         hole_patches: count range of random elliptic hole patches (dark or specular surfaces on a real sensor).
         pixel_dropout: fraction of pixels whose depth is dropped at random.
@@ -100,14 +115,19 @@ class SynthRoomsConfig:
     sensor_noise: bool = True
     holes: bool = True
     max_depth: float = 10.0
-    room_size: tuple[float, float] = (3.0, 7.0)
-    room_height: tuple[float, float] = (2.4, 3.2)
-    num_furniture: tuple[int, int] = (3, 7)
+    room_size: tuple[float, float] = (2.5, 9.0)
+    room_height: tuple[float, float] = (2.4, 3.6)
+    l_shape_prob: float = 0.3
+    partition_prob: float = 0.3
+    num_furniture: tuple[int, int] = (3, 9)
     num_wall_items: tuple[int, int] = (1, 4)
-    num_clutter: tuple[int, int] = (3, 10)
-    camera_height: tuple[float, float] = (1.0, 1.8)
-    camera_pitch_deg: tuple[float, float] = (-35.0, 0.0)
-    camera_roll_deg: tuple[float, float] = (-3.0, 3.0)
+    num_clutter: tuple[int, int] = (6, 18)
+    camera_height: tuple[float, float] = (0.5, 2.1)
+    camera_pitch_deg: tuple[float, float] = (-45.0, 15.0)
+    camera_roll_deg: tuple[float, float] = (-20.0, 20.0)
+    focal_scale: tuple[float, float] = (0.75, 1.35)
+    grain_size: float = 0.5
+    grain_strength: tuple[float, float] = (0.05, 0.35)
     depth_noise: tuple[float, float] = (0.001, 0.0019)
     hole_patches: tuple[int, int] = (0, 3)
     pixel_dropout: float = 0.002
@@ -119,7 +139,7 @@ class SynthRoomsConfig:
         if not self.max_depth > 0:
             raise ConfigError(f"synthrooms max_depth must be > 0 metres, got {self.max_depth!r}")
         for name in ("room_size", "room_height", "num_furniture", "num_wall_items", "num_clutter", "camera_height",
-                     "camera_pitch_deg", "camera_roll_deg", "hole_patches"):
+                     "camera_pitch_deg", "camera_roll_deg", "focal_scale", "grain_strength", "hole_patches"):
             lo, hi = getattr(self, name)
             if lo > hi:
                 raise ConfigError(f"synthrooms {name}={getattr(self, name)!r}: low end exceeds high end")
@@ -134,8 +154,12 @@ class SynthRoomsConfig:
                               f"room_height[0] - 0.1 = {self.room_height[0] - 0.1:g}) m")
         if min(self.camera_pitch_deg) <= -90 or max(self.camera_pitch_deg) >= 90:
             raise ConfigError(f"synthrooms camera_pitch_deg={self.camera_pitch_deg} must lie within (-90, 90)")
-        if not 0 <= self.pixel_dropout <= 1:
-            raise ConfigError(f"synthrooms pixel_dropout={self.pixel_dropout} must lie in [0, 1]")
+        for name in ("pixel_dropout", "l_shape_prob", "partition_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"synthrooms {name}={getattr(self, name)!r} must lie in [0, 1]")
+        if not self.focal_scale[0] > 0 or not self.grain_size > 0 or self.grain_strength[0] < 0:
+            raise ConfigError(f"synthrooms focal_scale={self.focal_scale} and grain_size={self.grain_size} must "
+                              f"be positive, grain_strength={self.grain_strength} not negative")
         if self.rgb_noise < 0:
             raise ConfigError(f"synthrooms rgb_noise={self.rgb_noise} must not be negative")
 
@@ -155,6 +179,21 @@ def kinect_intrinsics(size: tuple[int, int]) -> np.ndarray:
     # A pixel centre x maps to s * (x + 0.5) - 0.5 when scaling, then shifts by the crop offset.
     return np.array([fx * s, fy * s, s * (cx + 0.5) - 0.5 - (NYU_SIZE[1] * s - w) / 2,
                      s * (cy + 0.5) - 0.5 - (NYU_SIZE[0] * s - h) / 2], np.float32)
+
+
+def frame_intrinsics(index: int, seed: int = 0, cfg: SynthRoomsConfig | None = None) -> np.ndarray:
+    """Intrinsics of frame ``index`` of stream ``seed``: :func:`kinect_intrinsics` with the focal length scaled by
+    a draw from ``cfg.focal_scale``. Cheap (no rendering): a frames folder records them for frames it keeps.
+
+    Returns:
+        float32 (4,): fx, fy, cx, cy in pixels.
+    """
+    cfg = cfg or SynthRoomsConfig()
+    # A stream of its own, so that the field of view never shifts the layout's random draws.
+    focal = np.random.default_rng([int(seed), int(index), _INTRINSICS_STREAM]).uniform(*cfg.focal_scale)
+    k = kinect_intrinsics(tuple(cfg.size))
+    k[:2] *= np.float32(focal)
+    return k
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -601,6 +640,7 @@ def _layout(rng: np.random.Generator, cfg: SynthRoomsConfig) -> tuple[_Scene, _C
     scene.add_prim(_BOX, (lx / 2, ly / 2, lz / 2), (lx / 2, ly / 2, lz / 2), 0.0, [WALL] * 4 + [FLOOR, CEILING],
                    walls + [scene.material(), scene.material()], 0, sign=-1.0)
 
+    _shape_room(scene, rng, cfg, wall_mat)
     if rng.random() < 0.3:  # a pillar against a wall, part of the wall
         wall = int(rng.integers(4))
         w, d = rng.uniform(0.3, 0.7), rng.uniform(0.2, 0.5)
@@ -613,10 +653,15 @@ def _layout(rng: np.random.Generator, cfg: SynthRoomsConfig) -> tuple[_Scene, _C
     for _ in range(int(np.sum(kinds == "window"))):
         _place_window(scene, rng, thickness)
 
-    # The camera goes in before the furniture and keeps a free column around itself, so nothing hides the view.
-    cx, cy = rng.uniform(0.5, lx - 0.5), rng.uniform(0.5, ly - 0.5)
+    # The camera goes in before the furniture and keeps a free column around itself, so nothing hides the view;
+    # the column must miss the corner block, partition and pillar.
+    for _ in range(50):
+        cx, cy = rng.uniform(0.5, lx - 0.5), rng.uniform(0.5, ly - 0.5)
+        column = (cx - 0.35, cy - 0.35, 0.0, cx + 0.35, cy + 0.35, lz)
+        if scene.fits(column):
+            break
     height = rng.uniform(*cfg.camera_height)
-    scene.occupied.append((cx - 0.35, cy - 0.35, 0.0, cx + 0.35, cy + 0.35, lz))
+    scene.occupied.append(column)
 
     _furnish(scene, rng, int(rng.integers(cfg.num_furniture[0], cfg.num_furniture[1] + 1)))
     for kind in kinds[kinds != "window"]:
@@ -631,21 +676,38 @@ def _layout(rng: np.random.Generator, cfg: SynthRoomsConfig) -> tuple[_Scene, _C
             tint = tint[::-1]  # ...or cool white
         lights.append((position, rng.uniform(0.5, 1.2) * tint))
 
-    # Aim at a piece of furniture at least 1.2 m away most of the time (as a person scanning a room would), else at
-    # any point of the room; then jitter and keep the pitch in its configured range.
+    # Turn towards a piece of furniture at least 1.2 m away most of the time (as a person scanning a room would),
+    # else towards any point of the room. The pitch is drawn on its own: aiming it too would tie the horizon, and
+    # so each pixel's depth, to the camera height.
     far = [t for t in scene.objects if math.hypot(t[0] - cx, t[1] - cy) > 1.2]
     if far and rng.random() < 0.7:
         target = far[int(rng.integers(len(far)))]
     else:
-        target = (rng.uniform(0, lx), rng.uniform(0, ly), rng.uniform(0.4, 1.2))
-    dx, dy, dz = target[0] - cx, target[1] - cy, target[2] - height
-    yaw = math.atan2(dy, dx) + rng.uniform(-0.35, 0.35)
-    pitch = math.degrees(math.atan2(dz, max(math.hypot(dx, dy), 1.0))) + rng.uniform(-8, 8)
-    pitch = float(np.clip(pitch, *cfg.camera_pitch_deg))
+        target = (rng.uniform(0, lx), rng.uniform(0, ly))
+    yaw = math.atan2(target[1] - cy, target[0] - cx) + rng.uniform(-0.35, 0.35)
+    pitch = rng.uniform(*cfg.camera_pitch_deg)
     roll = rng.uniform(*cfg.camera_roll_deg)
     camera = _Camera(np.array([cx, cy, height]), _camera_rotation(yaw, math.radians(pitch), math.radians(roll)),
                      pitch, roll)
     return scene, camera, lights
+
+
+def _shape_room(scene: _Scene, rng, cfg: SynthRoomsConfig, material: int) -> None:
+    """Make the box room L-shaped (a full-height block in one corner) and/or split it with a partition wall from
+    one wall part of the way across; both are wall, in the walls' material."""
+    lx, ly, lz = scene.room
+    if rng.random() < cfg.l_shape_prob:
+        w, d = rng.uniform(0.25, 0.5) * lx, rng.uniform(0.25, 0.5) * ly
+        x, y = (w / 2, lx - w / 2)[int(rng.integers(2))], (d / 2, ly - d / 2)[int(rng.integers(2))]
+        scene.place(_Object(WALL, [_box(-w / 2, w / 2, -d / 2, d / 2, 0, lz, material)]), x, y, 0.0, 0.0)
+    if rng.random() < cfg.partition_prob:
+        wall = int(rng.integers(4))
+        length = scene.wall_length(wall)
+        across = scene.room[0] + scene.room[1] - length
+        t, reach = rng.uniform(0.08, 0.15), rng.uniform(0.3, 0.65) * across
+        x, y, yaw = scene.wall_pose(wall, rng.uniform(0.3, 0.7) * length, reach / 2)
+        # Turned like a wall-standing object, so its depth axis (y) runs into the room.
+        scene.place(_Object(WALL, [_box(-t / 2, t / 2, -reach / 2, reach / 2, 0, lz, material)]), x, y, 0.0, yaw)
 
 
 def _place_window(scene: _Scene, rng, thickness) -> None:
@@ -834,10 +896,11 @@ def _random_colours(rng, count: int) -> np.ndarray:
     return rgb ** 2.2  # to linear light, where shading is computed
 
 
-def _sample_materials(rng, count: int) -> np.ndarray:
+def _sample_materials(rng, count: int, grain_strength: tuple[float, float]) -> np.ndarray:
     """(count, 14) float32 material rows (columns above), all drawn from the one distribution that every surface
     shares, so that appearance never reveals the class. A pattern maps surface coordinates (metres), turned by an
-    angle, scaled and offset, to a mix of two colours; grain adds fine multiplicative noise."""
+    angle, scaled and offset, to a mix of two colours; grain, of amplitude drawn from ``grain_strength``, adds fine
+    multiplicative noise."""
     pattern = np.minimum(np.searchsorted(np.cumsum(_PATTERN_PROB), rng.random(count)), len(_PATTERN_PROB) - 1)
     a = _random_colours(rng, count)
     b = np.where(rng.random((count, 1)) < 0.5, a * rng.uniform(0.3, 0.9, (count, 1)), _random_colours(rng, count))
@@ -845,7 +908,7 @@ def _sample_materials(rng, count: int) -> np.ndarray:
     inv_scale = np.exp(-rng.uniform(lo, hi))
     angle = np.where(rng.random(count) < 0.4, rng.uniform(0, math.pi, count), rng.integers(0, 2, count) * math.pi / 2)
     return np.column_stack([pattern, a, b, inv_scale, np.cos(angle), np.sin(angle), rng.random((count, 2)),
-                            rng.uniform(0.0, 0.3, count), inv_scale * _PATTERN_FREQUENCY[pattern]]).astype(np.float32)
+                            rng.uniform(*grain_strength, count), inv_scale * _PATTERN_FREQUENCY[pattern]]).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=1)
@@ -877,8 +940,8 @@ def _lookup_noise(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.take(_noise_tile(), iv * t + iu)
 
 
-def _albedo(materials: np.ndarray, index: np.ndarray, u: np.ndarray, v: np.ndarray,
-            footprint: np.ndarray) -> np.ndarray:
+def _albedo(materials: np.ndarray, index: np.ndarray, u: np.ndarray, v: np.ndarray, footprint: np.ndarray,
+            grain_size: float) -> np.ndarray:
     """Procedural texture.
 
     Args:
@@ -887,6 +950,7 @@ def _albedo(materials: np.ndarray, index: np.ndarray, u: np.ndarray, v: np.ndarr
         u, v: (N,) surface coordinates in metres.
         footprint: (N,) size of the pixel on the surface in metres; patterns finer than about two pixels fade to
             their mean instead of aliasing into moire (a box filter in spirit, at no cost).
+        grain_size: metres per tile of the grain, the same on every surface: how fine it looks tells distance.
 
     Returns:
         (N, 3) linear RGB.
@@ -902,7 +966,9 @@ def _albedo(materials: np.ndarray, index: np.ndarray, u: np.ndarray, v: np.ndarr
                             np.where(pattern == _NOISE, _lookup_noise(pu, pv),
                                      np.where(pattern == _GRADIENT, 0.5 + 0.5 * np.sin(pu), 0.5))))
     mix += (0.5 - mix) * np.clip(4 * footprint * material[:, _CYCLES] - 1, 0, 1)
-    grain = _lookup_noise(u * 3.7 + material[:, _OFFSET_U], v * 3.7 + material[:, _OFFSET_V]) - 0.5
+    inv_grain = 1.0 / grain_size
+    grain = _lookup_noise(u * inv_grain + material[:, _OFFSET_U], v * inv_grain + material[:, _OFFSET_V]) - 0.5
+    grain *= 1 - np.clip(4 * footprint * (_PATTERN_FREQUENCY[_NOISE] * inv_grain) - 1, 0, 1)
     # Contiguous (N, 3) colours: arithmetic on strided column views of ``material`` is several times slower.
     a, b = np.take(materials[:, _COLOUR_A], index, axis=0), np.take(materials[:, _COLOUR_B], index, axis=0)
     return (a + (b - a) * mix[:, None]) * (1 + 2 * material[:, _GRAIN] * grain)[:, None]
@@ -912,17 +978,15 @@ def _albedo(materials: np.ndarray, index: np.ndarray, u: np.ndarray, v: np.ndarr
 # Ray casting and shading (pixel attributes are flat over N = H * W pixels)
 # --------------------------------------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=8)
-def _pixel_rays(size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _pixel_rays(size: tuple[int, int], intrinsics: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Camera-frame rays of the pixel centres, float32 (3, H, W) ``((u - cx) / fx, (v - cy) / fy, 1)``, and the
-    inverse of their lengths, float32 (N,) (rotation keeps lengths, so this serves every pose)."""
+    inverse of their lengths, float32 (N,) (rotation keeps lengths)."""
     h, w = size
-    fx, fy, cx, cy = kinect_intrinsics(size)
+    fx, fy, cx, cy = intrinsics.tolist()
     rays = np.ones((3, h, w), np.float32)
-    rays[0] = ((np.arange(w, dtype=np.float32) - cx) / fx)[None]
-    rays[1] = ((np.arange(h, dtype=np.float32) - cy) / fy)[:, None]
+    rays[0] = ((np.arange(w, dtype=np.float32) - np.float32(cx)) / np.float32(fx))[None]
+    rays[1] = ((np.arange(h, dtype=np.float32) - np.float32(cy)) / np.float32(fy))[:, None]
     inv_norm = 1 / np.sqrt(np.square(rays).sum(0)).reshape(-1)
-    rays.flags.writeable = inv_norm.flags.writeable = False  # shared by every frame of this size
     return rays, inv_norm
 
 
@@ -933,15 +997,16 @@ def _slab(o: float, h: float, inv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.fmin(t1, t2), np.fmax(t1, t2)
 
 
-def _screen_rects(prims: np.ndarray, camera: _Camera, size) -> tuple[np.ndarray, np.ndarray]:
-    """Where each primitive can appear, from the 8 corners of its world AABB.
+def _screen_rects(prims: np.ndarray, camera: _Camera, size, intrinsics: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each primitive can appear, from the 8 corners of its world AABB, through ``intrinsics`` (fx, fy, cx,
+    cy).
 
     Returns:
         rects: int (P, 4) pixel rectangles (v0, v1, u0, u1) holding the projection (empty when unseen).
         near: float (P,) smallest camera z of the corners, a lower bound on the primitive's depth.
     """
     h, w = size
-    fx, fy, cx, cy = kinect_intrinsics(size)
+    fx, fy, cx, cy = intrinsics.tolist()
     centre, half, c, s = prims[:, 0:3], prims[:, 3:6], np.abs(prims[:, 6]), np.abs(prims[:, 7])
     box = prims[:, 8] == _BOX
     ext = half.copy()
@@ -964,8 +1029,10 @@ def _screen_rects(prims: np.ndarray, camera: _Camera, size) -> tuple[np.ndarray,
     return rects, z.min(1)
 
 
-def _cast(scene: _Scene, prims: np.ndarray, camera: _Camera, rays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Z-buffer over all primitives. ``rays: (3, H, W)`` world directions with unit camera-z component.
+def _cast(scene: _Scene, prims: np.ndarray, camera: _Camera, rays: np.ndarray,
+          intrinsics: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Z-buffer over all primitives. ``rays: (3, H, W)`` world directions with unit camera-z component, cast through
+    ``intrinsics`` (fx, fy, cx, cy).
 
     Returns:
         depth: float32 (H, W) z-depth of the nearest hit, inf where nothing is hit.
@@ -986,7 +1053,7 @@ def _cast(scene: _Scene, prims: np.ndarray, camera: _Camera, rays: np.ndarray) -
             depth[hole] = np.inf  # through the window: the recess and pane (objects beyond the wall) take over
         prim = np.where(np.isfinite(depth), 0, -1).astype(np.int32)
 
-        rects, nearest = _screen_rects(prims, camera, rays.shape[1:])
+        rects, nearest = _screen_rects(prims, camera, rays.shape[1:], intrinsics)
         rows, rects, nearest = prims.tolist(), rects.tolist(), nearest.tolist()  # Python scalars: cheaper per use
         # Front to back, so that a primitive hidden behind everything already drawn is skipped with one reduction.
         for k in sorted(range(1, len(rows)), key=nearest.__getitem__):
@@ -1138,11 +1205,11 @@ def render_frame(index: int, seed: int = 0, cfg: SynthRoomsConfig | None = None)
     scene, camera, lights = _layout(scene_rng, cfg)
     prims = np.array(scene.prims, np.float32)
     size = tuple(cfg.size)
-    intrinsics = kinect_intrinsics(size)
-    camera_rays, inv_norm = _pixel_rays(size)
+    intrinsics = frame_intrinsics(index, seed, cfg)
+    camera_rays, inv_norm = _pixel_rays(size, intrinsics)
     r = camera.rotation.tolist()  # rays = rotation @ camera rays, whose z is 1; without BLAS (see _screen_rects)
     rays = np.stack([r[i][0] * camera_rays[0] + r[i][1] * camera_rays[1] + r[i][2] for i in range(3)])
-    depth, prim = _cast(scene, prims, camera, rays)
+    depth, prim = _cast(scene, prims, camera, rays, intrinsics)
 
     # Pixels whose ray hits nothing (impossible in a closed room, but defined) get the room's row and are blanked.
     missed = prim.reshape(-1) < 0
@@ -1151,10 +1218,10 @@ def render_frame(index: int, seed: int = 0, cfg: SynthRoomsConfig | None = None)
     surf = _surfaces(prims, camera.origin.astype(np.float32), rays, inv_norm, clean.reshape(size),
                      index.reshape(size))
     face_index = index * 6 + surf.face  # into the flattened per-(primitive, face) tables
-    materials = _sample_materials(photo_rng, scene.num_materials)
+    materials = _sample_materials(photo_rng, scene.num_materials, cfg.grain_strength)
     material_index = np.take(np.array(scene.face_materials, np.int32), face_index)
     footprint = clean / (intrinsics[0] * np.maximum(surf.cos_view, 0.05))
-    albedo = _albedo(materials, material_index, surf.u, surf.v, footprint)
+    albedo = _albedo(materials, material_index, surf.u, surf.v, footprint, cfg.grain_size)
     radiance = _shade(albedo, surf, lights, photo_rng.uniform(0.15, 0.4))
     luminance = float(np.dot(radiance.mean(0), (0.2126, 0.7152, 0.0722)))
     exposure = photo_rng.uniform(0.3, 0.5) / max(luminance, 1e-6)
@@ -1269,16 +1336,16 @@ def write_synthrooms(out: str | Path, num: int, *, seed: int = 0, cfg: SynthRoom
             raise ValueError(f"{root}: already holds frames from another source ({previous!r}); "
                              f"write to a new folder, or repeat that run's seed and config to extend it")
     writer = FramesWriter(root, classes=list(NYU13), class_set=CLASS_SET, depth_scale=DEPTH_SCALE, source=source)
-    intrinsics = [float(v) for v in kinect_intrinsics(cfg.size)]
     splits: dict[str, list[str]] = {"train": [], "val": []}
     for i in tqdm(range(num), desc=f"synthrooms -> {root}", unit="frame", disable=not progress):
         fid = _frame_id(seed, i)
         splits["val" if _is_val(i, val_fraction) else "train"].append(fid)
         if writer.exists(fid):
-            writer.intrinsics[fid] = intrinsics  # meta.json lists the intrinsics of every frame, kept or new
+            # meta.json lists the intrinsics of every frame, kept or new (and the field of view varies per frame).
+            writer.intrinsics[fid] = [float(v) for v in frame_intrinsics(i, seed, cfg)]
             continue
         f = render_frame(i, seed, cfg)
-        writer.write(fid, f["rgb"], f["depth"], intrinsics=intrinsics, label=f["label"], instance=f["instance"])
+        writer.write(fid, f["rgb"], f["depth"], intrinsics=f["intrinsics"], label=f["label"], instance=f["instance"])
     writer.finish(splits)
     return root
 
