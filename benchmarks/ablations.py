@@ -119,11 +119,15 @@ def plan(cfg: CompareConfig, grids: list[str], done: dict[str, dict], *, transfe
 
 
 def table(grid: str, rows: dict[str, dict]) -> str:
-    lines = ["| variant | " + " | ".join(h for _, h, _ in COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+    """The grid's rows as markdown, with the columns some row of it measured (a --pretrain-only grid has no
+    transfer columns; rows from before the pretext diagnostics have none of those)."""
     names = [SCRATCH] + list(GRIDS[grid]) if SCRATCH in rows else list(GRIDS[grid])
-    for name in names:
-        row = rows.get(rows[name]["alias"] if name in rows and "alias" in rows[name] else name, {})
-        cells = " | ".join(f"{row[k]:.{d}f}" if k in row else "-" for k, _, d in COLUMNS)
+    shown = {name: rows.get(rows[name]["alias"] if name in rows and "alias" in rows[name] else name, {})
+             for name in names}
+    columns = [c for c in COLUMNS if any(c[0] in row for row in shown.values())]
+    lines = ["| variant | " + " | ".join(h for _, h, _ in columns) + " |", "|---|" + "---|" * len(columns)]
+    for name, row in shown.items():
+        cells = " | ".join(f"{row[k]:.{d}f}" if k in row else "-" for k, _, d in columns)
         lines.append(f"| {name} | {cells} |")
     return "\n".join(lines)
 

@@ -74,7 +74,7 @@ def test_runs_keep_the_config_they_ran_with():
 def test_an_interrupted_invocation_keeps_its_finished_variants(tmp_path, monkeypatch):
     bench = _load_script()
 
-    def first_then_stop(cfg, out, *, variants, scratch, log, on_row):
+    def first_then_stop(cfg, out, *, variants, scratch, log, on_row, transfer):
         name = next(iter(variants))
         on_row({"backbone": name, "seed": 0, "seg/miou": 12.5})
         raise KeyboardInterrupt  # the user (or a time limit) stops the second variant
@@ -88,3 +88,23 @@ def test_an_interrupted_invocation_keeps_its_finished_variants(tmp_path, monkeyp
     cfg = load_config(CompareConfig, bench.RECIPE, [])
     todo, _ = bench.plan(cfg, ["fusion"], done=saved["rows"])
     assert finished[0] not in todo and len(todo) == 1
+
+
+def test_pretrain_only_rows_record_diagnostics_and_do_not_count_as_transfer_runs(tmp_path, monkeypatch):
+    bench = _load_script()
+    calls = []
+
+    def pretrain_only(cfg, out, *, variants, scratch, log, on_row, transfer):
+        calls.append((sorted(variants), scratch, transfer))
+        for name in variants:
+            on_row({"backbone": name, "seed": 0, "pretrain/rgb_reliance": 1.01, "pretrain/vs_interpolation": 0.9})
+
+    monkeypatch.setattr(bench, "run_comparison", pretrain_only)
+    bench._main(["--grid", "pretext", "--pretrain-only", "--out", str(tmp_path), "--report", str(tmp_path / "r.md")])
+    assert calls == [(sorted(bench.GRIDS["pretext"]), False, False)]
+    report = (tmp_path / "r.md").read_text()
+    assert "| variant | rgb_reliance | vs_interpolation |" in report and "| 1.01 | 0.90 |" in report
+    saved = bench.yaml.safe_load((tmp_path / "ablations.json").read_text())
+    cfg = load_config(CompareConfig, bench.RECIPE, [])
+    assert not bench.plan(cfg, ["pretext"], done=saved["rows"], transfer=False)[0]  # done for diagnostics
+    assert len(bench.plan(cfg, ["pretext"], done=saved["rows"])[0]) == len(bench.GRIDS["pretext"])  # not transfer
