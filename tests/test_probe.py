@@ -2,12 +2,12 @@
 on held-out frames, reads the final normed features, and the CLI prints it beside the floors."""
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 import torch
 
+from mask3d_vit.cli import build_parser
 from mask3d_vit.eval import baselines
 from mask3d_vit.eval.probe import (RidgeSums, cell_targets, cells_to_image, choose_ridge, fit_probe,
                                    format_report, mean_squared_error, patch_features,
@@ -179,9 +179,7 @@ def test_segmentation_probe_separates_classes_its_features_encode(micro):
 
 
 def cli(*argv):
-    parser = argparse.ArgumentParser()
-    finetune.add_parser(parser.add_subparsers())
-    args = parser.parse_args([str(a) for a in argv])
+    args = build_parser().parse_args([str(a) for a in argv])
     args.func(args)
 
 

@@ -120,7 +120,8 @@ def test_resume_auto_without_a_checkpoint_starts_fresh_and_says_where(tmp_path, 
                           optim=OptimConfig(), run_dir=tmp_path, config={})
         trainer.load("auto")
     assert trainer.step == 0
-    assert f"--resume auto: no checkpoint in {tmp_path}, starting fresh" in caplog.messages
+    assert any(m.startswith(f"--resume auto: no checkpoint in {tmp_path / 'checkpoints'}, so this is a NEW run from "
+                            f"step 0") for m in caplog.messages), caplog.messages
 
 
 def test_resume_from_a_path_restores_counts_and_refuses_a_longer_run(tmp_path, caplog, capsys):
