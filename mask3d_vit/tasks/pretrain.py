@@ -154,7 +154,9 @@ def format_diagnostics(metrics: dict[str, float]) -> str:
 
 
 def _main(args: argparse.Namespace) -> None:
-    run_command(args, PretrainConfig, run_pretrain)
+    # The summary keeps the headline diagnostics; the loss of every patch category is in metrics.jsonl.
+    run_command(args, PretrainConfig, run_pretrain, shown=lambda key: not any(
+        part in key for part in ("_visible", "_rgb_only", "_both_hidden", "_swapped", "_interp")))
 
 
 def _diagnose_main(args: argparse.Namespace) -> None:
