@@ -1,12 +1,12 @@
 """The evidence benchmark (issue 7): does Mask3D pre-training transfer better than MAE-RGB, RGB+depth and scratch?
 
 From one config (``mask3d_vit/configs/transfer_cpu.yaml``): pre-train a ViT-Tiny on SynthRooms with each objective at
-the same number of steps, then fine-tune segmentation (UperNet) on 100 % and 10 % of the labelled frames and train
-a frozen depth probe from {scratch, MAE-RGB, Mask3D, RGB+depth}, for every seed; report mean and standard deviation
-over seeds. Where ``../shared/data`` exists, a real-frames section follows: pre-training on SynthRooms plus the real
-unlabelled frames, the depth probe scored on the SUN RGB-D val frames held out from pre-training, and sim-to-real
-NYU13 segmentation on the labelled NYUv2 frame. It rewrites ``docs/results.md`` (tables, PNG plots under
-``docs/figures/``, the command line, hardware, wall time)::
+the same number of steps, then fine-tune segmentation (UperNet) on 100 % and 10 % of the labelled frames and fit
+the closed-form frozen depth probe (beside its image-blind floors) on {scratch, MAE-RGB, Mask3D, RGB+depth}, for
+every seed; report mean and standard deviation over seeds. Where ``../shared/data`` exists, a real-frames section
+follows: pre-training on SynthRooms plus the real unlabelled frames, the depth probe scored on the SUN RGB-D val
+frames held out from pre-training, and sim-to-real NYU13 segmentation on the labelled NYUv2 frame. It rewrites
+``docs/results.md`` (tables, PNG plots under ``docs/figures/``, the command line, hardware, wall time)::
 
     python benchmarks/transfer.py                      # ~45 min on 2 CPU cores (the estimate is printed first)
     python benchmarks/transfer.py --dry-run            # print the plan and the time estimate only
@@ -34,7 +34,7 @@ from mask3d_vit.data.build import DataConfig, SourceConfig, build_dataset, open_
 from mask3d_vit.data.classes import get_class_set
 from mask3d_vit.io import atomic_save, write_json, write_text
 from mask3d_vit.tasks.compare import (SCRATCH, CompareConfig, estimate_seconds, format_estimate, objective_variants,
-                                      run_comparison, summarize, transfer_key)
+                                      probe_floor_note, run_comparison, summarize, transfer_key)
 from mask3d_vit.tasks.finetune import DenseEvaluator, EvalConfig, load_dense_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,12 +50,12 @@ def scaled(cfg: CompareConfig, scale: float) -> CompareConfig:
                    if s.format == "synthrooms" else s for s in d.sources]
         return dataclasses.replace(d, sources=sources)
 
-    def task(t):
-        return dataclasses.replace(t, data=data(t.data), eval=dataclasses.replace(
-            t.eval, max_images=round(t.eval.max_images * scale)))
-
+    seg = dataclasses.replace(cfg.seg, data=data(cfg.seg.data), eval=dataclasses.replace(
+        cfg.seg.eval, max_images=round(cfg.seg.eval.max_images * scale)))
+    probe = dataclasses.replace(cfg.depth_probe, data=data(cfg.depth_probe.data),
+                                max_images=round(cfg.depth_probe.max_images * scale))
     return dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, data=data(cfg.pretrain.data)),
-                               seg=task(cfg.seg), depth_probe=task(cfg.depth_probe))
+                               seg=seg, depth_probe=probe)
 
 
 def real_sources(shared: Path) -> tuple[list[SourceConfig], list[SourceConfig]]:
@@ -70,21 +70,15 @@ def frame_count(sources: list[SourceConfig]) -> int:
 
 
 def real_frames_config(cfg: CompareConfig, shared: Path) -> CompareConfig:
-    """The real-frames experiment: the first seed, SynthRooms + real frames in pre-training, the depth probe trained
-    on the real frames for as many steps as the SynthRooms probe and scored on the held-out SUN RGB-D val frames,
-    and segmentation fine-tuned with the SynthRooms recipe (scored sim-to-real by :func:`sim_to_real`)."""
+    """The real-frames experiment: the first seed, SynthRooms + real frames in pre-training, the depth probe (and its
+    floors) fit on the real frames and scored on all the held-out SUN RGB-D val frames, and segmentation fine-tuned
+    with the SynthRooms recipe (scored sim-to-real by :func:`sim_to_real`)."""
     train, held_out = real_sources(shared)
     pre = cfg.pretrain
     pretrain = dataclasses.replace(pre, data=dataclasses.replace(pre.data, sources=list(pre.data.sources) + train))
     probe = cfg.depth_probe
-    real_frames = frame_count(train)
-    synth_images = sum(s.num_frames * s.fraction for s in probe.data.sources) * probe.train.epochs
-    epochs = max(1, math.ceil(synth_images / real_frames))
-    # A handful of real frames can be fewer than one SynthRooms batch: one batch then holds all of them.
-    batch = min(probe.train.batch_size, real_frames)
     probe = dataclasses.replace(probe, data=dataclasses.replace(probe.data, sources=train, val_sources=held_out),
-                                train=dataclasses.replace(probe.train, epochs=epochs, batch_size=batch),
-                                eval=EvalConfig())
+                                max_images=0)
     return dataclasses.replace(cfg, seeds=cfg.seeds[:1], fractions=[1.0], pretrain=pretrain, depth_probe=probe)
 
 
@@ -311,11 +305,13 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
         f"- Transfer: segmentation fine-tuning (UperNet, {cfg.seg.train.epochs} epochs on "
         f"{sum(s.num_frames for s in cfg.seg.data.sources)} labelled frames, and on "
         + ", ".join(f"{f * 100:g} %" for f in cfg.fractions if f != 1)
-        + f" of them with the same epochs) and a frozen linear depth probe ({cfg.depth_probe.train.epochs} epochs); "
+        + " of them with the same epochs) and the closed-form frozen depth probe (ridge regression of log depth on "
+        f"the final features, fit on {sum(s.num_frames for s in cfg.depth_probe.data.sources)} frames, beside the "
+        "floors of two predictors that never look at the image); "
         f"seeds {cfg.seeds} set `train.seed` of every run (initialisation, masks, augmentation, data order); the "
         "scenes and the labelled subset are the same for every seed.", "",
         "## Comparison (SynthRooms, mean ± standard deviation over seeds)", "",
-        summary_table(result["summary"], columns), "",
+        summary_table(result["summary"], columns), "", probe_floor_note(result["rows"]), "",
         "Segmentation in percent (NYU13 classes, SynthRooms val). The depth probe predicts metric depth (AbsRel, "
         "delta1 = % of pixels within 1.25x); the median-scaled delta1 rescales each prediction to the ground "
         "truth's median first, so it scores the shape of the depth map without its scale.", "",
@@ -338,7 +334,8 @@ REAL_HEADING = "## Real frames (small numbers)"
 
 
 def real_section(real_rows: list[dict], note: str) -> list[str]:
-    return [REAL_HEADING, "", note, ""] + ([seed_table(real_rows, REAL_COLUMNS), ""] if real_rows else [])
+    return [REAL_HEADING, "", note, ""] + ([seed_table(real_rows, REAL_COLUMNS), "", probe_floor_note(real_rows), ""]
+                                           if real_rows else [])
 
 
 def _split_report(report: Path) -> tuple[str, str | None]:
@@ -359,7 +356,7 @@ def replace_real_section(report: Path, real_rows: list[dict], note: str) -> str:
 
 
 REAL_NOTE = ("Pre-training on SynthRooms plus {frames} real unlabelled frames (NYUv2 and SUN RGB-D Kinect v2 "
-             "samples of `../shared/data`), seed {seed}. The depth probe is trained on those real frames and scored "
+             "samples of `../shared/data`), seed {seed}. The depth probe is fit on those real frames and scored "
              "on the 15 SUN RGB-D val frames, which no run saw; segmentation is fine-tuned on SynthRooms and scored "
              "on the one labelled NYUv2 frame (NYU13). A handful of frames: these numbers say whether the pipeline "
              "works on real data, not how well the method does.")

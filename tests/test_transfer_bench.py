@@ -43,6 +43,7 @@ def test_transfer_protocol_and_report(transfer):
     for r in rows:
         assert 0 <= r["seg/miou"] <= 100 and 0 <= r["seg@50%/miou"] <= 100 and r["depth_probe/abs_rel"] > 0
         assert 0 <= r["depth_probe/delta1_med"] <= 100
+        assert 0 <= r["depth_probe_floor/position/delta1"] <= 100 and r["depth_probe_floor/constant/abs_rel"] > 0
     # Rows are saved as each backbone finishes (a stopped run keeps them), the last write holds them all.
     saved = json.loads((tmp_path / "runs" / "rows.json").read_text())["rows"]
     assert [(r["backbone"], r["seed"]) for r in saved] == [(r["backbone"], r["seed"]) for r in rows]
@@ -55,6 +56,7 @@ def test_transfer_protocol_and_report(transfer):
     text = bench.write_report(result, cfg, command="python benchmarks/transfer.py ...", out=tmp_path / "runs",
                               report=report, estimate="~1 min", real_note="note")
     assert "| Mask3D | 2 |" in text and "seg mIoU (50 % labels)" in text and "Mask3D vs MAE-RGB" in text
+    assert f"position-only AbsRel {rows[0]['depth_probe_floor/position/abs_rel']:.3f}" in text
     for name in ("transfer_metrics.png", "transfer_data_efficiency.png"):
         assert (report.parent / "figures" / name).stat().st_size > 1000
     # --real only rewrites the real-frames section alone and keeps the comparison above it.
@@ -104,8 +106,10 @@ def test_scale_multiplies_frames_not_epochs():
     for run in ("pretrain", "seg", "depth_probe"):
         small, large = getattr(cfg, run), getattr(big, run)
         assert [s.num_frames * 4 for s in small.data.sources] == [s.num_frames for s in large.data.sources]
-        assert large.train.epochs == small.train.epochs and large.data.size == small.data.size
+        assert large.data.size == small.data.size
+    assert big.pretrain.train.epochs == cfg.pretrain.train.epochs and big.seg.train.epochs == cfg.seg.train.epochs
     assert big.seg.eval.max_images == 4 * cfg.seg.eval.max_images
+    assert big.depth_probe.max_images == 4 * cfg.depth_probe.max_images
     # so the scaled protocol costs ~4x on the same machine (a GPU brings it back to the CPU run's wall time)
     variants = objective_variants(cfg.objectives)
     ratio = estimate_seconds(big, variants=variants)["total"] / estimate_seconds(cfg, variants=variants)["total"]

@@ -1,9 +1,10 @@
 """The comparison protocol shared by ``mask3d-vit demo`` and ``benchmarks/transfer.py`` / ``benchmarks/ablations.py``.
 
 For every pre-training variant (an objective, or an ablation's config change) and every seed: pre-train once, then
-fine-tune semantic segmentation on each fraction of the labelled frames and train a frozen depth probe from that
-backbone; ``scratch`` (no pre-training) goes through the same transfer runs. Every run uses the same recipe except
-for what the variant changes, so rows differ only by the backbone::
+fine-tune semantic segmentation on each fraction of the labelled frames and fit the closed-form frozen depth probe
+(:func:`mask3d_vit.tasks.finetune.run_probe`) on that backbone; ``scratch`` (no pre-training) goes through the same
+transfer runs. Every run uses the same recipe except for what the variant changes, so rows differ only by the
+backbone::
 
     cfg = load_config(CompareConfig, "transfer_cpu")
     rows = run_comparison(cfg, "runs/transfer", variants=objective_variants(cfg.objectives))
@@ -12,8 +13,10 @@ for what the variant changes, so rows differ only by the backbone::
 A row is one (backbone, seed): ``pretrain_s``/``pretrain_run`` and, per transfer run ``key`` (``seg`` on all the
 labelled frames, ``seg@10%`` on a tenth of them, ``depth_probe``), ``<key>_s``, ``<key>_run`` and the run's final
 evaluation metrics as ``<key>/<metric>`` (``miou``, ``pixel_acc``... in percent; ``abs_rel``, ``delta1``,
-``delta1_med``... for depth); ``pretrain/<metric>`` holds the pre-training run's final validation figures
-(``loss_depth``, ``rgb_reliance``, ``vs_interpolation``... of :mod:`mask3d_vit.eval.pretext`).
+``delta1_med``... for depth). The probe's image-blind floors, fit on the same frames, follow as
+``depth_probe_floor/constant/<metric>`` and ``depth_probe_floor/position/<metric>``. ``pretrain/<metric>`` holds
+the pre-training run's final validation figures (``loss_depth``, ``rgb_reliance``, ``vs_interpolation``... of
+:mod:`mask3d_vit.eval.pretext`).
 """
 from __future__ import annotations
 
@@ -28,14 +31,17 @@ import numpy as np
 
 from ..config import ConfigError, load_config, save_config, to_dict
 from ..data.build import DataConfig, open_source
-from .finetune import FinetuneConfig, run_finetune
+from .finetune import FinetuneConfig, ProbeConfig, run_finetune, run_probe
 from .pretrain import PretrainConfig, run_pretrain
 
 OBJECTIVE_NAMES = {"depth": "Mask3D", "rgb": "MAE-RGB", "rgb+depth": "RGB+depth"}
 SCRATCH = "scratch"
 # Images per second of ViT-Tiny runs at 96x128 on the 2-core CPU (docs/cpu-performance.md machine, bf16, idle),
-# including SynthRooms rendering and data transforms; used only to predict a protocol's wall time.
-REFERENCE_RATES = {"pretrain": 160.0, "seg": 50.0, "depth_probe": 130.0, "eval": 300.0}
+# including SynthRooms rendering and data transforms; used only to predict a protocol's wall time. "depth_probe"
+# counts every frame the closed-form probe reads once (training frames + scored frames): it renders the training
+# frames twice (floors, then features), runs the encoder on all of them and scores three predictors per val frame
+# (512 + 256 frames took 75 s on this machine shared with other jobs, about one core free: 10/s; 20/s with both).
+REFERENCE_RATES = {"pretrain": 160.0, "seg": 50.0, "depth_probe": 20.0, "eval": 300.0}
 REFERENCE_PIXELS = 96 * 128
 RUN_OVERHEAD_S = 4.0  # model build, first-batch warm-up, checkpoint and figure writing per run
 
@@ -48,7 +54,7 @@ class CompareConfig:
     fractions: list[float] = field(default_factory=lambda: [1.0])  # of the seg fine-tuning frames
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     seg: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(task="seg"))
-    depth_probe: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(task="depth"))
+    depth_probe: ProbeConfig = field(default_factory=lambda: ProbeConfig(task="depth"))
 
 
 def objective_variants(objectives: list[str]) -> dict[str, list[str]]:
@@ -64,8 +70,10 @@ def transfer_key(task: str, fraction: float = 1.0) -> str:
     return task if fraction == 1.0 else f"{task}@{fraction * 100:g}%"
 
 
-def transfer_runs(cfg: CompareConfig) -> dict[str, FinetuneConfig]:
+def transfer_runs(cfg: CompareConfig) -> dict[str, FinetuneConfig | ProbeConfig]:
     """The transfer runs of one backbone and seed: row key -> config (fractions applied to every seg source)."""
+    if cfg.depth_probe.task != "depth":
+        raise ConfigError(f"depth_probe.task={cfg.depth_probe.task!r}: the comparison's probe is a depth probe")
     runs = {}
     for fraction in cfg.fractions:
         if not 0 < fraction <= 1:
@@ -127,19 +135,53 @@ def run_comparison(cfg: CompareConfig, out: str | Path, *, variants: dict[str, l
             row = {"backbone": name, "seed": seed, "pretrain_s": seconds, "pretrain_run": init, **pretrain_metrics}
             for key, task_cfg in (runs if transfer else {}).items():
                 run_dir = out / f"{_slug(key)}-{_slug(name)}{suffix(seed)}"
-                task_cfg = dataclasses.replace(task_cfg, train=dataclasses.replace(task_cfg.train, seed=seed))
                 log(f"{key} from {name}, seed {seed} -> {run_dir}")
                 t = time.time()
-                save_config(task_cfg, run_dir / "config.yaml")
-                result = run_finetune(task_cfg, run_dir, init_from=init)
+                metrics = _transfer(task_cfg, run_dir, key=key, init=init, seed=seed)
                 row[f"{key}_s"] = time.time() - t
                 row[f"{key}_run"] = str(run_dir)
-                row.update({f"{key}/{k[5:]}": v for k, v in result.items()
-                            if k.startswith("eval/") and "/iou/" not in k})
+                row.update(metrics)
             rows.append(row)
             if on_row is not None:
                 on_row(row)
     return rows
+
+
+def _transfer(task_cfg: FinetuneConfig | ProbeConfig, run_dir: Path, *, key: str, init: str, seed: int
+              ) -> dict[str, float]:
+    """Run one transfer recipe from backbone ``init`` ("" = scratch) with ``seed``; its row entries.
+
+    A fine-tuning run gives ``<key>/<metric>`` from its final evaluation (per-class IoUs left out); the probe gives
+    ``<key>/<metric>`` from the probe and ``<key>_floor/{constant,position}/<metric>`` from its floors.
+    """
+    if isinstance(task_cfg, ProbeConfig):
+        result = run_probe(dataclasses.replace(task_cfg, init_from=init, seed=seed), run_dir)
+        parts = {key: result["probe"], f"{key}_floor/constant": result["constant"],
+                 f"{key}_floor/position": result["position"]}
+        return {f"{prefix}/{k}": float(v) for prefix, metrics in parts.items() for k, v in metrics.items()
+                if isinstance(v, (int, float))}
+    task_cfg = dataclasses.replace(task_cfg, train=dataclasses.replace(task_cfg.train, seed=seed))
+    save_config(task_cfg, run_dir / "config.yaml")
+    result = run_finetune(task_cfg, run_dir, init_from=init)
+    return {f"{key}/{k[5:]}": v for k, v in result.items() if k.startswith("eval/") and "/iou/" not in k}
+
+
+FLOOR_METRICS = (("abs_rel", "AbsRel", 3), ("delta1", "delta1", 1), ("delta1_med", "delta1 (median-scaled)", 1))
+
+
+def probe_floor_note(rows: list[dict], key: str = "depth_probe") -> str:
+    """One line for under a table of ``rows``: the probe's constant and position-only floors, or "" without them.
+
+    The floors are fit on the probe's frames without looking at any image, so every backbone and seed has the same;
+    the first row that holds them speaks for all.
+    """
+    row = next((r for r in rows if f"{key}_floor/position/abs_rel" in r), None)
+    if row is None:
+        return ""
+    position, constant = (" / ".join(f"{title} {row[f'{key}_floor/{kind}/{k}']:.{d}f}" for k, title, d in FLOOR_METRICS
+                                     if f"{key}_floor/{kind}/{k}" in row) for kind in ("position", "constant"))
+    return (f"Depth probe floors (image-blind predictors fit on the probe's frames): position-only {position}; "
+            f"constant {constant}.")
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -201,11 +243,16 @@ def estimate_seconds(cfg: CompareConfig, *, variants: dict[str, list[str]], scra
     backbones = (len(variants) + int(scratch)) * seeds
     stages = {"pretrain": pretrain, "seg": 0.0, "depth_probe": 0.0}
     for key, run in (transfer_runs(cfg) if transfer else {}).items():
-        stage = "seg" if key.startswith("seg") else "depth_probe"
+        if isinstance(run, ProbeConfig):  # closed form: one pass over the training frames and the scored ones
+            scored = _source_frames(run.data, run.split)
+            scored = min(scored, run.max_images) if run.max_images else scored
+            stages["depth_probe"] += backbones * (seconds("depth_probe", _source_frames(run.data, "train") + scored,
+                                                          run.data.size) + RUN_OVERHEAD_S)
+            continue
         evaluated = _source_frames(run.data, run.eval.split)
         evaluated = min(evaluated, run.eval.max_images) if run.eval.max_images else evaluated
         evaluations = 1 + (run.train.epochs // run.train.eval_every if run.train.eval_every else 0)
-        stages[stage] += backbones * (seconds(stage, _source_frames(run.data, "train") * run.train.epochs,
+        stages["seg"] += backbones * (seconds("seg", _source_frames(run.data, "train") * run.train.epochs,
                                               run.data.size)
                                       + seconds("eval", evaluated * evaluations, run.data.size) + RUN_OVERHEAD_S)
     stages["total"] = sum(stages.values())
