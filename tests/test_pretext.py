@@ -147,15 +147,17 @@ def test_diagnose_command_on_a_pretraining_run(tmp_path, capsys):
     from mask3d_vit.config import load_config, to_dict
     from mask3d_vit.tasks.pretrain import PretrainConfig, run_pretrain
 
-    cfg = load_config(PretrainConfig, "pretrain_synth_tiny", [
-        "data.sources=[{format: synthrooms, num_frames: 8, seed: 0}]", "data.size=[32,48]",
-        "model.encoder=vit_micro_patch16", "model.img_size=[32,48]", "model.decoder_dim=32", "model.depth_dim=32",
-        "train.epochs=1", "train.batch_size=4", "train.precision=fp32", "val_batches=1"])
-    result = run_pretrain(cfg, tmp_path / "run")
-    assert math.isfinite(result["eval/val_rgb_reliance"]) and math.isfinite(result["eval/val_vs_interpolation"])
+    overrides = ["data.sources=[{format: synthrooms, num_frames: 8, seed: 0}]", "data.size=[32,48]",
+                 "model.encoder=vit_micro_patch16", "model.img_size=[32,48]", "model.decoder_dim=32",
+                 "model.depth_dim=32", "train.epochs=1", "train.batch_size=4", "train.precision=fp32", "val_batches=1"]
+    assert main(["pretrain", "--out", str(tmp_path / "run"), *overrides]) == 0
+    summary = capsys.readouterr().out.splitlines()[-1]  # the headline figures, not every patch category
+    assert "eval/val_rgb_reliance=" in summary and "eval/val_vs_interpolation=" in summary
+    assert "_swapped" not in summary and "val_loss_rgb_only" not in summary
     assert main(["diagnose", str(tmp_path / "run"), "--batches", "1", "--batch-size", "4"]) == 0
     text = capsys.readouterr().out
     assert "rgb_reliance = " in text and "| rgb_only |" in text
+    cfg = load_config(PretrainConfig, "pretrain_synth_tiny", overrides)
     mae = load_config(PretrainConfig, None, ["model.objective=rgb"], base=to_dict(cfg))
     run_pretrain(mae, tmp_path / "mae")
     assert main(["diagnose", str(tmp_path / "mae")]) == 1

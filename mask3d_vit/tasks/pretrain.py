@@ -154,9 +154,12 @@ def format_diagnostics(metrics: dict[str, float]) -> str:
 
 
 def _main(args: argparse.Namespace) -> None:
-    # The summary keeps the headline diagnostics; the loss of every patch category is in metrics.jsonl.
-    run_command(args, PretrainConfig, run_pretrain, shown=lambda key: not any(
-        part in key for part in ("_visible", "_rgb_only", "_both_hidden", "_swapped", "_interp")))
+    run_command(args, PretrainConfig, run_pretrain, shown=_headline)
+
+
+def _headline(key: str) -> bool:
+    """Summary keys: losses and the headline diagnostics; the loss of every patch category stays in metrics.jsonl."""
+    return not key.endswith(("_swapped", "_interp")) and not any(f"val_loss_{c}" in key for c in CATEGORIES)
 
 
 def _diagnose_main(args: argparse.Namespace) -> None:
