@@ -6,7 +6,8 @@
     mask3d-vit config show pretrain_synth_tiny data.sources.0.num_frames=100 train.epochs=2
     mask3d-vit config show my_recipe.yaml --task seg                    # a recipe of your own: name its task
 
-A packaged recipe's task comes from its name (``pretrain_*``, ``finetune_*_seg*``, ``probe_*_depth*``, ``det_*``...);
+A recipe's task comes from the command its header comment names (``# ... mask3d-vit finetune seg ...``), the same
+declaration that tells ``pretrain --config finetune_synth_seg`` which command to suggest;
 ``show`` resolves it exactly as the training command would (dataclass defaults <- recipe <- overrides, with the
 overrides that command adds itself, such as ``task=seg``), so a typo or a bad value fails here, before a run.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import RECIPES_DIR, ConfigError, load_config, resolve_recipe, to_dict
+from .config import RECIPES_DIR, ConfigError, load_config, recipe_command, resolve_recipe, to_dict
 
 
 @dataclass(frozen=True)
@@ -62,16 +63,10 @@ KINDS = {kind.task: kind for kind in (
 
 
 def recipe_kind(recipe: str | Path) -> RecipeKind | None:
-    """The kind of a recipe, read from its name; None when the name does not tell."""
-    words = Path(recipe).stem.split("_")
-    if words[0] in ("finetune", "probe"):
-        dense = next((w for w in words[1:] if w in ("seg", "depth")), None)
-        if dense is None:
-            return None
-        return KINDS[dense if words[0] == "finetune" else f"probe-{dense}"]
-    if words[0] in ("pretrain", "det", "demo", "transfer", "ablation"):
-        return KINDS[words[0]]
-    return None
+    """The kind of a recipe, from the command its header comment names (:func:`~mask3d_vit.config.recipe_command`,
+    the one declaration ``pretrain --config <a fine-tuning recipe>`` also reads); None when the header names none."""
+    command = recipe_command(recipe)
+    return next((kind for kind in KINDS.values() if kind.command.split(" --config")[0] == command), None)
 
 
 def describe(path: Path, width: int = 100) -> str:
@@ -111,14 +106,14 @@ def show_config(recipe: str, overrides: list[str] = (), task: str | None = None)
     Args:
         recipe: a packaged recipe name or a YAML path.
         overrides: ``key=value`` overrides, as on a training command line.
-        task: one of :data:`KINDS`; None = read from the recipe's name.
+        task: one of :data:`KINDS`; None = read from the recipe's header comment.
     """
     path = resolve_recipe(recipe)
     if task is None:
         kind = recipe_kind(path)
         if kind is None:
-            raise ConfigError(f"config show {recipe}: cannot tell the task from the name {path.stem!r}; pass "
-                              f"--task ({', '.join(KINDS)})")
+            raise ConfigError(f"config show {recipe}: cannot tell the task: its header comment names no command "
+                              f"(e.g. '# mask3d-vit finetune seg ...'); pass --task ({', '.join(KINDS)})")
     elif task not in KINDS:
         raise ConfigError(f"--task {task}: choose one of {', '.join(KINDS)}")
     else:

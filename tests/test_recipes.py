@@ -12,7 +12,7 @@ from mask3d_vit.recipes import KINDS, recipe_kind, show_config
 @pytest.mark.parametrize("path", sorted(RECIPES_DIR.glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_packaged_recipe_has_a_task_and_resolves(path):
     kind = recipe_kind(path)
-    assert kind is not None, f"{path.name}: config list cannot place it; name it after its task"
+    assert kind is not None, f"{path.name}: config list cannot place it; name its command in the header comment"
     shown = yaml.safe_load(show_config(path.stem))
     if kind.task in ("seg", "depth", "probe-seg", "probe-depth"):
         assert shown["task"] == kind.task.removeprefix("probe-")
@@ -48,7 +48,7 @@ def test_config_show_prints_the_resolved_config_with_overrides(capsys):
 def test_config_show_of_an_own_recipe_needs_a_task(tmp_path, capsys):
     recipe = tmp_path / "mine.yaml"
     recipe.write_text("train:\n  epochs: 3\n")
-    with pytest.raises(ConfigError, match="cannot tell the task from the name 'mine'; pass --task"):
+    with pytest.raises(ConfigError, match="cannot tell the task: its header comment names no command"):
         show_config(str(recipe))
     assert main(["config", "show", str(recipe), "--task", "seg"]) == 0
     cfg = yaml.safe_load(capsys.readouterr().out)
@@ -58,3 +58,11 @@ def test_config_show_of_an_own_recipe_needs_a_task(tmp_path, capsys):
 def test_config_show_reports_bad_overrides_as_the_run_would(capsys):
     assert main(["config", "show", "finetune_synth_seg", "train.epoch=2"]) == 1
     assert "unknown key train.epoch" in capsys.readouterr().err
+
+
+def test_an_own_recipe_is_placed_by_the_command_its_header_names(tmp_path):
+    recipe = tmp_path / "anything.yaml"
+    recipe.write_text("# Fine-tune on my frames:\n#   mask3d-vit finetune depth --config anything.yaml\ntrain:\n  epochs: 3\n")
+    assert recipe_kind(recipe) is KINDS["depth"]
+    shown = yaml.safe_load(show_config(str(recipe)))
+    assert shown["task"] == "depth" and shown["train"]["epochs"] == 3
