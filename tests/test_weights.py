@@ -15,7 +15,7 @@ from timm.layers import resample_abs_pos_embed
 
 from mask3d_vit.cli import build_parser
 from mask3d_vit.config import to_dict
-from mask3d_vit.engine.checkpoint import save_checkpoint
+from mask3d_vit.checkpoint import save_checkpoint
 from mask3d_vit.models.backbone import build_backbone
 from mask3d_vit.models.dense import DenseModelConfig, build_dense_model
 from mask3d_vit.models.mask3d import Mask3D, Mask3DConfig

@@ -17,7 +17,7 @@ from typing import Callable
 
 from ..config import load_config, load_yaml, resolve_recipe, save_config
 from . import distributed as D
-from .checkpoint import CKPT_DIR, list_checkpoints
+from ..checkpoint import CKPT_DIR, list_checkpoints
 from .trainer import TrainingInterrupted
 
 CONFIG_FILE = "config.yaml"

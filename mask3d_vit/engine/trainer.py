@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from . import distributed as D
-from .checkpoint import CKPT_DIR, CheckpointError, list_checkpoints, load_latest, save_checkpoint
+from ..checkpoint import CKPT_DIR, CheckpointError, list_checkpoints, load_latest, save_checkpoint
 from .data import ResumableSampler, SeededDataset, make_loader, seed_all
 from .logger import RunLogger, TrainClock
 from .optim import OptimConfig, build_optimizer, lr_at, set_lr

@@ -34,7 +34,7 @@ from ..data.build import DataConfig, build_dataset, class_set_of
 from ..data.classes import get_class_set
 from ..data.sample import DEPTH, LABEL, RGB, VALID
 from ..engine import distributed as D
-from ..engine.checkpoint import CKPT_DIR, load_latest
+from ..checkpoint import CKPT_DIR, load_latest
 from ..engine.data import seed_all
 from ..engine.launch import run_command
 from ..engine.optim import OptimConfig
