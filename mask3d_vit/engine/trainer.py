@@ -144,8 +144,9 @@ class Trainer:
     """Trains ``model`` on ``train_set``.
 
     Args:
-        model: returns a dict with a scalar ``"loss"`` from ``model(batch)``; may define ``no_weight_decay()``,
-            ``group_matcher()`` (layer decay) and ``set_grad_checkpointing()``.
+        model: returns a dict with a scalar ``"loss"`` from ``model(batch)``. It declares its own training hooks,
+            each called only where defined: ``set_attention_backend(device, precision)`` (once the loop knows
+            both), ``no_weight_decay()``, ``group_matcher()`` (layer decay) and ``set_grad_checkpointing()``.
         train_set: map-style dataset of sample dicts.
         train: loop settings.
         optim: optimizer and schedule.
@@ -191,8 +192,8 @@ class Trainer:
         # Training-time randomness (masks, dropout): reproducible, and different on every rank.
         seed_all(train.seed + self.rank)
 
-        from ..models.vit import set_attention_backend
-        set_attention_backend(model, self.device, self.precision)
+        if hasattr(model, "set_attention_backend"):
+            model.set_attention_backend(self.device, self.precision)
         if train.grad_checkpointing:
             if not hasattr(model, "set_grad_checkpointing"):
                 raise ValueError(f"train.grad_checkpointing=true but {type(model).__name__} does not support it")

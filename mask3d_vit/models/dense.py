@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.sample import DEPTH, LABEL, RGB, VALID
-from .backbone import ViTBackbone, build_backbone, pad_to_multiple, prefix_group_matcher
+from .backbone import ViTBackbone, ViTHooks, build_backbone, pad_to_multiple
 from .heads import FCNHead, LinearHead, UperNetHead, resize
 from .necks import SimpleFeaturePyramid
 
@@ -59,7 +59,7 @@ def _window_starts(size: int, window: int, stride: int) -> list[int]:
     return sorted(set(range(0, size - window, stride)) | {size - window})
 
 
-class DenseModel(nn.Module, abc.ABC):
+class DenseModel(nn.Module, ViTHooks, abc.ABC):
     """Backbone -> optional neck -> head (+ optional auxiliary head); subclasses define the task's loss.
 
     Args:
@@ -74,6 +74,7 @@ class DenseModel(nn.Module, abc.ABC):
     """
 
     loss_name = "main"
+    vit_path = "backbone"
 
     def __init__(self, *, backbone: ViTBackbone, head: nn.Module, neck: SimpleFeaturePyramid | None = None,
                  aux_head: nn.Module | None = None, aux_weight: float = 0.4, loss_stride: int = 4):
@@ -162,20 +163,6 @@ class DenseModel(nn.Module, abc.ABC):
     @abc.abstractmethod
     def predict(self, rgb: torch.Tensor, *, window: int | None = None, stride: int | None = None) -> torch.Tensor:
         """The task's prediction at the input resolution (see :meth:`infer` for the arguments)."""
-
-    # -- optimizer hooks (timm conventions, used by the engine) ------------------------------------------------
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        """Encoder blocks for layer-wise lr decay; neck and heads match nothing and keep the full lr."""
-        return prefix_group_matcher(self.backbone.group_matcher(coarse), "backbone.")
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return {f"backbone.{name}" for name in self.backbone.no_weight_decay()}
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.backbone.set_grad_checkpointing(enable)
 
 
 class SegmentationModel(DenseModel):

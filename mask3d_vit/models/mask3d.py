@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.sample import DEPTH, RGB, VALID, depth_validity
-from .vit import build_encoder, check_image, normalize_rgb
+from .vit import AttentionBackendHook, build_encoder, check_image, normalize_rgb
 
 __all__ = [
     "OBJECTIVES", "DEPTH_TARGETS", "LOSSES", "LOSS_REGIONS", "FUSIONS", "MASK_SCHEMES", "DEPTH_PRIORS", "Mask3DConfig", "Mask3D", "DepthBranch",
@@ -235,7 +235,7 @@ class DepthBranch(nn.Module):
         return self.norm(self.blocks(x))
 
 
-class Mask3D(nn.Module):
+class Mask3D(nn.Module, AttentionBackendHook):
     """Masked RGB-D pre-training of a timm ViT by dense depth reconstruction (plus the MAE colour baseline).
 
     Args:
