@@ -9,7 +9,7 @@ from timm.optim import param_groups_layer_decay
 import mask3d_vit
 from mask3d_vit.engine.optim import OptimConfig
 from mask3d_vit.engine.trainer import TrainConfig, Trainer
-from mask3d_vit.models.dense import DenseModelConfig, build_dense_model
+from mask3d_vit.models.dense import DenseModel, DenseModelConfig
 from mask3d_vit.models.detection import DetectorConfig, ViTMaskRCNN
 from mask3d_vit.models.mask3d import Mask3D
 from toy import ToyData, ToyModel
@@ -19,7 +19,7 @@ PACKAGE = Path(mask3d_vit.__file__).parent
 
 def dense():
     cfg = DenseModelConfig(encoder="vit_micro_patch16", img_size=(32, 32), neck_channels=16, head_channels=16)
-    return build_dense_model(cfg, task="depth")
+    return DenseModel.from_config(cfg, task="depth")
 
 
 def detector():

@@ -42,6 +42,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
+from ..config import config_kwargs
 from ..data.classes import ClassSet
 from ..data.instances import INSTANCES
 from ..data.sample import RGB
@@ -191,15 +192,7 @@ class ViTMaskRCNN(nn.Module, ViTHooks):
                              drop_path_rate=cfg.drop_path_rate, init_from=init_from)
         backbone = ViTDetBackbone(vit=vit, out_channels=cfg.pyramid_channels, scale_factors=cfg.scale_factors,
                                   norm=cfg.pyramid_norm)
-        return cls(backbone=backbone, num_classes=num_classes, min_size=cfg.min_size, max_size=cfg.max_size,
-                   anchor_sizes=cfg.anchor_sizes, rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
-                   rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
-                   rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
-                   rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
-                   rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
-                   box_batch_size_per_image=cfg.box_batch_size_per_image, box_head_dim=cfg.box_head_dim,
-                   mask_head_dim=cfg.mask_head_dim, score_threshold=cfg.score_threshold,
-                   detections_per_image=cfg.detections_per_image)
+        return cls(backbone=backbone, num_classes=num_classes, **config_kwargs(cls, cfg))
 
     def forward(self, batch: dict) -> dict:
         device = next(self.parameters()).device
