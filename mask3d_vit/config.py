@@ -99,8 +99,6 @@ def to_dict(cfg: Any) -> dict:
 def from_dict(cls: type[T], data: dict | None, prefix: str = "") -> T:
     """Build dataclass ``cls`` from a nested dict, coercing types and rejecting unknown keys by name."""
     data = dict(data or {})
-    if prefix == "":
-        data.pop(VERSION_KEY, None)  # written by save_config; load_config has already migrated what it read
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -367,13 +365,13 @@ def load_config(cls: type[T], recipe: str | Path | None = None, overrides: typin
                 node[k] = value
             else:
                 node = node[k]
-        _mark_given(given, keys)
+        _mark_given(given, keys, value)
     _follow(cls, data, given)
     return from_dict(cls, data)
 
 
-def _mark_given(given: dict, keys: list[str]) -> None:
-    """Record that an override set ``keys`` (a path through config sections; list items end the path)."""
+def _mark_given(given: dict, keys: list[str], value: Any) -> None:
+    """Record that an override set ``keys`` to ``value`` (a path through config sections; list items end it)."""
     node = given
     for k in keys[:-1]:
         if not isinstance(node.get(k), dict):
@@ -381,7 +379,7 @@ def _mark_given(given: dict, keys: list[str]) -> None:
                 return  # a list item: no follower lives inside a list
             node[k] = {}
         node = node[k]
-    node[keys[-1]] = True
+    node[keys[-1]] = value
 
 
 def _list_index(items: list, key: str, where: str, text: str) -> int:

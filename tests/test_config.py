@@ -183,6 +183,7 @@ def test_img_size_follows_data_size_unless_set(tmp_path):
     assert cfg.task.model.img_size == (64, 96) and cfg.probe.img_size == (32, 48)
     cfg = load_config(Both, recipe, ["task.data.size=[16, 32]", "probe.img_size=[80, 80]"])
     assert cfg.task.model.img_size == (16, 32) and cfg.probe.img_size == (80, 80)
+    assert load_config(Both, recipe, ["task.model={img_size: [16, 16]}"]).task.model.img_size == (16, 16)
     recipe.write_text("task:\n  data:\n    size: [64, 96]\n  model:\n    img_size: [32, 32]\n")
     assert load_config(Both, recipe).task.model.img_size == (32, 32)
     # A saved run keeps its architecture when only the data size changes on resume.
