@@ -146,7 +146,12 @@ class AttentionBackendHook:
 
     @torch.jit.ignore
     def set_attention_backend(self, device: str | torch.device, precision: str = "bf16") -> None:
-        """Args: see :func:`set_attention_backend` (this model is the ``module``)."""
+        """Pick the kernel of every timm attention layer of this model (:func:`set_attention_backend`).
+
+        Args:
+            device: where the model trains.
+            precision: the engine's resolved precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        """
         set_attention_backend(self, device, precision)
 
 
