@@ -1,7 +1,12 @@
 """Typed configs: dataclass defaults <- YAML recipe <- ``key=value`` overrides (DINOv2-style).
 
 Every run writes the resolved config next to its outputs, and checkpoints store it as plain data, so a run can be
-rebuilt from its folder alone.
+rebuilt from its folder alone. A saved config carries ``schema_version``; one saved by an older version of the
+package (none: version 0) is brought up to date by the migrations its sections declare (:func:`migrate`) before it is
+laid over today's defaults, so a key added since keeps the behaviour the run was trained with.
+
+A field may follow another key unless a recipe, an override or a saved config sets it
+(``field(metadata={"follows": "data.size"})``, see :func:`load_config`): ``model.img_size`` follows ``data.size``.
 
 Example::
 
@@ -9,8 +14,10 @@ Example::
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
+import inspect
 import math
 import re
 import types
@@ -24,10 +31,56 @@ from .io import write_text
 
 T = TypeVar("T")
 RECIPES_DIR = Path(__file__).parent / "configs"
+# Version of the saved-config layout; raise it with a migration step whenever a key is added with a default that
+# differs from the behaviour before it, renamed or removed.
+SCHEMA_VERSION = 1
+VERSION_KEY = "schema_version"
 
 
 class ConfigError(ValueError):
     """A config key or value that cannot be used; the message names the key and what to do."""
+
+
+def signature_config(fn: typing.Callable, name: str, *, module: str, doc: str,
+                     metadata: dict[str, dict] | None = None, namespace: dict | None = None) -> type:
+    """A config dataclass whose fields are the keyword-only parameters of ``fn``: same names, types and defaults,
+    so a constructor's signature is the one place its settings are written.
+
+    Args:
+        fn: a function (e.g. a class's ``__init__``) with annotated keyword-only parameters, each with a default.
+        name: the class name.
+        module: the module the class is reachable from (its ``__module__``).
+        doc: the class docstring.
+        metadata: per field, its ``dataclasses.field`` metadata (e.g. ``{"img_size": {"follows": "data.size"}}``).
+        namespace: class attributes (e.g. ``MIGRATIONS``, see :func:`migrate`).
+    """
+    hints = typing.get_type_hints(fn)
+    metadata = metadata or {}
+    fields = []
+    for param in inspect.signature(fn).parameters.values():
+        if param.kind is not inspect.Parameter.KEYWORD_ONLY:
+            continue
+        if param.default is inspect.Parameter.empty:
+            raise TypeError(f"{fn.__qualname__}: keyword {param.name} needs a default to become a config field")
+        default = param.default
+        spec = (dataclasses.field(default_factory=lambda d=default: copy.deepcopy(d), metadata=metadata.get(param.name))
+                if isinstance(default, (list, dict)) else dataclasses.field(default=default,
+                                                                            metadata=metadata.get(param.name)))
+        fields.append((param.name, hints[param.name], spec))
+    unknown = set(metadata) - {f[0] for f in fields}
+    if unknown:
+        raise TypeError(f"{fn.__qualname__} has no keyword(s) {', '.join(sorted(unknown))}")
+    cls = dataclasses.make_dataclass(name, fields, namespace={"__doc__": doc, **(namespace or {})})
+    cls.__module__ = module
+    return cls
+
+
+def config_kwargs(fn: typing.Callable, cfg: Any) -> dict:
+    """The fields of config dataclass ``cfg`` that ``fn`` (a function, or a class: its constructor) takes as
+    keyword arguments, by name: how a model is built from its config section (``cls(**config_kwargs(cls, cfg))``)."""
+    params = inspect.signature(fn).parameters
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+            if f.name in params and params[f.name].kind is inspect.Parameter.KEYWORD_ONLY}
 
 
 def to_dict(cfg: Any) -> dict:
@@ -202,14 +255,95 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+def migrate(cls: type, saved: dict, where: str = "saved config") -> dict:
+    """A saved config of ``cls`` (plain data, as in ``config.yaml`` or a checkpoint) at :data:`SCHEMA_VERSION`.
+
+    Its ``schema_version`` (absent: 0, a config saved before versions existed) says which steps to run. A config
+    section declares its own steps as ``MIGRATIONS = {from_version: function(section_dict) -> section_dict}`` on its
+    dataclass; every section of ``cls`` (nested dataclass fields) runs the steps from the saved version on.
+
+    Args:
+        cls: the run config class the data was saved from.
+        saved: the saved data; not modified.
+        where: the file, for the error message.
+    """
+    data = dict(saved)
+    version = data.pop(VERSION_KEY, 0)
+    if not isinstance(version, int) or not 0 <= version <= SCHEMA_VERSION:
+        raise ConfigError(f"{where}: {VERSION_KEY}={version!r} is not a version this mask3d-vit reads (0 to "
+                          f"{SCHEMA_VERSION}); it was written by a newer release: upgrade mask3d-vit")
+    return _migrate_section(cls, data, version)
+
+
+def _migrate_section(cls: type, data: dict, version: int) -> dict:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]) and isinstance(data.get(f.name), dict):
+            data[f.name] = _migrate_section(hints[f.name], dict(data[f.name]), version)
+    steps = getattr(cls, "MIGRATIONS", {})
+    for v in range(version, SCHEMA_VERSION):
+        if v in steps:
+            data = steps[v](data)
+    return data
+
+
+def to_saved(cfg: Any) -> dict:
+    """A config resolved by this version of the package (a dataclass, or its :func:`to_dict`) as saved data: headed
+    by its ``schema_version``."""
+    return {VERSION_KEY: SCHEMA_VERSION, **(cfg if isinstance(cfg, dict) else to_dict(cfg))}
+
+
+_MISSING = object()
+
+
+def _lookup(section: dict, path: str) -> Any:
+    node: Any = section
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return _MISSING
+        node = node[key]
+    return node
+
+
+def _follow(cls: type, data: dict, given: dict, parents: tuple[dict, ...] = ()) -> None:
+    """Set each field declared ``metadata={"follows": "a.b"}`` that ``given`` leaves unset to the value at ``a.b``,
+    looked up in the field's own section first, then in each enclosing one (``model.img_size`` finds the
+    ``data.size`` next to its ``model`` section)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        leader = f.metadata.get("follows")
+        if leader and f.name not in given:
+            for section in (data, *parents):
+                value = _lookup(section, leader)
+                if value is not _MISSING:
+                    data[f.name] = value
+                    break
+        if dataclasses.is_dataclass(hints[f.name]) and isinstance(data.get(f.name), dict):
+            inner = given.get(f.name)
+            _follow(hints[f.name], data[f.name], inner if isinstance(inner, dict) else {}, (data, *parents))
+
+
 def load_config(cls: type[T], recipe: str | Path | None = None, overrides: typing.Sequence[str] = (),
                 base: dict | None = None) -> T:
-    """Defaults of ``cls``, then ``base`` (e.g. a checkpoint's stored config), then the recipe, then overrides."""
+    """Defaults of ``cls``, then ``base`` (a saved config: a run's ``config.yaml`` or a checkpoint's), then the
+    recipe, then overrides.
+
+    ``base`` and a recipe that carries a ``schema_version`` (a saved ``config.yaml`` given as ``--config``) are
+    migrated first (:func:`migrate`). A field that follows another key (``model.img_size`` follows ``data.size``)
+    takes that key's resolved value unless ``base``, the recipe or an override sets it.
+    """
     data = to_dict(cls())
+    given: dict = {}
     if base:
-        data = merge(data, base)
+        base = migrate(cls, base)
+        data, given = merge(data, base), merge(given, base)
     if recipe is not None:
-        data = merge(data, load_yaml(resolve_recipe(recipe)))
+        path = resolve_recipe(recipe)
+        layer = load_yaml(path)
+        if VERSION_KEY in layer:
+            layer = migrate(cls, layer, str(path))
+        data, given = merge(data, layer), merge(given, layer)
+    given = copy.deepcopy(given)
     if overrides:
         # Every field spelled out, list items included, so an override can reach a key the recipe left at its
         # default (``data.sources.0.root`` where the recipe's source names only ``format``).
@@ -231,7 +365,21 @@ def load_config(cls: type[T], recipe: str | Path | None = None, overrides: typin
                 node[k] = value
             else:
                 node = node[k]
+        _mark_given(given, keys, value)
+    _follow(cls, data, given)
     return from_dict(cls, data)
+
+
+def _mark_given(given: dict, keys: list[str], value: Any) -> None:
+    """Record that an override set ``keys`` to ``value`` (a path through config sections; list items end it)."""
+    node = given
+    for k in keys[:-1]:
+        if not isinstance(node.get(k), dict):
+            if k in node:
+                return  # a list item: no follower lives inside a list
+            node[k] = {}
+        node = node[k]
+    node[keys[-1]] = value
 
 
 def _list_index(items: list, key: str, where: str, text: str) -> int:
@@ -246,4 +394,5 @@ def _list_index(items: list, key: str, where: str, text: str) -> int:
 
 
 def save_config(cfg: Any, path: str | Path) -> None:
-    write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    """Write ``cfg`` as YAML with its ``schema_version`` (:func:`to_saved`), atomically."""
+    write_text(path, yaml.safe_dump(to_saved(cfg), sort_keys=False))

@@ -1,9 +1,12 @@
+import dataclasses
 import re
+import typing
 from dataclasses import dataclass, field
 
 import pytest
 
-from mask3d_vit.config import ConfigError, load_config, save_config, load_yaml, to_dict
+from mask3d_vit.config import (SCHEMA_VERSION, VERSION_KEY, ConfigError, load_config, load_yaml, save_config,
+                               signature_config, to_dict, to_saved)
 
 
 @dataclass
@@ -93,3 +96,117 @@ def test_packaged_recipe_source_item_can_be_shortened():
     from mask3d_vit.tasks.pretrain import PretrainConfig
     cfg = load_config(PretrainConfig, "pretrain_synth_tiny", ["data.sources.0.num_frames=100"])
     assert cfg.data.sources[0].num_frames == 100 and cfg.data.sources[0].format == "synthrooms"
+
+
+# -- schema versions and migrations -----------------------------------------------------------------------------------
+def _added_later(inner: dict) -> dict:
+    return {"name": "old", **inner}  # before schema 1 the behaviour was "old"; today's default is "a"
+
+
+@dataclass
+class Versioned:
+    MIGRATIONS = {0: _added_later}
+    lr: float = 1e-3
+    name: str = "a"
+
+
+@dataclass
+class Run:
+    model: Versioned = field(default_factory=Versioned)
+    steps: int = 10
+
+
+def test_an_unversioned_saved_config_is_migrated_not_laid_over_todays_defaults(tmp_path):
+    old = {"model": {"lr": 0.5}, "steps": 3}  # saved before schema versions: no version, no "name"
+    cfg = load_config(Run, None, ["steps=4"], base=old)
+    assert cfg.model.name == "old" and cfg.model.lr == 0.5 and cfg.steps == 4
+    assert old == {"model": {"lr": 0.5}, "steps": 3}  # the caller's data is left alone
+    # Saved today: the version is written, every key is explicit, nothing is migrated again.
+    save_config(load_config(Run), tmp_path / "config.yaml")
+    saved = load_yaml(tmp_path / "config.yaml")
+    assert saved[VERSION_KEY] == SCHEMA_VERSION and list(saved)[0] == VERSION_KEY
+    assert load_config(Run, None, base=saved).model.name == "a"
+    # A saved config.yaml also works as a recipe.
+    assert load_config(Run, tmp_path / "config.yaml").model.name == "a"
+
+
+def test_a_config_from_a_newer_release_is_refused():
+    with pytest.raises(ConfigError, match=f"schema_version={SCHEMA_VERSION + 1}.*newer release"):
+        load_config(Run, None, base={VERSION_KEY: SCHEMA_VERSION + 1, "steps": 1})
+
+
+def test_old_pretrain_runs_keep_the_mask3d_settings_of_their_time():
+    from mask3d_vit.tasks.pretrain import PretrainConfig
+    old = to_dict(load_config(PretrainConfig, "pretrain_synth_tiny"))
+    for key in ("fusion", "mask_scheme", "depth_prior"):  # added after the first runs
+        del old["model"][key]
+    cfg = load_config(PretrainConfig, None, base=old)
+    assert (cfg.model.fusion, cfg.model.mask_scheme, cfg.model.depth_prior) == ("concat", "independent", "none")
+    # A run saved with every key keeps its own values.
+    saved = to_saved(load_config(PretrainConfig, "pretrain_synth_tiny", ["model.fusion=add"]))
+    assert load_config(PretrainConfig, None, base=saved).model.fusion == "add"
+
+
+# -- a key that follows another ---------------------------------------------------------------------------------------
+@dataclass
+class Data:
+    size: tuple[int, int] = (128, 128)
+
+
+@dataclass
+class Model:
+    img_size: tuple[int, int] = field(default=(128, 128), metadata={"follows": "data.size"})
+
+
+@dataclass
+class Task:
+    data: Data = field(default_factory=Data)
+    model: Model = field(default_factory=Model)
+
+
+@dataclass
+class Probe:
+    data: Data = field(default_factory=Data)
+    img_size: tuple[int, int] = field(default=(128, 128), metadata={"follows": "data.size"})
+
+
+@dataclass
+class Both:
+    task: Task = field(default_factory=Task)
+    probe: Probe = field(default_factory=Probe)
+
+
+def test_img_size_follows_data_size_unless_set(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("task:\n  data:\n    size: [64, 96]\nprobe:\n  data:\n    size: [32, 48]\n")
+    cfg = load_config(Both, recipe)
+    assert cfg.task.model.img_size == (64, 96) and cfg.probe.img_size == (32, 48)
+    cfg = load_config(Both, recipe, ["task.data.size=[16, 32]", "probe.img_size=[80, 80]"])
+    assert cfg.task.model.img_size == (16, 32) and cfg.probe.img_size == (80, 80)
+    assert load_config(Both, recipe, ["task.model={img_size: [16, 16]}"]).task.model.img_size == (16, 16)
+    recipe.write_text("task:\n  data:\n    size: [64, 96]\n  model:\n    img_size: [32, 32]\n")
+    assert load_config(Both, recipe).task.model.img_size == (32, 32)
+    # A saved run keeps its architecture when only the data size changes on resume.
+    saved = to_saved(load_config(Both, recipe))
+    assert load_config(Both, None, ["task.data.size=[16, 16]"], base=saved).task.model.img_size == (32, 32)
+
+
+def test_packaged_models_follow_the_data_size():
+    from mask3d_vit.tasks.compare import CompareConfig
+    cfg = load_config(CompareConfig, "transfer_cpu", ["pretrain.data.size=[64, 80]", "seg.data.size=[48, 64]",
+                                                      "depth_probe.data.size=[32, 48]"])
+    assert cfg.pretrain.model.img_size == (64, 80) and cfg.seg.model.img_size == (48, 64)
+    assert cfg.depth_probe.img_size == (32, 48)
+
+
+def test_mask3d_config_is_derived_from_the_constructor():
+    import inspect
+
+    from mask3d_vit.models.mask3d import Mask3D, Mask3DConfig
+    params = inspect.signature(Mask3D).parameters
+    assert [f.name for f in dataclasses.fields(Mask3DConfig)] == list(params)
+    hints = typing.get_type_hints(Mask3DConfig)
+    assert hints["img_size"] == tuple[int, int] and hints["rgb_mask_ratio"] is float
+    assert all(f.default == params[f.name].default for f in dataclasses.fields(Mask3DConfig))
+    with pytest.raises(TypeError, match="needs a default"):
+        signature_config(lambda *, x: x, "Bad", module=__name__, doc="")

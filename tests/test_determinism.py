@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mask3d_vit.config import load_config
-from mask3d_vit.engine.checkpoint import load_latest
+from mask3d_vit.checkpoint import load_latest
 from mask3d_vit.tasks.pretrain import PretrainConfig, run_pretrain
 
 # The recipe's model and image size; fewer frames and a smaller batch keep it short (4 optimizer steps). Not

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from mask3d_vit.engine.checkpoint import list_checkpoints, load_latest
+from mask3d_vit.checkpoint import list_checkpoints, load_latest
 from mask3d_vit.engine.logger import read_metrics
 
 HERE = Path(__file__).parent

@@ -6,8 +6,8 @@ import time
 import pytest
 import torch
 
-from mask3d_vit.engine.checkpoint import (CheckpointError, list_checkpoints, load_checkpoint, load_latest,
-                                          save_checkpoint)
+from mask3d_vit.checkpoint import (CheckpointError, list_checkpoints, load_checkpoint, load_latest,
+                                   save_checkpoint)
 from mask3d_vit.engine.logger import read_metrics
 from mask3d_vit.engine.optim import OptimConfig, build_optimizer, lr_at
 from mask3d_vit.engine.trainer import NonFiniteLossError, TrainConfig, Trainer

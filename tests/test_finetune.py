@@ -11,7 +11,7 @@ from PIL import Image
 
 from mask3d_vit.cli import build_parser
 from mask3d_vit.config import ConfigError
-from mask3d_vit.engine.checkpoint import load_latest, save_checkpoint
+from mask3d_vit.checkpoint import load_latest, save_checkpoint
 from mask3d_vit.engine.logger import read_metrics
 from mask3d_vit.models.vit import build_encoder
 from mask3d_vit.tasks import finetune

@@ -8,7 +8,7 @@ import torch
 
 from mask3d_vit.engine.optim import OptimConfig, build_optimizer
 from mask3d_vit.models.backbone import ViTBackbone, default_out_indices, prefix_group_matcher
-from mask3d_vit.models.dense import DenseModelConfig, build_dense_model
+from mask3d_vit.models.dense import DenseModel, DenseModelConfig
 from mask3d_vit.models.heads import FCNHead, LinearHead, UperNetHead
 from mask3d_vit.models.necks import SimpleFeaturePyramid
 from mask3d_vit.models.vit import build_encoder
@@ -83,7 +83,7 @@ def test_heads_output_at_their_finest_input():
 @pytest.mark.parametrize("task", ["seg", "depth"])
 def test_dense_model_shapes_for_several_sizes(head, task):
     torch.manual_seed(0)
-    model = build_dense_model(micro_cfg(head=head), task=task, num_classes=5)
+    model = DenseModel.from_config(micro_cfg(head=head), task=task, num_classes=5)
     for h, w in SIZES:
         b = batch(h, w)
         model.train()
@@ -102,7 +102,7 @@ def test_dense_model_shapes_for_several_sizes(head, task):
 
 def test_sliding_window_covering_the_image_equals_whole_image():
     torch.manual_seed(0)
-    model = build_dense_model(micro_cfg(), task="seg", num_classes=5).eval()
+    model = DenseModel.from_config(micro_cfg(), task="seg", num_classes=5).eval()
     rgb = batch(48, 64)["rgb"]
     with torch.no_grad():
         torch.testing.assert_close(model.infer(rgb, window=64), model.infer(rgb))
@@ -125,7 +125,7 @@ def test_sliding_window_covering_the_image_equals_whole_image():
 
 def test_segmentation_loss_ignores_unlabeled_pixels():
     torch.manual_seed(0)
-    model = build_dense_model(micro_cfg(head="linear"), task="seg", num_classes=5).eval()
+    model = DenseModel.from_config(micro_cfg(head="linear"), task="seg", num_classes=5).eval()
     b = batch(32, 32)
     b["label"][:] = 0
     out = model(b)
@@ -135,7 +135,7 @@ def test_segmentation_loss_ignores_unlabeled_pixels():
 
 def test_depth_loss_is_zero_for_a_perfect_prediction_and_ignores_invalid_pixels():
     torch.manual_seed(0)
-    model = build_dense_model(micro_cfg(head="linear"), task="depth").eval()
+    model = DenseModel.from_config(micro_cfg(head="linear"), task="depth").eval()
     b = batch(32, 32)
     target = model.loss_target(b)
     perfect = target[0] - model.log_prior  # the head predicts log-depth relative to the depth prior
@@ -167,8 +167,8 @@ def test_backbone_out_indices_and_pruning():
 
 def test_frozen_backbone_has_no_gradients_and_stays_in_eval_mode():
     torch.manual_seed(0)
-    model = build_dense_model(micro_cfg(head="linear", freeze_backbone=True, drop_path_rate=0.5), task="seg",
-                              num_classes=5)
+    model = DenseModel.from_config(micro_cfg(head="linear", freeze_backbone=True, drop_path_rate=0.5), task="seg",
+                                   num_classes=5)
     model.train()
     assert not model.backbone.encoder.training and model.head.training
     model(batch(32, 32))["loss"].backward()
@@ -187,7 +187,7 @@ def test_prefix_group_matcher_anchors_every_alternative():
 @pytest.mark.parametrize("freeze", [False, True])
 def test_layer_decay_groups_cover_every_parameter_once(freeze):
     torch.manual_seed(0)
-    model = build_dense_model(micro_cfg(freeze_backbone=freeze), task="seg", num_classes=5)
+    model = DenseModel.from_config(micro_cfg(freeze_backbone=freeze), task="seg", num_classes=5)
     groups = build_optimizer(model, OptimConfig(layer_decay=0.5, weight_decay=0.05)).param_groups
     seen = [id(p) for g in groups for p in g["params"]]
     trainable = {id(p): n for n, p in model.named_parameters() if p.requires_grad}

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from mask3d_vit.engine.checkpoint import list_checkpoints, load_latest
+from mask3d_vit.checkpoint import list_checkpoints, load_latest
 from mask3d_vit.engine.logger import read_metrics
 
 from test_resume_kill import ARGS

@@ -10,7 +10,7 @@ from PIL import Image
 
 from mask3d_vit.config import load_config, to_dict
 from mask3d_vit.data.classes import get_class_set
-from mask3d_vit.engine.checkpoint import save_checkpoint
+from mask3d_vit.checkpoint import save_checkpoint
 from mask3d_vit.models.dense import DenseModel
 from mask3d_vit.cli import build_parser
 from mask3d_vit.tasks import finetune

@@ -41,7 +41,7 @@ def test_config_show_prints_the_resolved_config_with_overrides(capsys):
                                    "train.epochs=2")
     cfg = yaml.safe_load(out)
     assert cfg["data"]["sources"][0]["num_frames"] == 100 and cfg["train"]["epochs"] == 2
-    assert cfg["model"]["img_size"] == [128, 160]  # from the recipe
+    assert cfg["model"]["img_size"] == [128, 160]  # follows the recipe's data.size
     assert cfg["train"]["log_every"] == 20 and "figure_every" in cfg["train"]  # recipe values and defaults alike
 
 
@@ -66,3 +66,14 @@ def test_an_own_recipe_is_placed_by_the_command_its_header_names(tmp_path):
     assert recipe_kind(recipe) is KINDS["depth"]
     shown = yaml.safe_load(show_config(str(recipe)))
     assert shown["task"] == "depth" and shown["train"]["epochs"] == 3
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES_DIR.glob("pretrain_*.yaml")), ids=lambda p: p.stem)
+def test_a_recipe_that_names_an_architecture_builds_that_factorys_model(path):
+    from mask3d_vit.models.mask3d import ARCHITECTURES
+    named = [name for name in ARCHITECTURES if name in path.read_text()]
+    assert len(named) == 1, f"{path.name}: name the architecture of its model section (one of {list(ARCHITECTURES)})"
+    model = KINDS["pretrain"].load(path).model
+    differs = {key: (getattr(model, key), value) for key, value in ARCHITECTURES[named[0]].items()
+               if getattr(model, key) != value}
+    assert not differs, f"{path.name} vs {named[0]}: (recipe, factory) {differs}"

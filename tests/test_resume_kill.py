@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from mask3d_vit.engine.checkpoint import list_checkpoints, load_latest
+from mask3d_vit.checkpoint import list_checkpoints, load_latest
 
 ARGS = ["data.sources=[{format: synthrooms, num_frames: 32, seed: 3}]", "data.size=[32,48]",
         "model.img_size=[32,48]", "model.encoder=vit_micro_patch16", "model.decoder_dim=32",

@@ -9,7 +9,7 @@ import logging
 import pytest
 import torch
 
-from mask3d_vit.engine.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
+from mask3d_vit.checkpoint import CheckpointError, checkpoint_path, load_checkpoint
 from mask3d_vit.engine.data import ResumableSampler, SeededDataset
 from mask3d_vit.engine.logger import read_metrics
 from mask3d_vit.engine.optim import OptimConfig

@@ -15,9 +15,9 @@ from timm.layers import resample_abs_pos_embed
 
 from mask3d_vit.cli import build_parser
 from mask3d_vit.config import to_dict
-from mask3d_vit.engine.checkpoint import save_checkpoint
+from mask3d_vit.checkpoint import save_checkpoint
 from mask3d_vit.models.backbone import build_backbone
-from mask3d_vit.models.dense import DenseModelConfig, build_dense_model
+from mask3d_vit.models.dense import DenseModel, DenseModelConfig
 from mask3d_vit.models.mask3d import Mask3D, Mask3DConfig
 from mask3d_vit.models.vit import TIMM_NAMES, build_encoder, normalize_rgb
 from mask3d_vit.models.weights import EXPORT_FORMAT, export_encoder, load_encoder_weights
@@ -203,7 +203,7 @@ def test_export_cli_and_errors(tmp_path, capsys):
 def test_export_of_a_fine_tuning_run_writes_its_backbone(tmp_path, capsys):
     cfg = DenseModelConfig(encoder="vit_micro_patch16", img_size=(32, 48), neck_channels=16, head_channels=16)
     torch.manual_seed(2)
-    model = build_dense_model(cfg, task="seg", num_classes=5)
+    model = DenseModel.from_config(cfg, task="seg", num_classes=5)
     save_checkpoint({"model": model.state_dict(), "config": {"task": "seg", "model": to_dict(cfg)}, "step": 3},
                     tmp_path / "seg", 3)
     out = tmp_path / "seg.safetensors"

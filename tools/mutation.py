@@ -32,7 +32,7 @@ SCRATCH = ROOT / "runs" / "mutation"
 ENGINE = "tests/test_engine.py::test_"
 MODELS = "tests/test_models.py::test_"
 TARGETS = {
-    "checkpoint": ("mask3d_vit/engine/checkpoint.py", None,
+    "checkpoint": ("mask3d_vit/checkpoint.py", None,
                    ["tests/test_checkpoint.py", ENGINE + "checkpoint_needing_pickle_is_refused"]),
     # The geometry every map shares: resizes, flips, the evaluation crop (not reprs and jitter wrappers).
     "transforms": ("mask3d_vit/data/transforms.py",

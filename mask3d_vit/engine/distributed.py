@@ -70,7 +70,3 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if is_dist():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
-
-
-def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
-    return all_reduce_sum(tensor).div_(get_world_size())

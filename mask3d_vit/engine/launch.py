@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from ..checkpoint import CKPT_DIR, list_checkpoints
 from ..config import load_config, load_yaml, resolve_recipe, save_config
 from . import distributed as D
-from .checkpoint import CKPT_DIR, list_checkpoints
 from .trainer import TrainingInterrupted
 
 CONFIG_FILE = "config.yaml"

@@ -21,8 +21,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from ..checkpoint import CKPT_DIR, CheckpointError, list_checkpoints, load_latest, save_checkpoint
+from ..config import to_saved
 from . import distributed as D
-from .checkpoint import CKPT_DIR, CheckpointError, list_checkpoints, load_latest, save_checkpoint
 from .data import ResumableSampler, SeededDataset, make_loader, seed_all
 from .logger import RunLogger, TrainClock
 from .optim import OptimConfig, build_optimizer, lr_at, set_lr
@@ -144,13 +145,14 @@ class Trainer:
     """Trains ``model`` on ``train_set``.
 
     Args:
-        model: returns a dict with a scalar ``"loss"`` from ``model(batch)``; may define ``no_weight_decay()``,
-            ``group_matcher()`` (layer decay) and ``set_grad_checkpointing()``.
+        model: returns a dict with a scalar ``"loss"`` from ``model(batch)``. It declares its own training hooks,
+            each called only where defined: ``set_attention_backend(device, precision)`` (once the loop knows
+            both), ``no_weight_decay()``, ``group_matcher()`` (layer decay) and ``set_grad_checkpointing()``.
         train_set: map-style dataset of sample dicts.
         train: loop settings.
         optim: optimizer and schedule.
         run_dir: where checkpoints, metrics, TensorBoard logs and figures go.
-        config: the resolved run config as plain data, stored in every checkpoint.
+        config: the resolved run config as plain data, stored in every checkpoint with its schema version.
         evaluator: ``evaluator(model) -> dict[str, float]``, run on all ranks (it reduces its own sums) every
             ``eval_every`` epochs and at the end.
         visualizer: ``visualizer(model, batch, path)`` writes a PNG for a fixed batch (rank 0 only).
@@ -191,8 +193,8 @@ class Trainer:
         # Training-time randomness (masks, dropout): reproducible, and different on every rank.
         seed_all(train.seed + self.rank)
 
-        from ..models.vit import set_attention_backend
-        set_attention_backend(model, self.device, self.precision)
+        if hasattr(model, "set_attention_backend"):
+            model.set_attention_backend(self.device, self.precision)
         if train.grad_checkpointing:
             if not hasattr(model, "set_grad_checkpointing"):
                 raise ValueError(f"train.grad_checkpointing=true but {type(model).__name__} does not support it")
@@ -224,7 +226,7 @@ class Trainer:
         return {"format": "mask3d-vit-checkpoint", "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                 "step": self.step, "epoch": self.step // self.steps_per_epoch, "skipped_steps": self.skipped,
-                "world_size": self.world, "rng": rng, "config": self.config}
+                "world_size": self.world, "rng": rng, "config": to_saved(self.config)}
 
     def save(self) -> None:
         state = self.state_dict()  # collective under DDP: every rank builds it, rank 0 writes it

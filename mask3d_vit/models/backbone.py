@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from .vit import build_encoder, normalize_rgb
+from .vit import AttentionBackendHook, build_encoder, normalize_rgb
 from .weights import load_encoder_weights
 
 logger = logging.getLogger("mask3d_vit.models")
@@ -69,7 +69,31 @@ def default_out_indices(depth: int, num_levels: int) -> tuple[int, ...]:
     return tuple(max(0, round(depth * (i + 1) / num_levels) - 1) for i in range(num_levels))
 
 
-class ViTBackbone(nn.Module):
+class ViTHooks(AttentionBackendHook):
+    """Mixin: the training hooks of a model that wraps a timm ViT (or another wrapper), taken from the submodule
+    named by :attr:`vit_path` with its parameter names re-anchored under that path.
+
+    The engine calls them: ``group_matcher()`` (layer-wise lr decay: encoder blocks only, so necks and heads keep
+    the full lr), ``no_weight_decay()``, ``set_grad_checkpointing()``, and ``set_attention_backend()`` (inherited,
+    over the whole model).
+    """
+
+    vit_path: str  # dotted submodule path, e.g. "encoder" or "detector.backbone.vit"
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return prefix_group_matcher(self.get_submodule(self.vit_path).group_matcher(coarse), self.vit_path + ".")
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {f"{self.vit_path}.{name}" for name in self.get_submodule(self.vit_path).no_weight_decay()}
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.get_submodule(self.vit_path).set_grad_checkpointing(enable)
+
+
+class ViTBackbone(nn.Module, ViTHooks):
     """A timm ViT returning the patch-token maps of selected blocks.
 
     Args:
@@ -84,6 +108,8 @@ class ViTBackbone(nn.Module):
         embed_dim: channels of every output map.
         patch_size: stride of every output map.
     """
+
+    vit_path = "encoder"
 
     def __init__(self, *, encoder: VisionTransformer, out_indices: Sequence[int] | int, frozen: bool = False):
         super().__init__()
@@ -123,18 +149,6 @@ class ViTBackbone(nn.Module):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             maps = self.encoder.forward_intermediates(x, indices=self._taken, intermediates_only=True)
         return [maps[self._taken.index(i)] for i in self.out_indices]
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        return prefix_group_matcher(self.encoder.group_matcher(coarse), "encoder.")
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return {f"encoder.{name}" for name in self.encoder.no_weight_decay()}
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.encoder.set_grad_checkpointing(enable)
 
 
 def build_backbone(*, encoder: str, out_indices: Sequence[int] | int, img_size: int | Sequence[int] = 224,

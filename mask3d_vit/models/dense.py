@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import abc
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data.sample import DEPTH, LABEL, RGB, VALID
-from .backbone import ViTBackbone, build_backbone, pad_to_multiple, prefix_group_matcher
+from .backbone import ViTBackbone, ViTHooks, build_backbone, pad_to_multiple
 from .heads import FCNHead, LinearHead, UperNetHead, resize
 from .necks import SimpleFeaturePyramid
 
@@ -35,9 +35,10 @@ HEADS = ("linear", "upernet")
 
 @dataclass
 class DenseModelConfig:
-    """The ``model`` section of a fine-tuning or probe run; see :func:`build_dense_model` for each field."""
+    """The ``model`` section of a fine-tuning run; see :meth:`DenseModel.from_config` for each field. ``img_size``
+    follows the run's ``data.size`` unless the recipe, an override or a saved config sets it."""
     encoder: str = "vit_tiny_patch16"
-    img_size: tuple[int, int] = (128, 128)
+    img_size: tuple[int, int] = field(default=(128, 128), metadata={"follows": "data.size"})
     head: str = "upernet"
     out_indices: tuple[int, ...] | None = None
     freeze_backbone: bool = False
@@ -59,7 +60,7 @@ def _window_starts(size: int, window: int, stride: int) -> list[int]:
     return sorted(set(range(0, size - window, stride)) | {size - window})
 
 
-class DenseModel(nn.Module, abc.ABC):
+class DenseModel(nn.Module, ViTHooks, abc.ABC):
     """Backbone -> optional neck -> head (+ optional auxiliary head); subclasses define the task's loss.
 
     Args:
@@ -74,6 +75,7 @@ class DenseModel(nn.Module, abc.ABC):
     """
 
     loss_name = "main"
+    vit_path = "backbone"
 
     def __init__(self, *, backbone: ViTBackbone, head: nn.Module, neck: SimpleFeaturePyramid | None = None,
                  aux_head: nn.Module | None = None, aux_weight: float = 0.4, loss_stride: int = 4):
@@ -89,6 +91,56 @@ class DenseModel(nn.Module, abc.ABC):
             self.aux_level = level[0]
         self.backbone, self.neck, self.head, self.aux_head = backbone, neck, head, aux_head
         self.aux_weight, self.loss_stride = aux_weight, loss_stride
+
+    @classmethod
+    def from_config(cls, cfg: DenseModelConfig, *, task: str, num_classes: int = 0,
+                    init_from: str | None = None) -> "DenseModel":
+        """Build a fine-tuning or probe model from its config: a :class:`SegmentationModel` or :class:`DepthModel`.
+
+        Args:
+            cfg: architecture. ``encoder``/``img_size``/``drop_path_rate``: the ViT (``img_size`` is the nominal size
+                that loaded position embeddings are resampled to; any input size works). ``head``: "linear" or
+                "upernet". ``out_indices``: blocks feeding the head (None = the last block for linear, four evenly
+                spaced blocks for upernet). ``freeze_backbone``: the probe protocol. ``neck_channels``,
+                ``head_channels``, ``norm``, ``dropout``: pyramid/UperNet width, norm ("BN", "LN", "none") and
+                classifier dropout. ``aux_weight``: auxiliary FCN loss weight (upernet only; 0 = no auxiliary head).
+                ``loss_stride``: loss resolution. ``silog_lambda``, ``depth_prior``: depth loss and initial depth
+                (see :class:`DepthModel`).
+            task: "seg" or "depth".
+            num_classes: K for segmentation (ids 1..K).
+            init_from: encoder weights (see :func:`mask3d_vit.models.backbone.build_backbone`); None = scratch.
+        """
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+        if cfg.head not in HEADS:
+            raise ValueError(f"model.head={cfg.head!r}: choose one of {', '.join(HEADS)}")
+        if task == "seg" and num_classes < 1:
+            raise ValueError(f"segmentation needs num_classes >= 1, got {num_classes}")
+        num_outputs = num_classes if task == "seg" else 1
+        num_levels = 4 if cfg.head == "upernet" else 1
+        out_indices = num_levels if cfg.out_indices is None else tuple(cfg.out_indices)
+        if cfg.head == "upernet" and cfg.out_indices is not None and len(cfg.out_indices) != num_levels:
+            raise ValueError(f"model.out_indices={list(cfg.out_indices)}: the upernet pyramid needs {num_levels} "
+                             f"blocks (finest level first)")
+        backbone = build_backbone(encoder=cfg.encoder, out_indices=out_indices, img_size=cfg.img_size,
+                                  drop_path_rate=cfg.drop_path_rate, init_from=init_from, frozen=cfg.freeze_backbone)
+        dim = backbone.embed_dim
+        neck = aux_head = None
+        if cfg.head == "linear":
+            head = LinearHead(in_channels=dim, num_outputs=num_outputs, num_inputs=len(backbone.out_indices))
+        else:
+            neck = SimpleFeaturePyramid(in_channels=dim, out_channels=cfg.neck_channels, in_stride=backbone.patch_size,
+                                        norm="LN")
+            head = UperNetHead(in_channels=cfg.neck_channels, num_levels=num_levels, num_outputs=num_outputs,
+                               channels=cfg.head_channels, norm=cfg.norm, dropout=cfg.dropout)
+            if cfg.aux_weight > 0:
+                aux_head = FCNHead(in_channels=cfg.neck_channels, num_outputs=num_outputs, channels=cfg.head_channels,
+                                   norm=cfg.norm, dropout=cfg.dropout)
+        common = dict(backbone=backbone, head=head, neck=neck, aux_head=aux_head, aux_weight=cfg.aux_weight,
+                      loss_stride=cfg.loss_stride)
+        if task == "seg":
+            return SegmentationModel(num_classes=num_classes, **common)
+        return DepthModel(silog_lambda=cfg.silog_lambda, depth_prior=cfg.depth_prior, **common)
 
     # -- features and raw outputs ------------------------------------------------------------------------------
     def forward_raw(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -162,20 +214,6 @@ class DenseModel(nn.Module, abc.ABC):
     @abc.abstractmethod
     def predict(self, rgb: torch.Tensor, *, window: int | None = None, stride: int | None = None) -> torch.Tensor:
         """The task's prediction at the input resolution (see :meth:`infer` for the arguments)."""
-
-    # -- optimizer hooks (timm conventions, used by the engine) ------------------------------------------------
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        """Encoder blocks for layer-wise lr decay; neck and heads match nothing and keep the full lr."""
-        return prefix_group_matcher(self.backbone.group_matcher(coarse), "backbone.")
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return {f"backbone.{name}" for name in self.backbone.no_weight_decay()}
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.backbone.set_grad_checkpointing(enable)
 
 
 class SegmentationModel(DenseModel):
@@ -253,53 +291,3 @@ class DepthModel(DenseModel):
     def predict(self, rgb: torch.Tensor, *, window: int | None = None, stride: int | None = None) -> torch.Tensor:
         """``rgb``: uint8 ``(B, 3, H, W)`` -> float32 ``(B, 1, H, W)`` depth in metres."""
         return (self.infer(rgb, window=window, stride=stride) + self.log_prior).exp()
-
-
-def build_dense_model(cfg: DenseModelConfig, *, task: str, num_classes: int = 0,
-                      init_from: str | None = None) -> DenseModel:
-    """Build a fine-tuning or probe model from its config.
-
-    Args:
-        cfg: architecture. ``encoder``/``img_size``/``drop_path_rate``: the ViT (``img_size`` is the nominal size
-            that loaded position embeddings are resampled to; any input size works). ``head``: "linear" or
-            "upernet". ``out_indices``: blocks feeding the head (None = the last block for linear, four evenly
-            spaced blocks for upernet). ``freeze_backbone``: the probe protocol. ``neck_channels``,
-            ``head_channels``, ``norm``, ``dropout``: pyramid/UperNet width, norm ("BN", "LN", "none") and
-            classifier dropout. ``aux_weight``: auxiliary FCN loss weight (upernet only; 0 = no auxiliary head).
-            ``loss_stride``: loss resolution. ``silog_lambda``, ``depth_prior``: depth loss and initial depth
-            (see :class:`DepthModel`).
-        task: "seg" or "depth".
-        num_classes: K for segmentation (ids 1..K).
-        init_from: encoder weights (see :func:`mask3d_vit.models.backbone.build_backbone`); None = scratch.
-    """
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    if cfg.head not in HEADS:
-        raise ValueError(f"model.head={cfg.head!r}: choose one of {', '.join(HEADS)}")
-    if task == "seg" and num_classes < 1:
-        raise ValueError(f"segmentation needs num_classes >= 1, got {num_classes}")
-    num_outputs = num_classes if task == "seg" else 1
-    num_levels = 4 if cfg.head == "upernet" else 1
-    out_indices = num_levels if cfg.out_indices is None else tuple(cfg.out_indices)
-    if cfg.head == "upernet" and cfg.out_indices is not None and len(cfg.out_indices) != num_levels:
-        raise ValueError(f"model.out_indices={list(cfg.out_indices)}: the upernet pyramid needs {num_levels} blocks "
-                         f"(finest level first)")
-    backbone = build_backbone(encoder=cfg.encoder, out_indices=out_indices, img_size=cfg.img_size,
-                              drop_path_rate=cfg.drop_path_rate, init_from=init_from, frozen=cfg.freeze_backbone)
-    dim = backbone.embed_dim
-    neck = aux_head = None
-    if cfg.head == "linear":
-        head = LinearHead(in_channels=dim, num_outputs=num_outputs, num_inputs=len(backbone.out_indices))
-    else:
-        neck = SimpleFeaturePyramid(in_channels=dim, out_channels=cfg.neck_channels, in_stride=backbone.patch_size,
-                                    norm="LN")
-        head = UperNetHead(in_channels=cfg.neck_channels, num_levels=num_levels, num_outputs=num_outputs,
-                           channels=cfg.head_channels, norm=cfg.norm, dropout=cfg.dropout)
-        if cfg.aux_weight > 0:
-            aux_head = FCNHead(in_channels=cfg.neck_channels, num_outputs=num_outputs, channels=cfg.head_channels,
-                               norm=cfg.norm, dropout=cfg.dropout)
-    common = dict(backbone=backbone, head=head, neck=neck, aux_head=aux_head, aux_weight=cfg.aux_weight,
-                  loss_stride=cfg.loss_stride)
-    if task == "seg":
-        return SegmentationModel(num_classes=num_classes, **common)
-    return DepthModel(silog_lambda=cfg.silog_lambda, depth_prior=cfg.depth_prior, **common)

@@ -42,10 +42,11 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
+from ..config import config_kwargs
 from ..data.classes import ClassSet
 from ..data.instances import INSTANCES
 from ..data.sample import RGB
-from .backbone import ViTBackbone, build_backbone, prefix_group_matcher
+from .backbone import ViTBackbone, ViTHooks, build_backbone
 from .necks import SimpleFeaturePyramid
 
 __all__ = ["DetectorConfig", "ViTDetBackbone", "ViTMaskRCNN", "draw_instances"]
@@ -121,7 +122,7 @@ class ViTDetBackbone(nn.Module):
         return OrderedDict((name, x.float()) for name, x in pyramid.items())
 
 
-class ViTMaskRCNN(nn.Module):
+class ViTMaskRCNN(nn.Module, ViTHooks):
     """Mask R-CNN with a ViTDet backbone, following the engine's contract: ``model(batch) -> dict``.
 
     Training mode: ``batch`` holds ``rgb`` (uint8 (B, 3, H, W) or a list of (3, H_i, W_i)) and ``instances`` (one
@@ -147,6 +148,8 @@ class ViTMaskRCNN(nn.Module):
         score_threshold: minimum score of a returned detection.
         detections_per_image: maximum detections returned per image.
     """
+
+    vit_path = "detector.backbone.vit"
 
     def __init__(self, *, backbone: ViTDetBackbone, num_classes: int, min_size: int = 480, max_size: int = 640,
                  anchor_sizes: Sequence[int] = (32, 64, 128, 256, 512), rpn_pre_nms_top_n_train: int = 2000,
@@ -189,15 +192,7 @@ class ViTMaskRCNN(nn.Module):
                              drop_path_rate=cfg.drop_path_rate, init_from=init_from)
         backbone = ViTDetBackbone(vit=vit, out_channels=cfg.pyramid_channels, scale_factors=cfg.scale_factors,
                                   norm=cfg.pyramid_norm)
-        return cls(backbone=backbone, num_classes=num_classes, min_size=cfg.min_size, max_size=cfg.max_size,
-                   anchor_sizes=cfg.anchor_sizes, rpn_pre_nms_top_n_train=cfg.rpn_pre_nms_top_n_train,
-                   rpn_post_nms_top_n_train=cfg.rpn_post_nms_top_n_train,
-                   rpn_pre_nms_top_n_test=cfg.rpn_pre_nms_top_n_test,
-                   rpn_post_nms_top_n_test=cfg.rpn_post_nms_top_n_test,
-                   rpn_batch_size_per_image=cfg.rpn_batch_size_per_image,
-                   box_batch_size_per_image=cfg.box_batch_size_per_image, box_head_dim=cfg.box_head_dim,
-                   mask_head_dim=cfg.mask_head_dim, score_threshold=cfg.score_threshold,
-                   detections_per_image=cfg.detections_per_image)
+        return cls(backbone=backbone, num_classes=num_classes, **config_kwargs(cls, cfg))
 
     def forward(self, batch: dict) -> dict:
         device = next(self.parameters()).device
@@ -223,19 +218,6 @@ class ViTMaskRCNN(nn.Module):
         if labels.numel() and (labels.min() < 1 or labels.max() >= self.num_classes):
             raise ValueError(f"target labels {labels.unique().tolist()} fall outside 1..{self.num_classes - 1}; "
                              f"the model was built for {self.num_classes} classes (background included)")
-
-    @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> dict:
-        """Encoder blocks for layer-wise lr decay; the pyramid and heads match nothing and keep the full lr."""
-        return prefix_group_matcher(self.detector.backbone.vit.group_matcher(coarse), "detector.backbone.vit.")
-
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return {f"detector.backbone.vit.{name}" for name in self.detector.backbone.vit.no_weight_decay()}
-
-    @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        self.detector.backbone.vit.set_grad_checkpointing(enable)
 
 
 def draw_instances(image: np.ndarray | torch.Tensor, prediction: dict, class_set: ClassSet, *,

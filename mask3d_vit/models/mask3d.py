@@ -27,9 +27,6 @@ Conventions:
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-
 import torch
 from timm.layers import PatchEmbed, build_sincos2d_pos_embed, resample_abs_pos_embed
 from timm.models import checkpoint_seq
@@ -37,11 +34,13 @@ from timm.models.vision_transformer import Block, VisionTransformer, init_weight
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import config_kwargs, signature_config
 from ..data.sample import DEPTH, RGB, VALID, depth_validity
-from .vit import build_encoder, check_image, normalize_rgb
+from .vit import AttentionBackendHook, build_encoder, check_image, normalize_rgb
 
 __all__ = [
-    "OBJECTIVES", "DEPTH_TARGETS", "LOSSES", "LOSS_REGIONS", "FUSIONS", "MASK_SCHEMES", "DEPTH_PRIORS", "Mask3DConfig", "Mask3D", "DepthBranch",
+    "OBJECTIVES", "DEPTH_TARGETS", "LOSSES", "LOSS_REGIONS", "FUSIONS", "MASK_SCHEMES", "DEPTH_PRIORS", "Mask3DConfig",
+    "Mask3D", "DepthBranch", "ARCHITECTURES",
     "random_masking", "take_tokens", "patchify", "unpatchify", "interpolate_visible_depth", "embed_visible", "sincos_pos_embed",
     "mask3d_vit_tiny_patch16_dec128d2b", "mask3d_vit_small_patch16_dec128d2b",
     "mask3d_vit_base_patch16_dec512d8b", "mask3d_vit_large_patch16_dec512d8b",
@@ -56,35 +55,6 @@ DEPTH_BLOCK = 2  # side, in patches, of the squares the "block" scheme shows dep
 DEPTH_PRIORS = ("none", "interpolation")
 FUSIONS = ("concat", "add")
 _EPS = 1e-6
-
-
-@dataclass
-class Mask3DConfig:
-    """Architecture and objective of :class:`Mask3D`; the ``model`` section of a pre-training run config.
-
-    The fields are exactly the keyword arguments of :class:`Mask3D` (documented there).
-    """
-    encoder: str = "vit_tiny_patch16"
-    img_size: tuple[int, int] = (128, 128)
-    objective: str = "depth"
-    rgb_mask_ratio: float = 0.75
-    depth_mask_ratio: float = 0.75
-    depth_blocks: int = 2
-    depth_dim: int = 128
-    depth_heads: int = 4
-    fusion: str = "add"
-    decoder_dim: int = 128
-    decoder_depth: int = 2
-    decoder_heads: int = 4
-    depth_target: str = "log"
-    loss: str = "l1"
-    loss_region: str = "all"
-    mask_scheme: str = "independent"
-    depth_prior: str = "none"
-    max_depth: float = 10.0
-    rgb_loss_weight: float = 1.0
-    norm_pix_loss: bool = True
-    drop_path_rate: float = 0.0
 
 
 def random_masking(batch: int, num_patches: int, ratio: float, device: torch.device | str | None = None
@@ -252,7 +222,7 @@ class DepthBranch(nn.Module):
         return self.norm(self.blocks(x))
 
 
-class Mask3D(nn.Module):
+class Mask3D(nn.Module, AttentionBackendHook):
     """Masked RGB-D pre-training of a timm ViT by dense depth reconstruction (plus the MAE colour baseline).
 
     Args:
@@ -363,9 +333,9 @@ class Mask3D(nn.Module):
         self._init_weights()
 
     @classmethod
-    def from_config(cls, cfg: Mask3DConfig) -> "Mask3D":
+    def from_config(cls, cfg: "Mask3DConfig") -> "Mask3D":
         """Build from the ``model`` section of a run config (its fields are this class's arguments)."""
-        return cls(**dataclasses.asdict(cfg))
+        return cls(**config_kwargs(cls, cfg))
 
     def _init_weights(self) -> None:
         # The encoder keeps timm's own initialisation (so it matches a freshly created timm ViT); the new modules
@@ -644,25 +614,66 @@ class Mask3D(nn.Module):
         return loss, unpatchify(image, self.patch_size, grid).clamp(0, 1)
 
 
+def _from_unversioned(model: dict) -> dict:
+    """Schema 0 -> 1 of a ``model`` section: a run saved before config versions keeps the settings of its time for
+    the keys added since. ``fusion`` came on 2026-11-30 as ``concat`` (what the decoder did before) and its default
+    became ``add`` later; ``mask_scheme`` and ``depth_prior`` came on 2026-12-01 with the behaviour before them."""
+    return {"fusion": "concat", "mask_scheme": "independent", "depth_prior": "none", **model}
+
+
+Mask3DConfig = signature_config(
+    Mask3D.__init__, "Mask3DConfig", module=__name__,
+    doc="""Architecture and objective of :class:`Mask3D`; the ``model`` section of a pre-training run config.
+
+    Derived from :class:`Mask3D`'s keyword arguments (names, types, defaults; documented there). ``img_size``
+    follows the run's ``data.size`` unless the recipe, an override or a saved config sets it.
+    """,
+    metadata={"img_size": {"follows": "data.size"}}, namespace={"MIGRATIONS": {0: _from_unversioned}})
+
+# The named architectures: the settings each factory fixes (a recipe that names one must agree, tests/test_config.py).
+ARCHITECTURES = {
+    "mask3d_vit_tiny_patch16_dec128d2b": dict(encoder="vit_tiny_patch16", decoder_dim=128, decoder_depth=2,
+                                              decoder_heads=4),
+    "mask3d_vit_small_patch16_dec128d2b": dict(encoder="vit_small_patch16", decoder_dim=128, decoder_depth=2,
+                                               decoder_heads=4),
+    "mask3d_vit_base_patch16_dec512d8b": dict(encoder="vit_base_patch16", decoder_dim=512, decoder_depth=8,
+                                              decoder_heads=16, depth_dim=256, depth_heads=8),
+    "mask3d_vit_large_patch16_dec512d8b": dict(encoder="vit_large_patch16", decoder_dim=512, decoder_depth=8,
+                                               decoder_heads=16, depth_dim=256, depth_heads=8),
+}
+
+
 def mask3d_vit_tiny_patch16_dec128d2b(**kwargs) -> Mask3D:
-    """Mask3D with a ViT-Ti/16 encoder and a 128-wide, 2-block decoder (fits the 2-core CPU)."""
-    return Mask3D(**{**dict(encoder="vit_tiny_patch16", decoder_dim=128, decoder_depth=2, decoder_heads=4),
-                     **kwargs})
+    """Mask3D with a ViT-Ti/16 encoder and a 128-wide, 2-block decoder (fits the 2-core CPU).
+
+    Args:
+        **kwargs: any other :class:`Mask3D` argument (and these, to differ from the named architecture).
+    """
+    return Mask3D(**{**ARCHITECTURES["mask3d_vit_tiny_patch16_dec128d2b"], **kwargs})
 
 
 def mask3d_vit_small_patch16_dec128d2b(**kwargs) -> Mask3D:
-    """Mask3D with a ViT-S/16 encoder and a 128-wide, 2-block decoder."""
-    return Mask3D(**{**dict(encoder="vit_small_patch16", decoder_dim=128, decoder_depth=2, decoder_heads=4),
-                     **kwargs})
+    """Mask3D with a ViT-S/16 encoder and a 128-wide, 2-block decoder.
+
+    Args:
+        **kwargs: any other :class:`Mask3D` argument (and these, to differ from the named architecture).
+    """
+    return Mask3D(**{**ARCHITECTURES["mask3d_vit_small_patch16_dec128d2b"], **kwargs})
 
 
 def mask3d_vit_base_patch16_dec512d8b(**kwargs) -> Mask3D:
-    """Mask3D with a ViT-B/16 encoder and MAE's 512-wide, 8-block decoder."""
-    return Mask3D(**{**dict(encoder="vit_base_patch16", decoder_dim=512, decoder_depth=8, decoder_heads=16,
-                            depth_dim=256, depth_heads=8), **kwargs})
+    """Mask3D with a ViT-B/16 encoder, MAE's 512-wide, 8-block decoder and a 256-wide depth branch.
+
+    Args:
+        **kwargs: any other :class:`Mask3D` argument (and these, to differ from the named architecture).
+    """
+    return Mask3D(**{**ARCHITECTURES["mask3d_vit_base_patch16_dec512d8b"], **kwargs})
 
 
 def mask3d_vit_large_patch16_dec512d8b(**kwargs) -> Mask3D:
-    """Mask3D with a ViT-L/16 encoder and MAE's 512-wide, 8-block decoder."""
-    return Mask3D(**{**dict(encoder="vit_large_patch16", decoder_dim=512, decoder_depth=8, decoder_heads=16,
-                            depth_dim=256, depth_heads=8), **kwargs})
+    """Mask3D with a ViT-L/16 encoder, MAE's 512-wide, 8-block decoder and a 256-wide depth branch.
+
+    Args:
+        **kwargs: any other :class:`Mask3D` argument (and these, to differ from the named architecture).
+    """
+    return Mask3D(**{**ARCHITECTURES["mask3d_vit_large_patch16_dec512d8b"], **kwargs})

@@ -20,6 +20,7 @@ from torch import nn
 
 __all__ = [
     "TIMM_NAMES", "ENCODER_NAMES", "build_encoder", "check_image", "normalize_rgb", "set_attention_backend",
+    "AttentionBackendHook",
     "vit_micro_patch16", "vit_tiny_patch16", "vit_small_patch16", "vit_base_patch16", "vit_large_patch16",
 ]
 
@@ -137,6 +138,21 @@ def set_attention_backend(module: nn.Module, device: str | torch.device, precisi
     for m in module.modules():
         if hasattr(m, "fused_attn"):
             m.fused_attn = fused
+
+
+class AttentionBackendHook:
+    """Mixin for a model holding timm attention layers: the ``set_attention_backend(device, precision)`` hook that
+    :class:`mask3d_vit.engine.trainer.Trainer` calls once it knows where and in which precision the model trains."""
+
+    @torch.jit.ignore
+    def set_attention_backend(self, device: str | torch.device, precision: str = "bf16") -> None:
+        """Pick the kernel of every timm attention layer of this model (:func:`set_attention_backend`).
+
+        Args:
+            device: where the model trains.
+            precision: the engine's resolved precision: ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+        """
+        set_attention_backend(self, device, precision)
 
 
 def check_image(image: torch.Tensor, patch_size: int, name: str = "rgb", channels: int = 3) -> None:

@@ -44,7 +44,7 @@ from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 
-from ..engine.checkpoint import load_latest, safe_torch_load
+from ..checkpoint import load_latest, safe_torch_load
 from ..io import atomic_write, write_json
 from .vit import TIMM_NAMES, build_encoder
 

@@ -35,7 +35,7 @@ from ..data.classes import ClassSet, get_class_set
 from ..data.instances import DEFAULT_MIN_AREA, INSTANCES, CocoInstances, InstanceCollate, thing_class_ids
 from ..data.sample import RGB
 from ..engine import distributed as D
-from ..engine.checkpoint import load_latest
+from ..checkpoint import load_latest
 from ..engine.data import seed_all
 from ..engine.launch import run_command
 from ..engine.optim import OptimConfig

@@ -34,7 +34,7 @@ from ..data.build import DataConfig, build_dataset, class_set_of
 from ..data.classes import get_class_set
 from ..data.sample import DEPTH, LABEL, RGB, VALID
 from ..engine import distributed as D
-from ..engine.checkpoint import CKPT_DIR, load_latest
+from ..checkpoint import CKPT_DIR, load_latest
 from ..engine.data import seed_all
 from ..engine.launch import run_command
 from ..engine.optim import OptimConfig
@@ -43,7 +43,7 @@ from ..eval.depth import DepthMeter
 from ..eval.probe import RIDGES, format_report, load_ceiling, load_probe_encoder, probe_backbone
 from ..eval.segmentation import SegmentationMeter, format_class_table
 from ..io import write_json, write_png, write_text
-from ..models.dense import TASKS, DenseModel, DenseModelConfig, build_dense_model
+from ..models.dense import TASKS, DenseModel, DenseModelConfig
 from ..viz import colorize_depth, overlay_labels
 
 
@@ -96,7 +96,7 @@ def build_model(cfg: FinetuneConfig, *, load_init: bool = True) -> DenseModel:
         raise ConfigError("segmentation config has no class_set; resolve it from the data (resolve_class_set)")
     num_classes = get_class_set(cfg.class_set).num_classes if cfg.task == "seg" else 0
     init_from = cfg.init_from if load_init and cfg.init_from else None
-    return build_dense_model(cfg.model, task=cfg.task, num_classes=num_classes, init_from=init_from)
+    return DenseModel.from_config(cfg.model, task=cfg.task, num_classes=num_classes, init_from=init_from)
 
 
 class DenseEvaluator:
@@ -281,7 +281,8 @@ class ProbeConfig:
     task: str = "depth"            # seg | depth (set by the command)
     data: DataConfig = field(default_factory=DataConfig)
     encoder: str = "vit_tiny_patch16"
-    img_size: tuple[int, int] = (128, 128)   # nominal size loaded position embeddings are resampled to
+    # The nominal size loaded position embeddings are resampled to; follows data.size unless set.
+    img_size: tuple[int, int] = field(default=(128, 128), metadata={"follows": "data.size"})
     batch_size: int = 32
     device: str = "auto"           # auto | cpu | cuda
     seed: int = 0                  # the random initialisation of a scratch encoder

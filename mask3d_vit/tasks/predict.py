@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from ..data.classes import get_class_set
-from ..engine.checkpoint import load_latest
+from ..checkpoint import load_latest
 from ..io import write_png
 from ..models.dense import DenseModel
 from ..viz import attach_panel, colorbar_panel, colorize_depth, depth_range, legend_panel, overlay_labels

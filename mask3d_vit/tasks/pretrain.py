@@ -19,7 +19,7 @@ import torch
 from ..config import ConfigError, load_config, to_dict
 from ..data.build import DataConfig, build_dataset
 from ..engine import distributed as D
-from ..engine.checkpoint import load_latest
+from ..checkpoint import load_latest
 from ..engine.data import seed_all, seeded_rng
 from ..engine.launch import run_command
 from ..engine.optim import OptimConfig

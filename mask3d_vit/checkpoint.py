@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..io import atomic_save
+from .io import atomic_save
 
 log = logging.getLogger(__name__)
 CKPT_DIR = "checkpoints"
@@ -87,8 +87,3 @@ def load_latest(path: str | Path) -> tuple[Path, dict]:
         except CheckpointError as e:
             log.warning("skipping unusable checkpoint: %s", e)
     raise CheckpointError(f"{path}: every checkpoint is unusable (see warnings above)")
-
-
-def latest_checkpoint(path: str | Path) -> Path:
-    """A run dir or checkpoint file -> the newest loadable checkpoint file."""
-    return load_latest(path)[0]
