@@ -170,7 +170,7 @@ def test_diagnose_command_on_a_pretraining_run(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "rgb_reliance = " in text and "| rgb_only |" in text
     cfg = load_config(PretrainConfig, "pretrain_synth_tiny", overrides)
-    mae = load_config(PretrainConfig, None, ["model.objective=rgb"], base=to_dict(cfg))
+    mae = load_config(PretrainConfig, None, MAE_RGB, base=to_dict(cfg))
     run_pretrain(mae, tmp_path / "mae")
     assert main(["diagnose", str(tmp_path / "mae")]) == 1
     assert "predicts no depth" in capsys.readouterr().err

@@ -41,7 +41,7 @@ def test_config_show_prints_the_resolved_config_with_overrides(capsys):
                                    "train.epochs=2")
     cfg = yaml.safe_load(out)
     assert cfg["data"]["sources"][0]["num_frames"] == 100 and cfg["train"]["epochs"] == 2
-    assert cfg["model"]["img_size"] == [128, 160]  # follows the recipe's data.size
+    assert cfg["model"]["img_size"] == cfg["data"]["size"] == [96, 128]  # follows the recipe's data.size
     assert cfg["train"]["log_every"] == 20 and "figure_every" in cfg["train"]  # recipe values and defaults alike
 
 

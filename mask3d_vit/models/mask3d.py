@@ -303,6 +303,9 @@ class Mask3D(nn.Module, AttentionBackendHook):
             raise ValueError(f"depth_prior={depth_prior!r} spreads the visible depth patches: it needs a depth "
                              f"objective with depth_mask_ratio < 1 (got objective={objective!r}, "
                              f"depth_mask_ratio={depth_mask_ratio})")
+        if self.predicts_rgb and rgb_mask_ratio == 0:
+            raise ValueError(f"objective={objective!r} reconstructs hidden colour patches: rgb_mask_ratio must be > 0 "
+                             "(MAE hides 0.75)")
         if depth_prior != "none" and depth_target == "standardized":
             raise ValueError("depth_prior needs depth_target 'log' or 'metric': a standardized target is scaled by "
                              "statistics of the hidden depth too, which the prior must not see")
