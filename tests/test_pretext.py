@@ -123,7 +123,7 @@ def test_depth_hidden_loss_region_scores_only_patches_without_depth_input():
 
 
 def test_evaluator_logs_the_diagnostics(tmp_path):
-    from mask3d_vit.tasks.pretrain import ReconstructionEvaluator
+    from mask3d_vit.eval.pretext import ReconstructionEvaluator
 
     class Frames(torch.utils.data.Dataset):
         def __len__(self):
