@@ -118,7 +118,7 @@ def build_depth_figures(cfg: FinetuneConfig) -> DenseFigure:
 
 def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, *, init_from: str | None = None,
                  resume: str | None = None) -> dict:
-    """Fine-tune or probe as ``cfg`` says into ``run_dir``.
+    """Fine-tune as ``cfg`` says into ``run_dir`` (through the registered task ``cfg.task``).
 
     Args:
         cfg: the run config (``cfg.task`` picks segmentation or depth).

@@ -13,8 +13,8 @@ Each part is the object itself or a ``"package.module:name"`` string imported on
 name theirs, so that ``mask3d-vit --help`` imports neither torch nor a task module.
 
 The parts, each called with the run config ``cfg`` (an instance of ``config``: a dataclass with ``train`` and
-``optim`` sections, ``init_from`` and a ``task`` field holding the task's name, which tells ``predict`` and ``eval``
-whose checkpoint they hold; pre-training's config has none, as its checkpoints have always been written):
+``optim`` sections, ``init_from`` (set by ``--init-from``) and a ``task`` field holding the task's name, which tells
+``predict`` and ``eval`` whose checkpoint they hold; pre-training's config has none, as its checkpoints never had):
 
 - ``model(cfg, *, load_init=True) -> nn.Module``: a model whose ``model(batch)`` returns ``{"loss": ...}`` in
   training; ``load_init=False`` skips ``cfg.init_from`` (weights restored from a checkpoint).
