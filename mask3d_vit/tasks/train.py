@@ -114,7 +114,7 @@ def restore(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, ex
 
 def eval_main(args: argparse.Namespace) -> None:
     """The handler of ``mask3d-vit eval``: re-evaluate a fine-tuned run with its task's evaluator."""
-    fine_tuned = tuple(name for name, t in TASKS.items() if t.predict is not None)
+    fine_tuned = tuple(name for name, t in TASKS.items() if t.command[0] == "finetune")
     task, model, cfg, ckpt = restore(args.ckpt, args.overrides, expect=fine_tuned, expected=(
         f"a fine-tuning checkpoint ({', '.join(fine_tuned)})"))
     cfg = task.prepared(cfg)
