@@ -32,10 +32,11 @@ import torch
 from mask3d_vit.config import load_config, save_config
 from mask3d_vit.data.build import DataConfig, SourceConfig, build_dataset, open_source
 from mask3d_vit.data.classes import get_class_set
+from mask3d_vit.eval.dense import DenseEvaluator, EvalConfig, SegmentationScore
 from mask3d_vit.io import atomic_save, write_json, write_text
 from mask3d_vit.tasks.compare import (SCRATCH, CompareConfig, estimate_seconds, format_estimate, objective_variants,
                                       probe_floor_note, run_comparison, summarize, transfer_key)
-from mask3d_vit.tasks.finetune import DenseEvaluator, EvalConfig, load_dense_model
+from mask3d_vit.tasks.finetune import load_dense_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -98,8 +99,8 @@ def sim_to_real(seg_run: str | Path, shared: Path) -> dict[str, float]:
             labelled.append(frames[i])
         except FileNotFoundError:  # the sample labels only some frames; the reader names the missing label map
             continue
-    evaluator = DenseEvaluator(labelled, task="seg", cfg=EvalConfig(), device="cpu",
-                               class_names=get_class_set("nyu13").names)
+    evaluator = DenseEvaluator(labelled, score=SegmentationScore(get_class_set("nyu13").names), task="seg",
+                               cfg=EvalConfig(), device="cpu")
     return {k: v for k, v in evaluator(model).items() if "/" not in k} | {"frames": float(len(labelled))}
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import importlib
 import importlib.util
 import os
 import sys
@@ -20,9 +19,8 @@ from . import __version__
 from .config import ConfigError, recipe_command
 from .extras import MissingExtraError
 from .data.formats import FORMATS
+from .tasks.registry import TASKS, Task, resolve
 
-PRETRAIN_RECIPE = "pretrain_synth_tiny"
-DETECTION_RECIPE = "det_synth_tiny"
 _RAW = argparse.RawDescriptionHelpFormatter
 
 
@@ -38,8 +36,7 @@ class Handler:
     kwargs: dict = field(default_factory=dict)
 
     def resolve(self):
-        module, name = self.target.split(":")
-        return getattr(importlib.import_module(module), name)
+        return resolve(self.target)
 
     def __call__(self, args: argparse.Namespace):
         return self.resolve()(args, **self.kwargs)
@@ -51,10 +48,10 @@ def module_doc(module: str) -> str:
     return ast.get_docstring(ast.parse(Path(spec.origin).read_text(encoding="utf-8"))) or ""
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, default_config: str) -> None:
+def add_run_arguments(parser: argparse.ArgumentParser, task: Task) -> None:
     """The options of every training command (see :mod:`mask3d_vit.engine.launch`)."""
-    parser.add_argument("--config", default=default_config,
-                        help=f"YAML recipe: a path or a packaged name (default: {default_config})")
+    parser.add_argument("--config", default=task.recipe,
+                        help=f"YAML recipe: a path or a packaged name (default: {task.recipe})")
     parser.add_argument("--out", default=None, help="run directory (default: runs/<recipe name>)")
     parser.add_argument("--resume", default=None, metavar="auto|PATH",
                         help="continue a run: 'auto' = newest good checkpoint of --out, or a checkpoint/run path")
@@ -164,11 +161,52 @@ def _add_data(subparsers) -> None:
     check.set_defaults(func=Handler("mask3d_vit.data.check:run_check"))
 
 
-def _add_pretrain(subparsers) -> None:
-    p = subparsers.add_parser("pretrain", help="pre-train a ViT with the Mask3D (or MAE) objective",
-                              description=module_doc("mask3d_vit.tasks.pretrain"), formatter_class=_RAW)
-    add_run_arguments(p, PRETRAIN_RECIPE)
-    p.set_defaults(func=Handler("mask3d_vit.tasks.pretrain:_main"))
+def add_probe_arguments(parser: argparse.ArgumentParser, task: Task) -> None:
+    """The options of ``probe seg|depth``."""
+    parser.add_argument("--config", default=task.recipe,
+                        help=f"YAML recipe: a path or a packaged name (default: {task.recipe})")
+    parser.add_argument("--out", default=None, help="folder for probe.json/.md (default: runs/<recipe name>)")
+    parser.add_argument("--init-from", default=None, metavar="WEIGHTS",
+                        help="encoder weights: an MAE .pth, a timm state dict, an exported .safetensors or folder, "
+                             "or a run/checkpoint of ours (default: a randomly initialised encoder)")
+    parser.add_argument("--ceiling", default=None, metavar="RUN",
+                        help=f"a supervised run of the same encoder (mask3d-vit finetune {task.command[-1]} ...) or "
+                             f"its eval_<split>.json, printed as the ceiling")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. data.sources=[...] holdout_every=0 ridges=[0.001]")
+
+
+# Commands that group several tasks (`finetune seg`, `probe depth`): their own help line and description.
+TASK_GROUPS = {
+    "finetune": ("fine-tune a pre-trained ViT with a dense head", "mask3d_vit.tasks.finetune"),
+    "probe": ("closed-form linear probe of a frozen ViT, printed beside its floors", "mask3d_vit.tasks.finetune"),
+}
+
+
+def _add_task(parser: argparse.ArgumentParser, task: Task) -> None:
+    resolve(task.arguments)(parser, task)
+    parser.set_defaults(func=Handler(task.main, {"task": task.name}))
+
+
+def add_task_commands(subparsers, first: str) -> None:
+    """The commands of the registered tasks whose command starts with ``first`` (e.g. ``finetune``), in
+    registration order."""
+    tasks = [t for t in TASKS.values() if t.command[0] == first]
+    if len(tasks) == 1 and len(tasks[0].command) == 1:
+        task = tasks[0]
+        _add_task(subparsers.add_parser(first, help=task.help, description=module_doc(task.doc) if task.doc else None,
+                                        formatter_class=_RAW), task)
+        return
+    what, doc = TASK_GROUPS.get(first, (f"{first} tasks", ""))
+    group = subparsers.add_parser(first, help=what, description=module_doc(doc) if doc else None,
+                                  formatter_class=_RAW).add_subparsers(dest="task", metavar="TASK", required=True)
+    for task in tasks:
+        if len(task.command) != 2:
+            raise ValueError(f"task {task.name!r}: command {task.command} must be `{first} NAME`, since other tasks "
+                             f"run as `{first} NAME`")
+        _add_task(group.add_parser(task.command[1], help=task.help,
+                                   description=module_doc(task.doc) if task.doc else None, formatter_class=_RAW),
+                  task)
 
 
 def _add_diagnose(subparsers) -> None:
@@ -182,46 +220,14 @@ def _add_diagnose(subparsers) -> None:
     p.set_defaults(func=Handler("mask3d_vit.tasks.pretrain:_diagnose_main"))
 
 
-def _add_finetune(subparsers) -> None:
-    """``finetune seg|depth|det``, ``probe seg|depth`` and ``eval``."""
-    doc = module_doc("mask3d_vit.tasks.finetune")
-    titles = (("seg", "semantic segmentation"), ("depth", "depth estimation"))
-    what = "fine-tune a pre-trained ViT with a dense head"
-    tasks = subparsers.add_parser("finetune", help=what, description=doc, formatter_class=_RAW).add_subparsers(
-        dest="task", metavar="TASK", required=True)
-    for task, title in titles:
-        t = tasks.add_parser(task, help=f"{title}: {what}")
-        add_run_arguments(t, f"finetune_synth_{task}")
-        t.set_defaults(func=Handler("mask3d_vit.tasks.finetune:_train_main", {"task": task}))
-    t = tasks.add_parser("det", help="instance segmentation and detection: Mask R-CNN on the ViT",
-                         description=module_doc("mask3d_vit.tasks.detection"), formatter_class=_RAW)
-    add_run_arguments(t, DETECTION_RECIPE)
-    t.set_defaults(func=Handler("mask3d_vit.tasks.detection:_main"))
-
-    what = "closed-form linear probe of a frozen ViT, printed beside its floors"
-    tasks = subparsers.add_parser("probe", help=what, description=doc, formatter_class=_RAW).add_subparsers(
-        dest="task", metavar="TASK", required=True)
-    for task, title in titles:
-        t = tasks.add_parser(task, help=f"{title}: {what}")
-        t.add_argument("--config", default=f"probe_synth_{task}",
-                       help=f"YAML recipe: a path or a packaged name (default: probe_synth_{task})")
-        t.add_argument("--out", default=None, help="folder for probe.json/.md (default: runs/<recipe name>)")
-        t.add_argument("--init-from", default=None, metavar="WEIGHTS",
-                       help="encoder weights: an MAE .pth, a timm state dict, an exported .safetensors or folder, "
-                            "or a run/checkpoint of ours (default: a randomly initialised encoder)")
-        t.add_argument("--ceiling", default=None, metavar="RUN",
-                       help=f"a supervised run of the same encoder (mask3d-vit finetune {task} ...) or its "
-                            f"eval_<split>.json, printed as the ceiling")
-        t.add_argument("overrides", nargs="*", metavar="key=value",
-                       help="config overrides, e.g. data.sources=[...] holdout_every=0 ridges=[0.001]")
-        t.set_defaults(func=Handler("mask3d_vit.tasks.finetune:_probe_main", {"task": task}))
-    p = subparsers.add_parser("eval", help="evaluate a fine-tuned run (mIoU table or depth metrics)",
-                              description=doc, formatter_class=_RAW)
+def _add_eval(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="evaluate a fine-tuned run (mIoU table, depth metrics or AP table)",
+                              description=module_doc("mask3d_vit.tasks.finetune"), formatter_class=_RAW)
     p.add_argument("--ckpt", required=True, help="fine-tuning run directory or checkpoint file")
     p.add_argument("--out", default=None, help="folder for eval_<split>.json/.md (default: the run directory)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="evaluation overrides, e.g. eval.split=test eval.window=128 data.val_sources=...")
-    p.set_defaults(func=Handler("mask3d_vit.tasks.finetune:_eval_main"))
+    p.set_defaults(func=Handler("mask3d_vit.tasks.train:eval_main"))
 
 
 def _add_predict(subparsers) -> None:
@@ -284,9 +290,13 @@ def _add_config(subparsers) -> None:
     show.set_defaults(func=Handler("mask3d_vit.recipes:_show_main"))
 
 
-# The order is the order of `mask3d-vit --help`.
-COMMANDS = (_add_demo, _add_synth, _add_data, _add_pretrain, _add_diagnose, _add_finetune, _add_predict, _add_export,
-            _add_config)
+def _tasks(first: str):
+    return lambda subparsers: add_task_commands(subparsers, first)
+
+
+# The order is the order of `mask3d-vit --help`; tasks under another first word follow at the end.
+COMMANDS = (_add_demo, _add_synth, _add_data, _tasks("pretrain"), _add_diagnose, _tasks("finetune"), _tasks("probe"),
+            _add_eval, _add_predict, _add_export, _add_config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -296,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in COMMANDS:
         add(subparsers)
+    for first in dict.fromkeys(t.command[0] for t in TASKS.values()):
+        if first not in subparsers.choices:
+            add_task_commands(subparsers, first)
     return parser
 
 

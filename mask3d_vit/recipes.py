@@ -14,13 +14,13 @@ overrides that command adds itself, such as ``task=seg``), so a typo or a bad va
 from __future__ import annotations
 
 import argparse
-import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from .config import RECIPES_DIR, ConfigError, load_config, recipe_command, resolve_recipe, to_dict
+from .tasks.registry import TASKS, resolve
 
 
 @dataclass(frozen=True)
@@ -30,32 +30,24 @@ class RecipeKind:
     Attributes:
         task: the name ``--task`` and ``config list`` use (``pretrain``, ``seg``, ``probe-depth``...).
         command: how a recipe of this kind runs; ``{recipe}`` stands for its name.
-        config_class: ``module:Class`` of its typed config.
+        config_class: its typed config: the class or ``module:Class``.
         overrides: the ``key=value`` overrides the command adds before the user's.
     """
     task: str
     command: str
-    config_class: str
+    config_class: object
     overrides: tuple[str, ...] = ()
 
     def load(self, recipe: str | Path, overrides: list[str] = ()):
         """The resolved config of ``recipe`` with ``overrides``, as :attr:`command` builds it."""
-        module, name = self.config_class.split(":")
-        cls = getattr(importlib.import_module(module), name)
-        return load_config(cls, recipe, list(self.overrides) + list(overrides))
+        return load_config(resolve(self.config_class), recipe, list(self.overrides) + list(overrides))
 
 
-_FINETUNE = "mask3d_vit.tasks.finetune:FinetuneConfig"
-_PROBE = "mask3d_vit.tasks.finetune:ProbeConfig"
 _COMPARE = "mask3d_vit.tasks.compare:CompareConfig"
-# In `config list` order.
+# In `config list` order: the registered tasks, then the comparisons.
 KINDS = {kind.task: kind for kind in (
-    RecipeKind("pretrain", "mask3d-vit pretrain --config {recipe}", "mask3d_vit.tasks.pretrain:PretrainConfig"),
-    RecipeKind("seg", "mask3d-vit finetune seg --config {recipe}", _FINETUNE, ("task=seg",)),
-    RecipeKind("depth", "mask3d-vit finetune depth --config {recipe}", _FINETUNE, ("task=depth",)),
-    RecipeKind("det", "mask3d-vit finetune det --config {recipe}", "mask3d_vit.tasks.detection:DetectionConfig"),
-    RecipeKind("probe-seg", "mask3d-vit probe seg --config {recipe}", _PROBE, ("task=seg",)),
-    RecipeKind("probe-depth", "mask3d-vit probe depth --config {recipe}", _PROBE, ("task=depth",)),
+    *(RecipeKind(t.name, f"mask3d-vit {' '.join(t.command)} --config {{recipe}}", t.config, t.overrides)
+      for t in TASKS.values()),
     RecipeKind("demo", "mask3d-vit demo", _COMPARE),
     RecipeKind("transfer", "python benchmarks/transfer.py --config {recipe}", _COMPARE),
     RecipeKind("ablation", "python benchmarks/ablations.py --config {recipe}", _COMPARE),

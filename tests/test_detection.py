@@ -10,7 +10,8 @@ from mask3d_vit.data.classes import get_class_set
 from mask3d_vit.data.instances import CocoInstances, InstanceCollate, instance_targets, thing_class_ids
 from mask3d_vit.eval.detection import CocoRecords, coco_metrics, format_ap_table
 from mask3d_vit.io import write_json, write_png
-from mask3d_vit.models.detection import DetectorConfig, ViTMaskRCNN, draw_instances
+from mask3d_vit.models.detection import DetectorConfig, ViTMaskRCNN
+from mask3d_vit.viz.detection import draw_instances
 
 NYU13 = get_class_set("nyu13")
 CHAIR, TABLE, WALL, FURNITURE = (NYU13.names.index(n) for n in ("chair", "table", "wall", "furniture"))
@@ -292,10 +293,12 @@ def test_short_synthrooms_run_learns_its_training_frames(tmp_path):
 
 
 def test_cli_and_recipes():
-    from mask3d_vit.cli import DETECTION_RECIPE, build_parser
+    from mask3d_vit.cli import build_parser
     from mask3d_vit.config import RECIPES_DIR, load_config
     from mask3d_vit.tasks.detection import DetectionConfig
+    from mask3d_vit.tasks.registry import TASKS
 
+    DETECTION_RECIPE = TASKS["det"].recipe
     args = build_parser().parse_args(["finetune", "det", "--out", "runs/x", "train.epochs=1"])
     assert args.config == DETECTION_RECIPE and args.overrides == ["train.epochs=1"] and callable(args.func)
     recipes = sorted(RECIPES_DIR.glob("det_*.yaml"))

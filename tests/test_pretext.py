@@ -135,7 +135,7 @@ def test_depth_hidden_loss_region_scores_only_patches_without_depth_input():
 
 
 def test_evaluator_logs_the_diagnostics(tmp_path):
-    from mask3d_vit.tasks.pretrain import ReconstructionEvaluator
+    from mask3d_vit.eval.pretext import ReconstructionEvaluator
 
     class Frames(torch.utils.data.Dataset):
         def __len__(self):
@@ -157,6 +157,7 @@ def test_evaluator_logs_the_diagnostics(tmp_path):
 def test_diagnose_command_on_a_pretraining_run(tmp_path, capsys):
     from mask3d_vit.cli import main
     from mask3d_vit.config import load_config, to_dict
+    from mask3d_vit.tasks.compare import MAE_RGB
     from mask3d_vit.tasks.pretrain import PretrainConfig, run_pretrain
 
     overrides = ["data.sources=[{format: synthrooms, num_frames: 8, seed: 0}]", "data.size=[32,48]",

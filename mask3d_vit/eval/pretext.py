@@ -25,10 +25,11 @@ import math
 import torch
 
 from ..data.sample import DEPTH, RGB, VALID
+from ..engine import distributed as D
 from ..engine.data import seeded_rng
 from ..models.mask3d import interpolate_visible_depth
 
-__all__ = ["CATEGORIES", "patch_categories", "PretextDiagnostics", "diagnose"]
+__all__ = ["CATEGORIES", "patch_categories", "PretextDiagnostics", "ReconstructionEvaluator", "diagnose"]
 
 CATEGORIES = ("depth_visible", "rgb_only", "both_hidden")
 _VARIANTS = ("model", "swapped", "interp")
@@ -47,17 +48,28 @@ class PretextDiagnostics:
         self.sums: dict[str, torch.Tensor] = {}
 
     @torch.no_grad()
-    def update(self, model, batch: dict, masks: dict, grid: tuple[int, int]) -> None:
+    def update(self, model, batch: dict, masks: dict, grid: tuple[int, int], intact: torch.Tensor | None = None
+               ) -> None:
         """Score one prepared batch (:meth:`Mask3D.prepare_batch`) under fixed ``masks`` (:meth:`Mask3D.draw_masks`).
 
         Needs at least two frames: the swapped colour of frame ``i`` is frame ``i - 1``'s.
+
+        Args:
+            model: a depth-predicting Mask3D in eval mode.
+            batch: the prepared batch.
+            masks: the masks every variant is scored under.
+            grid: the patch grid ``(h, w)``.
+            intact: the decoder's depth prediction ``(B, N, p * p)`` for this batch, colour intact, when the caller
+                has already computed it (the validation pass does); None = computed here.
         """
         rgb, depth, valid = batch[RGB], batch[DEPTH], batch[VALID]
         if rgb.shape[0] < 2:
             raise ValueError("pretext diagnostics swap colour between frames of a batch: use batches of >= 2 frames")
         target = model.depth_target_map(depth, valid)
-        preds = {}
+        preds = {} if intact is None else {"model": intact.float()}
         for name, colour in (("model", rgb), ("swapped", rgb.roll(1, dims=0))):
+            if name in preds:
+                continue
             latent = model.forward_encoder(colour, masks["rgb_keep"])
             preds[name] = model.forward_decoder(latent, masks, depth, grid)["depth"].float()
         if model.uses_depth_input:
@@ -114,3 +126,53 @@ def diagnose(model, batches, *, seed: int = 1234) -> dict[str, float]:
             masks = model.draw_masks(prepared[RGB].shape[0], grid, device)
             diag.update(model, prepared, masks, grid)
     return PretextDiagnostics.compute(*diag.state())
+
+
+class ReconstructionEvaluator:
+    """``evaluator(model) -> metrics`` of pre-training: the mean loss terms on held-out frames, with masks drawn from
+    a fixed seed (comparable across evaluations and runs), reduced over ranks. For depth objectives it adds the
+    :class:`PretextDiagnostics` (``rgb_reliance``, ``vs_interpolation`` and the loss by patch category), reusing
+    the validation pass's own prediction for the intact colour.
+
+    Args:
+        dataset: held-out samples.
+        batch_size: frames per batch (at least 2: the diagnostics swap colour between frames).
+        num_batches: evaluate the first ``num_batches * batch_size`` frames, shared among ranks.
+        device: this rank's device.
+    """
+
+    def __init__(self, dataset, *, batch_size: int, num_batches: int, device: torch.device):
+        rank, world = D.get_rank(), D.get_world_size()
+        n = min(len(dataset), num_batches * batch_size)
+        self.indices = list(range(rank, n, world))
+        self.dataset, self.batch_size, self.device = dataset, max(2, batch_size), device
+
+    def __call__(self, model) -> dict[str, float]:
+        sums: dict[str, torch.Tensor] = {}
+        count = torch.zeros((), dtype=torch.float64, device=self.device)
+        diag = PretextDiagnostics() if model.predicts_depth else None
+        with seeded_rng(1234 + D.get_rank()):
+            for start in range(0, len(self.indices), self.batch_size):
+                chunk = self.indices[start:start + self.batch_size]
+                batch = torch.utils.data.default_collate([self.dataset[i] for i in chunk])
+                batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                prepared, grid = model.prepare_batch(batch)
+                masks = model.draw_masks(len(chunk), grid, self.device)
+                # Mask3D.forward's steps, kept apart so the diagnostics reuse the decoder's prediction.
+                pred = model.forward_decoder(model.forward_encoder(prepared[RGB], masks["rgb_keep"]), masks,
+                                             prepared.get(DEPTH), grid)
+                out = model.forward_loss(pred, prepared, masks, grid)
+                for k, v in out.items():
+                    if k.startswith("loss") and isinstance(v, torch.Tensor) and v.ndim == 0:
+                        sums[k] = sums.get(k, 0) + v.double() * len(chunk)
+                count += len(chunk)
+                if diag is not None and len(chunk) > 1:
+                    diag.update(model, prepared, masks, grid, intact=pred["depth"])
+        keys = sorted(sums)
+        total = D.all_reduce_sum(torch.stack([sums[k] for k in keys] + [count]))
+        metrics = {f"val_{k}": (total[i] / total[-1].clamp(min=1)).item() for i, k in enumerate(keys)}
+        if diag is not None:
+            diag_keys, diag_sums = diag.state()
+            diag_sums = D.all_reduce_sum(diag_sums.to(self.device))
+            metrics.update({f"val_{k}": v for k, v in PretextDiagnostics.compute(diag_keys, diag_sums.cpu()).items()})
+        return metrics

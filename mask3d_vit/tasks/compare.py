@@ -35,6 +35,10 @@ from .finetune import FinetuneConfig, ProbeConfig, run_finetune, run_probe
 from .pretrain import PretrainConfig, run_pretrain
 
 OBJECTIVE_NAMES = {"depth": "Mask3D", "rgb": "MAE-RGB", "rgb+depth": "RGB+depth"}
+# MAE-RGB is MAE's recipe whatever Mask3D's design in the base recipe (which may show every colour patch, score
+# only depth-hidden patches and start from interpolated depth): MAE hides 0.75 of the colour and scores it all.
+MAE_RGB = ["model.objective=rgb", "model.rgb_mask_ratio=0.75", "model.loss_region=all", "model.depth_prior=none"]
+OBJECTIVE_OVERRIDES = {"rgb": MAE_RGB, "rgb+depth": ["model.objective=rgb+depth", "model.rgb_mask_ratio=0.75"]}
 SCRATCH = "scratch"
 # Images per second of ViT-Tiny runs at 96x128 on the 2-core CPU (docs/cpu-performance.md machine, bf16, idle),
 # including SynthRooms rendering and data transforms; used only to predict a protocol's wall time. "depth_probe"
@@ -62,7 +66,7 @@ def objective_variants(objectives: list[str]) -> dict[str, list[str]]:
     unknown = [o for o in objectives if o not in OBJECTIVE_NAMES]
     if unknown:
         raise ConfigError(f"objectives {unknown}: choose from {', '.join(OBJECTIVE_NAMES)}")
-    return {OBJECTIVE_NAMES[o]: [f"model.objective={o}"] for o in objectives}
+    return {OBJECTIVE_NAMES[o]: OBJECTIVE_OVERRIDES.get(o, [f"model.objective={o}"]) for o in objectives}
 
 
 def transfer_key(task: str, fraction: float = 1.0) -> str:

@@ -21,28 +21,22 @@ A run directory holds ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``figures/`` 
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..config import ConfigError, load_config, to_dict
+from ..config import ConfigError
 from ..data.build import DataConfig, build_dataset, class_set_of
 from ..data.classes import ClassSet, get_class_set
-from ..data.instances import DEFAULT_MIN_AREA, INSTANCES, CocoInstances, InstanceCollate, thing_class_ids
-from ..data.sample import RGB
-from ..engine import distributed as D
-from ..checkpoint import load_latest
-from ..engine.data import seed_all
-from ..engine.launch import run_command
+from ..data.instances import DEFAULT_MIN_AREA, CocoInstances, InstanceCollate, thing_class_ids
 from ..engine.optim import OptimConfig
-from ..engine.trainer import TrainConfig, Trainer
+from ..engine.trainer import TrainConfig
 from ..eval.detection import DetectionEvaluator
-from ..io import write_png
-from ..models.detection import DetectorConfig, ViTMaskRCNN, draw_instances
+from ..models.detection import DetectorConfig, ViTMaskRCNN
+from ..viz.detection import DetectionFigure
+from .train import TrainData, restore, train_task
 
 TASK = "det"
 
@@ -88,15 +82,6 @@ def run_class_set(cfg: DetectionConfig) -> ClassSet:
     return ClassSet(cfg.class_set, tuple(cfg.class_names))
 
 
-def resolve_classes(cfg: DetectionConfig, coco_train: CocoInstances | None = None) -> DetectionConfig:
-    """``cfg`` with ``class_set`` / ``class_names`` read from its data, checked against values already stored."""
-    found = coco_train.class_set if coco_train is not None else get_class_set(class_set_of(cfg.data))
-    if cfg.class_names and (cfg.class_set, tuple(cfg.class_names)) != (found.name, found.names):
-        raise ConfigError(f"class_set={cfg.class_set!r} ({len(cfg.class_names)} names) but the data is labelled "
-                          f"in {found.name!r} ({len(found.names)} names); a model predicts one label space")
-    return dataclasses.replace(cfg, class_set=found.name, class_names=list(found.names))
-
-
 def build_model(cfg: DetectionConfig, *, load_init: bool = True) -> ViTMaskRCNN:
     """The run's model for its resolved classes; ``load_init=False`` skips ``cfg.init_from`` (weights restored from
     a checkpoint)."""
@@ -104,41 +89,59 @@ def build_model(cfg: DetectionConfig, *, load_init: bool = True) -> ViTMaskRCNN:
     return ViTMaskRCNN.from_config(cfg.model, num_classes=len(run_class_set(cfg).names), init_from=init_from)
 
 
-class DetectionFigure:
-    """``visualizer(model, batch, path)``: one row per frame (at most 4), ground truth | detections scoring >= 0.5.
-
-    Args:
-        class_set: names and colours of the classes.
-    """
-
-    def __init__(self, class_set: ClassSet):
-        self.class_set = class_set
-
-    def __call__(self, model: ViTMaskRCNN, batch: dict, path: Path) -> None:
-        detections = model(batch)["detections"]
-        rows = []
-        for rgb, target, pred in list(zip(batch[RGB], batch[INSTANCES], detections))[:4]:
-            rows.append(np.concatenate([draw_instances(rgb, target, self.class_set),
-                                        draw_instances(rgb, pred, self.class_set)], axis=1))
-        width = max(r.shape[1] for r in rows)
-        rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]  # frames may differ in size
-        write_png(path, np.concatenate(rows, axis=0))
+def coco_train_set(cfg: DetectionConfig) -> CocoInstances | None:
+    """The COCO training reader when ``coco.train_json`` is set (it replaces ``data.sources``), else None."""
+    return CocoInstances(cfg.coco.train_json, cfg.coco.train_images, min_area=cfg.min_area) \
+        if cfg.coco.train_json else None
 
 
-def build_datasets(cfg: DetectionConfig) -> tuple[torch.utils.data.Dataset, torch.utils.data.Dataset,
-                                                  CocoInstances | None]:
-    """(training set, evaluation set, the COCO training reader when ``coco.train_json`` is used)."""
-    if cfg.coco.train_json:
-        coco = cfg.coco
-        train_set = CocoInstances(coco.train_json, coco.train_images, min_area=cfg.min_area)
+def resolve_classes(cfg: DetectionConfig) -> DetectionConfig:
+    """``cfg`` with ``class_set`` / ``class_names`` read from its data (the categories of ``coco.train_json``, or
+    the class set of ``data.sources``), checked against values already stored."""
+    coco_train = coco_train_set(cfg)
+    found = coco_train.class_set if coco_train is not None else get_class_set(class_set_of(cfg.data))
+    if cfg.class_names and (cfg.class_set, tuple(cfg.class_names)) != (found.name, found.names):
+        raise ConfigError(f"class_set={cfg.class_set!r} ({len(cfg.class_names)} names) but the data is labelled "
+                          f"in {found.name!r} ({len(found.names)} names); a model predicts one label space")
+    return dataclasses.replace(cfg, class_set=found.name, class_names=list(found.names))
+
+
+def instance_collate(cfg: DetectionConfig) -> InstanceCollate:
+    """Batches of frames with their instance targets (thing classes only, fragments below ``min_area`` dropped)."""
+    return InstanceCollate(thing_ids=thing_class_ids(run_class_set(cfg), cfg.stuff_classes), min_area=cfg.min_area)
+
+
+def build_train_data(cfg: DetectionConfig) -> TrainData:
+    """The COCO training json, or the augmented ``train`` split of ``data.sources`` with instance maps."""
+    dataset = coco_train_set(cfg)
+    if dataset is None:
+        dataset = build_dataset(cfg.data, split="train", train=True, require_labels=True, require_instances=True)
+    return TrainData(dataset, instance_collate(cfg))
+
+
+def build_evaluator(cfg: DetectionConfig, *, device: torch.device | str | None = None,
+                    out_dir: str | Path | None = None) -> DetectionEvaluator:
+    """COCO box and mask AP on ``coco.val_json`` (default: the training json) or the ``eval.split`` split. The
+    detector runs where the model is; ``device`` is unused."""
+    coco = cfg.coco
+    if coco.train_json:
         val_set = (CocoInstances(coco.val_json, coco.val_images or coco.train_images, min_area=cfg.min_area)
-                   if coco.val_json else train_set)
-        if val_set.class_set.names != train_set.class_set.names:
+                   if coco.val_json else coco_train_set(cfg))
+        if tuple(val_set.class_set.names) != tuple(cfg.class_names):
             raise ConfigError(f"{coco.val_json} and {coco.train_json} list different categories")
-        return train_set, val_set, train_set
-    train_set = build_dataset(cfg.data, split="train", train=True, require_labels=True, require_instances=True)
-    val_set = build_dataset(cfg.data, split=cfg.eval.split, train=False, require_labels=True, require_instances=True)
-    return train_set, val_set, None
+    else:
+        val_set = build_dataset(cfg.data, split=cfg.eval.split, train=False, require_labels=True,
+                                require_instances=True)
+    class_set = run_class_set(cfg)
+    return DetectionEvaluator(val_set, collate_fn=instance_collate(cfg), class_names=class_set.names,
+                              thing_ids=thing_class_ids(class_set, cfg.stuff_classes),
+                              batch_size=cfg.eval.batch_size, max_images=cfg.eval.max_images, split=cfg.eval.split,
+                              out_dir=out_dir)
+
+
+def build_figures(cfg: DetectionConfig) -> DetectionFigure:
+    """Ground truth | detections scoring >= 0.5, in the class set's colours."""
+    return DetectionFigure(run_class_set(cfg))
 
 
 def run_detection(cfg: DetectionConfig, run_dir: str | Path, *, resume: str | None = None) -> dict:
@@ -148,25 +151,7 @@ def run_detection(cfg: DetectionConfig, run_dir: str | Path, *, resume: str | No
         The final logged losses and evaluation metrics (percent): ``eval/box_AP``, ``eval/box_AP50``,
         ``eval/box_AP75``, the same for ``mask_``, and ``eval/box_AP/<class>``, ``eval/mask_AP/<class>``.
     """
-    run_dir = Path(run_dir)
-    train_set, val_set, coco_train = build_datasets(cfg)
-    cfg = resolve_classes(cfg, coco_train)
-    class_set = run_class_set(cfg)
-    things = thing_class_ids(class_set, cfg.stuff_classes)
-    collate = InstanceCollate(thing_ids=things, min_area=cfg.min_area)
-    # Initial weights are loaded even when resuming: a resumed checkpoint overwrites them, and "--resume auto"
-    # on a run without checkpoints must start from them.
-    seed_all(cfg.train.seed)
-    model = build_model(cfg)
-    trainer = Trainer(model, train_set, train=cfg.train, optim=cfg.optim, run_dir=run_dir, config=to_dict(cfg),
-                      visualizer=DetectionFigure(class_set), collate_fn=collate)
-    trainer.evaluator = evaluator = DetectionEvaluator(
-        val_set, collate_fn=collate, class_names=class_set.names, thing_ids=things, batch_size=cfg.eval.batch_size,
-        max_images=cfg.eval.max_images, split=cfg.eval.split, out_dir=run_dir)
-    result = trainer.fit(resume=resume)
-    if D.is_main():
-        print(evaluator.table, flush=True)
-    return result
+    return train_task(TASK, cfg, run_dir, resume=resume)
 
 
 def load_detection_model(path: str | Path) -> tuple[ViTMaskRCNN, DetectionConfig, Path]:
@@ -176,16 +161,10 @@ def load_detection_model(path: str | Path) -> tuple[ViTMaskRCNN, DetectionConfig
         (model in eval mode on the CPU, the run config, the checkpoint file used); the class set is
         :func:`run_class_set` of the config.
     """
-    ckpt, state = load_latest(path)
-    stored = state.get("config")
-    if not isinstance(stored, dict) or stored.get("task") != TASK:
-        raise ConfigError(f"{ckpt}: not a detection checkpoint (its config's task is "
-                          f"{stored.get('task') if isinstance(stored, dict) else None!r}, expected {TASK!r})")
-    cfg = load_config(DetectionConfig, None, base=stored)
-    model = build_model(cfg, load_init=False)
-    model.load_state_dict(state["model"])
-    return model.eval(), cfg, ckpt
+    _, model, cfg, ckpt = restore(path, expect=(TASK,), expected="a detection checkpoint")
+    return model, cfg, ckpt
 
 
-def _main(args: argparse.Namespace) -> None:
-    run_command(args, DetectionConfig, run_detection, shown=lambda key: "_AP/" not in key)
+def shown(key: str) -> bool:
+    """Summary keys: everything but the per-class APs (they stay in metrics.jsonl and eval_<split>.md)."""
+    return "_AP/" not in key

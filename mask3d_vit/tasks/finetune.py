@@ -26,36 +26,22 @@ import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..config import ConfigError, load_config, resolve_recipe, save_config, to_dict
+from ..config import ConfigError, load_config, resolve_recipe, save_config
 from ..data.build import DataConfig, build_dataset, class_set_of
 from ..data.classes import get_class_set
-from ..data.sample import DEPTH, LABEL, RGB, VALID
 from ..engine import distributed as D
-from ..checkpoint import CKPT_DIR, load_latest
 from ..engine.data import seed_all
-from ..engine.launch import run_command
 from ..engine.optim import OptimConfig
-from ..engine.trainer import TrainConfig, Trainer
-from ..eval.depth import DepthMeter
+from ..engine.trainer import TrainConfig
+from ..eval.dense import DenseEvaluator, DepthScore, EvalConfig, SegmentationScore
 from ..eval.probe import RIDGES, format_report, load_ceiling, load_probe_encoder, probe_backbone
-from ..eval.segmentation import SegmentationMeter, format_class_table
-from ..io import write_json, write_png, write_text
+from ..io import write_json, write_text
 from ..models.dense import TASKS, DenseModel, DenseModelConfig
-from ..viz import colorize_depth, overlay_labels
-
-
-@dataclass
-class EvalConfig:
-    """How a fine-tuned model is evaluated."""
-    split: str = "val"
-    batch_size: int = 8          # per process
-    window: int = 0              # sliding-window side in pixels; 0 = whole images
-    window_stride: int = 0       # 0 = 2/3 of the window
-    max_images: int = 0          # 0 = the whole split (a cap keeps periodic evaluation cheap)
-    min_depth: float = 1e-3      # depth: scored ground-truth range is (min_depth, data.max_depth)
+from ..viz.dense import DenseFigure, depth_cells, segmentation_cells
+from .registry import get_task
+from .train import TrainData, restore, train_task
 
 
 @dataclass
@@ -99,103 +85,40 @@ def build_model(cfg: FinetuneConfig, *, load_init: bool = True) -> DenseModel:
     return DenseModel.from_config(cfg.model, task=cfg.task, num_classes=num_classes, init_from=init_from)
 
 
-class DenseEvaluator:
-    """Segmentation or depth metrics of a model on a held-out dataset, reduced over ranks.
-
-    Each rank scores every ``world_size``-th image; the meters sum their counts across ranks, so the result is exact
-    for any number of processes. Rank 0 writes ``eval_<split>.json`` (and the per-class table ``eval_<split>.md``
-    for segmentation) into ``out_dir``.
-
-    Args:
-        dataset: map-style dataset of samples with ``label`` (seg) or ``depth``/``valid`` (depth).
-        task: "seg" or "depth".
-        cfg: evaluation settings.
-        device: this rank's device.
-        class_names: the class set's names (seg), "unlabeled" first.
-        max_depth: depth: the scored range's upper bound (the data's ``max_depth``).
-        out_dir: where rank 0 writes the reports; None = nowhere.
-    """
-
-    def __init__(self, dataset, *, task: str, cfg: EvalConfig, device: torch.device | str,
-                 class_names: tuple[str, ...] = (), max_depth: float = 10.0, out_dir: str | Path | None = None):
-        n = min(len(dataset), cfg.max_images) if cfg.max_images else len(dataset)
-        self.indices = list(range(D.get_rank(), n, D.get_world_size()))
-        self.dataset, self.task, self.cfg, self.device = dataset, task, cfg, torch.device(device)
-        self.class_names, self.max_depth = tuple(class_names), max_depth
-        self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.table = ""
-
-    def __call__(self, model: DenseModel) -> dict[str, float]:
-        if self.task == "seg":
-            meter = SegmentationMeter(len(self.class_names) - 1, device=self.device)
-        else:
-            meter = DepthMeter(min_depth=self.cfg.min_depth, max_depth=self.max_depth, device=self.device)
-        for start in range(0, len(self.indices), self.cfg.batch_size):
-            batch = torch.utils.data.default_collate(
-                [self.dataset[i] for i in self.indices[start:start + self.cfg.batch_size]])
-            pred = model.predict(batch[RGB].to(self.device), window=self.cfg.window,
-                                 stride=self.cfg.window_stride or None)
-            if self.task == "seg":
-                meter.update(pred, batch[LABEL].to(self.device))
-            else:
-                meter.update(pred, batch[DEPTH].to(self.device), batch[VALID].to(self.device))
-        meter.all_reduce()
-        metrics = meter.compute()
-        flat = {k: v for k, v in metrics.items() if not isinstance(v, list)}
-        if self.task == "seg":
-            self.table = format_class_table(metrics, class_names=self.class_names)
-            # Per-class IoUs are logged too; classes absent from both labels and predictions have none.
-            flat.update({f"iou/{name}": v for name, v in zip(self.class_names[1:], metrics["iou"]) if v == v})
-        if D.is_main() and self.out_dir is not None:
-            name = f"eval_{self.cfg.split}"
-            write_json(self.out_dir / f"{name}.json", {"task": self.task, "split": self.cfg.split, **metrics})
-            if self.table:
-                write_text(self.out_dir / f"{name}.md", self.table)
-        return flat
+def build_seg_train_data(cfg: FinetuneConfig) -> TrainData:
+    """The augmented ``train`` split, every frame labelled."""
+    return TrainData(build_dataset(cfg.data, split="train", train=True, require_labels=True))
 
 
-def dense_figure(batch: dict, pred: torch.Tensor, path: str | Path, *, task: str, palette: np.ndarray | None = None,
-                 max_rows: int = 4) -> None:
-    """A PNG grid, one row per sample: RGB | ground truth | prediction (class overlays or coloured depth).
-
-    Args:
-        batch: the input batch (``rgb`` uint8 ``(B, 3, H, W)``, and ``label`` or ``depth``/``valid``).
-        pred: the model's prediction: ``(B, H, W)`` class ids (seg) or ``(B, 1, H, W)`` metres (depth).
-        path: PNG to write (atomically).
-        task: "seg" or "depth".
-        palette: uint8 ``(K + 1, 3)`` class colours (seg).
-        max_rows: at most this many samples.
-    """
-    rows = []
-    for i in range(min(max_rows, batch[RGB].shape[0])):
-        rgb = batch[RGB][i].permute(1, 2, 0).cpu().numpy()
-        if task == "seg":
-            cells = [overlay_labels(rgb, m[i].cpu().numpy(), palette, alpha=0.7) for m in (batch[LABEL], pred)]
-        else:
-            gt, valid = batch[DEPTH][i, 0].cpu().numpy(), batch[VALID][i, 0].cpu().numpy()
-            lo, hi = (np.percentile(gt[valid], [2, 98]) if valid.any() else (0.0, 1.0))
-            # One colour scale per row, the ground truth's, so errors in scale show as colour shifts.
-            cells = [colorize_depth(gt, valid, vmin=lo, vmax=hi),
-                     colorize_depth(pred[i, 0].float().cpu().numpy(), vmin=lo, vmax=hi)]
-        rows.append(np.concatenate([rgb] + cells, axis=1))
-    write_png(path, np.concatenate(rows, axis=0))
+def build_seg_evaluator(cfg: FinetuneConfig, *, device: torch.device | str, out_dir: str | Path | None
+                        ) -> DenseEvaluator:
+    """mIoU, accuracies and the per-class table on the run's ``cfg.eval.split`` split."""
+    dataset = build_dataset(cfg.data, split=cfg.eval.split, train=False, require_labels=True)
+    return DenseEvaluator(dataset, score=SegmentationScore(get_class_set(cfg.class_set).names), task=cfg.task,
+                          cfg=cfg.eval, device=device, out_dir=out_dir)
 
 
-def _visualize(model: DenseModel, batch: dict, path: Path, *, task: str, palette: np.ndarray | None) -> None:
-    dense_figure(batch, model.predict(batch[RGB]), path, task=task, palette=palette)
+def build_depth_evaluator(cfg: FinetuneConfig, *, device: torch.device | str, out_dir: str | Path | None
+                          ) -> DenseEvaluator:
+    """Depth metrics (raw and median-scaled) on the run's ``cfg.eval.split`` split."""
+    dataset = build_dataset(cfg.data, split=cfg.eval.split, train=False)
+    return DenseEvaluator(dataset, score=DepthScore(min_depth=cfg.eval.min_depth, max_depth=cfg.data.max_depth),
+                          task=cfg.task, cfg=cfg.eval, device=device, out_dir=out_dir)
 
 
-def build_evaluator(cfg: FinetuneConfig, *, device: torch.device | str, out_dir: str | Path | None) -> DenseEvaluator:
-    """The evaluator of a run on its ``cfg.eval.split`` split."""
-    dataset = build_dataset(cfg.data, split=cfg.eval.split, train=False, require_labels=cfg.task == "seg")
-    names = get_class_set(cfg.class_set).names if cfg.task == "seg" else ()
-    return DenseEvaluator(dataset, task=cfg.task, cfg=cfg.eval, device=device, class_names=names,
-                          max_depth=cfg.data.max_depth, out_dir=out_dir)
+def build_seg_figures(cfg: FinetuneConfig) -> DenseFigure:
+    """RGB | labels | prediction rows, classes in the class set's colours."""
+    return DenseFigure(functools.partial(segmentation_cells, palette=get_class_set(cfg.class_set).palette))
+
+
+def build_depth_figures(cfg: FinetuneConfig) -> DenseFigure:
+    """RGB | depth | prediction rows, on the ground truth's colour scale."""
+    return DenseFigure(depth_cells)
 
 
 def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, *, init_from: str | None = None,
                  resume: str | None = None) -> dict:
-    """Fine-tune or probe as ``cfg`` says into ``run_dir``.
+    """Fine-tune as ``cfg`` says into ``run_dir`` (through the registered task ``cfg.task``).
 
     Args:
         cfg: the run config (``cfg.task`` picks segmentation or depth).
@@ -209,23 +132,9 @@ def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, *, init_from: str | N
         ``eval/iou/<class>`` (seg, percent), or ``eval/abs_rel``, ``eval/rmse``, ``eval/log10``,
         ``eval/delta1..3`` (percent) and the same with ``_med`` (median-scaled) (depth).
     """
-    run_dir = Path(run_dir)
     if init_from is not None:
         cfg = dataclasses.replace(cfg, init_from=str(init_from))
-    cfg = resolve_class_set(cfg)
-    # Initial weights are loaded even when resuming: a resumed checkpoint overwrites them, and "--resume auto"
-    # on a run without checkpoints must start from them.
-    seed_all(cfg.train.seed)
-    model = build_model(cfg)
-    palette = get_class_set(cfg.class_set).palette if cfg.task == "seg" else None
-    train_set = build_dataset(cfg.data, split="train", train=True, require_labels=cfg.task == "seg")
-    trainer = Trainer(model, train_set, train=cfg.train, optim=cfg.optim, run_dir=run_dir, config=to_dict(cfg),
-                      visualizer=functools.partial(_visualize, task=cfg.task, palette=palette))
-    trainer.evaluator = evaluator = build_evaluator(cfg, device=trainer.device, out_dir=run_dir)
-    result = trainer.fit(resume=resume)
-    if D.is_main() and evaluator.table:
-        print(evaluator.table, flush=True)
-    return result
+    return train_task(cfg.task, cfg, run_dir, resume=resume)
 
 
 def load_dense_model(path: str | Path, overrides: list[str] | tuple[str, ...] = ()
@@ -239,36 +148,14 @@ def load_dense_model(path: str | Path, overrides: list[str] | tuple[str, ...] = 
     Returns:
         (model in eval mode on the CPU, the run config, the checkpoint file used).
     """
-    ckpt, state = load_latest(path)
-    stored = state.get("config")
-    if not isinstance(stored, dict) or "task" not in stored:
-        raise ConfigError(f"{ckpt}: not a fine-tuning checkpoint (its config has no task); for pre-training runs "
-                          f"use --init-from with finetune/probe")
-    cfg = load_config(FinetuneConfig, None, overrides, base=stored)
-    model = build_model(cfg, load_init=False)
-    model.load_state_dict(state["model"])
-    return model.eval(), cfg, ckpt
+    _, model, cfg, ckpt = restore(path, overrides, expect=TASKS, expected=(
+        "a fine-tuning checkpoint; for pre-training runs use --init-from with finetune/probe"))
+    return model, cfg, ckpt
 
 
-def _train_main(args: argparse.Namespace, *, task: str) -> None:
-    # The command fixes the task; later overrides still win.
-    args.overrides = [f"task={task}"] + list(args.overrides)
-    run_command(args, FinetuneConfig, run_finetune, shown=lambda key: "/iou/" not in key)
-
-
-def _eval_main(args: argparse.Namespace) -> None:
-    model, cfg, ckpt = load_dense_model(args.ckpt, args.overrides)
-    cfg = resolve_class_set(cfg)
-    device = D.init_distributed(cfg.train.device)
-    out_dir = Path(args.out) if args.out else ckpt.parent.parent if ckpt.parent.name == CKPT_DIR else ckpt.parent
-    evaluator = build_evaluator(cfg, device=device, out_dir=out_dir)
-    with torch.no_grad():
-        metrics = evaluator(model.to(device))
-    if D.is_main():
-        print(f"{ckpt} on split {cfg.eval.split!r}:")
-        print(evaluator.table or "\n".join(f"  {k}: {v:.4g}" for k, v in metrics.items()), flush=True)
-        print(f"wrote {out_dir / f'eval_{cfg.eval.split}.json'}", flush=True)
-    D.cleanup()
+def shown(key: str) -> bool:
+    """Summary keys: everything but the per-class IoUs (they stay in metrics.jsonl and eval_<split>.md)."""
+    return "/iou/" not in key
 
 
 @dataclass
@@ -307,25 +194,17 @@ def run_probe(cfg: ProbeConfig, run_dir: str | Path | None = None) -> dict:
         :func:`mask3d_vit.eval.probe.probe_backbone`'s result, plus ``ceiling`` (metrics) when ``cfg.ceiling`` is
         set and ``report`` (the markdown table).
     """
-    if cfg.task not in TASKS:
+    task = get_task(f"probe-{cfg.task}") if cfg.task in TASKS else None
+    if task is None:
         raise ConfigError(f"task={cfg.task!r}: choose one of {', '.join(TASKS)}")
-    seg = cfg.task == "seg"
-    class_names = get_class_set(class_set_of(cfg.data)).names if seg else ()
+    class_names = get_class_set(class_set_of(cfg.data)).names if cfg.task == "seg" else ()
     ceiling = load_ceiling(cfg.ceiling, cfg.task, cfg.split) if cfg.ceiling else None
     if run_dir is not None:
         save_config(cfg, Path(run_dir) / "config.yaml")
     device = D.init_distributed(cfg.device)
     seed_all(cfg.seed)
-    encoder = load_probe_encoder(cfg.encoder, img_size=cfg.img_size, init_from=cfg.init_from or None)
-    train = build_dataset(cfg.data, split="train", train=False, require_labels=seg)
-    val = build_dataset(cfg.data, split=cfg.split, train=False, require_labels=seg)
-    if cfg.max_images:
-        val = torch.utils.data.Subset(val, range(min(cfg.max_images, len(val))))
-    loader = functools.partial(torch.utils.data.DataLoader, batch_size=cfg.batch_size, shuffle=False)
-    result = probe_backbone(encoder, loader(train), loader(val), task=cfg.task,
-                            num_classes=len(class_names) - 1 if seg else 0, cells=cfg.cells,
-                            holdout_every=cfg.holdout_every, alphas=cfg.ridges, min_depth=cfg.min_depth,
-                            max_depth=cfg.data.max_depth, device=device)
+    encoder = task.part("model")(cfg)
+    result = task.part("evaluator")(cfg, device=device)(encoder)
     result["report"] = format_report(result, ceiling=ceiling, ceiling_name=cfg.ceiling, class_names=class_names)
     if ceiling is not None:
         result["ceiling"] = ceiling
@@ -335,13 +214,38 @@ def run_probe(cfg: ProbeConfig, run_dir: str | Path | None = None) -> dict:
     return result
 
 
-def _probe_main(args: argparse.Namespace, *, task: str) -> None:
-    cfg = load_config(ProbeConfig, args.config, [f"task={task}"] + list(args.overrides))
+def build_probe_encoder(cfg: ProbeConfig, *, load_init: bool = True):
+    """The frozen encoder to probe (with its final norm); ``load_init=False`` leaves it randomly initialised."""
+    return load_probe_encoder(cfg.encoder, img_size=cfg.img_size,
+                              init_from=cfg.init_from if load_init and cfg.init_from else None)
+
+
+def build_probe_evaluator(cfg: ProbeConfig, *, device: torch.device | str, out_dir: str | Path | None = None):
+    """``evaluator(encoder) -> result``: :func:`~mask3d_vit.eval.probe.probe_backbone` fitting on the un-augmented
+    ``train`` split and scoring ``cfg.split`` (at most ``cfg.max_images`` frames). ``out_dir`` is unused: the
+    caller writes the report beside the floors and the ceiling."""
+    seg = cfg.task == "seg"
+    num_classes = get_class_set(class_set_of(cfg.data)).num_classes if seg else 0
+    train = build_dataset(cfg.data, split="train", train=False, require_labels=seg)
+    val = build_dataset(cfg.data, split=cfg.split, train=False, require_labels=seg)
+    if cfg.max_images:
+        val = torch.utils.data.Subset(val, range(min(cfg.max_images, len(val))))
+    loader = functools.partial(torch.utils.data.DataLoader, batch_size=cfg.batch_size, shuffle=False)
+    return functools.partial(probe_backbone, train=loader(train), val=loader(val), task=cfg.task,
+                             num_classes=num_classes, cells=cfg.cells,
+                             holdout_every=cfg.holdout_every, alphas=cfg.ridges, min_depth=cfg.min_depth,
+                             max_depth=cfg.data.max_depth, device=device)
+
+
+def probe_main(args: argparse.Namespace, *, task: str) -> None:
+    """The handler of ``mask3d-vit probe seg|depth`` (``task`` = ``probe-seg`` / ``probe-depth``)."""
+    spec = get_task(task)
+    cfg = load_config(spec.part("config"), args.config, list(spec.overrides) + list(args.overrides))
     for flag, value in (("--init-from", args.init_from), ("--ceiling", args.ceiling)):
         if value and not Path(value).exists():
             raise FileNotFoundError(f"{flag} {value}: no such file or run directory")
     cfg = dataclasses.replace(cfg, init_from=args.init_from or cfg.init_from, ceiling=args.ceiling or cfg.ceiling)
     run_dir = Path(args.out or Path("runs") / resolve_recipe(args.config).stem)
     result = run_probe(cfg, run_dir)
-    print(f"{task} probe of {cfg.init_from or 'a scratch encoder'} ({cfg.encoder}), scored on split "
+    print(f"{cfg.task} probe of {cfg.init_from or 'a scratch encoder'} ({cfg.encoder}), scored on split "
           f"{cfg.split!r}:\n\n{result['report']}\nwrote {run_dir / 'probe.json'}", flush=True)

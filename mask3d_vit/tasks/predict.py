@@ -31,11 +31,13 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from ..data.classes import get_class_set
-from ..checkpoint import load_latest
 from ..io import write_png
 from ..models.dense import DenseModel
-from ..viz import attach_panel, colorbar_panel, colorize_depth, depth_range, legend_panel, overlay_labels
-from .finetune import load_dense_model
+from ..viz.detection import draw_instances
+from ..viz.panels import attach_panel, colorbar_panel, colorize_depth, depth_range, legend_panel, overlay_labels
+from .detection import run_class_set
+from .registry import TASKS
+from .train import restore
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # Aspect ratios closer than this are resized straight to the training size (the distortion is invisible).
@@ -154,41 +156,59 @@ def predict_image(model: DenseModel, rgb: torch.Tensor, *, size: tuple[int, int]
     return F.interpolate(pred, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
 
 
-def _dense(args: argparse.Namespace, images: list[Path]) -> None:
-    model, cfg, ckpt = load_dense_model(args.ckpt)
+def _predict_dense(model, cfg, ckpt: Path, args: argparse.Namespace, images: list[Path], draw) -> None:
+    """Predict every image at the resolution :func:`plan_input` chooses; ``draw(image, pred, cfg, args)`` ->
+    (PNG array, raw array, what was shown) renders one prediction."""
     print(f"model {ckpt} ({cfg.task})", flush=True)
-    class_set = get_class_set(cfg.class_set) if cfg.task == "seg" else None
     for image_path, (out, raw_out) in zip(images, output_paths(images, args.out, args.raw_out, cfg.task)):
         rgb = read_image(image_path)
         plan = plan_input(tuple(rgb.shape[-2:]), tuple(cfg.data.size), size=args.size, native=args.native,
                           window=args.window)
         pred = predict_image(model, rgb, size=plan.size, window=plan.window or None)
-        image = rgb[0].permute(1, 2, 0).numpy()
-        if cfg.task == "seg":
-            ids = pred.numpy()
-            present = [i for i in np.unique(ids) if i > 0]
-            legend = legend_panel([(class_set.names[i], class_set.palette[i]) for i in present])
-            write_png(out, attach_panel(overlay_labels(image, ids, class_set.palette, alpha=args.alpha), legend))
-            raw = ids.astype(np.uint8)
-            shown = f"{len(present)} classes"
-        else:
-            depth = pred.numpy()
-            lo, hi = depth_range(depth)
-            write_png(out, attach_panel(colorize_depth(depth, vmin=lo, vmax=hi),
-                                        colorbar_panel(depth.shape[0], lo, hi)))
-            raw = np.clip(np.round(depth * 1000), 0, 65535).astype(np.uint16)
-            shown = f"depth {lo:.2f}-{hi:.2f} m (2-98 %)"
+        png, raw, shown = draw(rgb[0].permute(1, 2, 0).numpy(), pred.numpy(), cfg, args)
+        write_png(out, png)
         if raw_out:
             write_png(raw_out, raw)
         print(f"{image_path} -> {out}" + (f" (+ {raw_out})" if raw_out else "") + f": {shown}; {plan.note}",
               flush=True)
 
 
+def _draw_seg(image: np.ndarray, ids: np.ndarray, cfg, args: argparse.Namespace
+              ) -> tuple[np.ndarray, np.ndarray, str]:
+    """Class overlay + legend of the classes present; raw = 8-bit class ids."""
+    class_set = get_class_set(cfg.class_set)
+    present = [i for i in np.unique(ids) if i > 0]
+    legend = legend_panel([(class_set.names[i], class_set.palette[i]) for i in present])
+    png = attach_panel(overlay_labels(image, ids, class_set.palette, alpha=args.alpha), legend)
+    return png, ids.astype(np.uint8), f"{len(present)} classes"
+
+
+def _draw_depth(image: np.ndarray, depth: np.ndarray, cfg, args: argparse.Namespace
+                ) -> tuple[np.ndarray, np.ndarray, str]:
+    """Coloured depth + colour bar in metres; raw = 16-bit millimetres."""
+    lo, hi = depth_range(depth)
+    png = attach_panel(colorize_depth(depth, vmin=lo, vmax=hi), colorbar_panel(depth.shape[0], lo, hi))
+    raw = np.clip(np.round(depth * 1000), 0, 65535).astype(np.uint16)
+    return png, raw, f"depth {lo:.2f}-{hi:.2f} m (2-98 %)"
+
+
+def predict_seg(model, cfg, ckpt: Path, args: argparse.Namespace, images: list[Path]) -> None:
+    """``predict`` of a segmentation run: class overlays with a legend (``--raw-out``: class ids)."""
+    _predict_dense(model, cfg, ckpt, args, images, _draw_seg)
+
+
+def predict_depth(model, cfg, ckpt: Path, args: argparse.Namespace, images: list[Path]) -> None:
+    """``predict`` of a depth run: coloured depth with a colour bar (``--raw-out``: millimetres)."""
+    _predict_dense(model, cfg, ckpt, args, images, _draw_depth)
+
+
 @torch.no_grad()
-def _detect(args: argparse.Namespace, images: list[Path]) -> None:
-    from ..models.detection import draw_instances
-    from .detection import load_detection_model, run_class_set
-    model, cfg, ckpt = load_detection_model(args.ckpt)
+def predict_det(model, cfg, ckpt: Path, args: argparse.Namespace, images: list[Path]) -> None:
+    """``predict`` of a detection run: boxes, masks and captions of instances scoring >= ``--score-threshold``."""
+    if args.raw_out is not None:
+        raise ValueError("--raw-out: a detection model has no raw map to write; its PNG shows boxes and masks")
+    if not 0 <= args.score_threshold <= 1:
+        raise ValueError(f"--score-threshold {args.score_threshold}: scores lie in [0, 1]")
     class_set = run_class_set(cfg)
     print(f"model {ckpt} (det); Mask R-CNN resizes each image to min_size={cfg.model.min_size} / "
           f"max_size={cfg.model.max_size} inside the model; drawing instances scoring >= {args.score_threshold}",
@@ -207,10 +227,8 @@ def _detect(args: argparse.Namespace, images: list[Path]) -> None:
 
 def _main(args: argparse.Namespace) -> None:
     images = list_images(args.image)
-    if load_latest(args.ckpt)[1]["config"].get("task") != "det":
-        return _dense(args, images)
-    if args.raw_out is not None:
-        raise ValueError("--raw-out: a detection model has no raw map to write; its PNG shows boxes and masks")
-    if not 0 <= args.score_threshold <= 1:
-        raise ValueError(f"--score-threshold {args.score_threshold}: scores lie in [0, 1]")
-    return _detect(args, images)
+    task, model, cfg, ckpt = restore(args.ckpt)  # the checkpoint is read once; its config names the task
+    if task.predict is None:
+        predictable = ", ".join(t.name for t in TASKS.values() if t.predict is not None)
+        raise ValueError(f"--ckpt {args.ckpt}: a {task.name!r} run; predict runs fine-tuned models ({predictable})")
+    task.part("predict")(model, cfg, ckpt, args, images)

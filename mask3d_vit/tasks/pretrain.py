@@ -16,18 +16,16 @@ from pathlib import Path
 
 import torch
 
-from ..config import ConfigError, load_config, to_dict
+from ..config import ConfigError
 from ..data.build import DataConfig, build_dataset
 from ..engine import distributed as D
-from ..checkpoint import load_latest
-from ..engine.data import seed_all, seeded_rng
-from ..engine.launch import run_command
 from ..engine.optim import OptimConfig
-from ..engine.trainer import TrainConfig, Trainer
-from ..eval.pretext import CATEGORIES, PretextDiagnostics, diagnose
+from ..engine.trainer import TrainConfig
+from ..eval.pretext import CATEGORIES, ReconstructionEvaluator, diagnose
 from ..models.mask3d import Mask3D, Mask3DConfig
 from ..models.weights import load_encoder_weights
-from ..viz import reconstruction_figure
+from ..viz.reconstruction import reconstruction_visualizer
+from .train import restore, train_task
 
 
 @dataclass
@@ -41,72 +39,35 @@ class PretrainConfig:
     init_from: str = ""           # encoder weights to start from (set by --init-from)
 
 
-class ReconstructionEvaluator:
-    """Mean pre-training loss terms on held-out frames, with masks drawn from a fixed seed (comparable across
-    evaluations and runs), reduced over ranks. For depth objectives it adds the pretext diagnostics of
-    :mod:`mask3d_vit.eval.pretext` (``rgb_reliance``, ``vs_interpolation`` and the loss by patch category)."""
-
-    def __init__(self, dataset, *, batch_size: int, num_batches: int, device: torch.device):
-        rank, world = D.get_rank(), D.get_world_size()
-        n = min(len(dataset), num_batches * batch_size)
-        self.indices = list(range(rank, n, world))
-        self.dataset, self.batch_size, self.device = dataset, max(2, batch_size), device
-
-    def __call__(self, model) -> dict[str, float]:
-        sums: dict[str, torch.Tensor] = {}
-        count = torch.zeros((), dtype=torch.float64, device=self.device)
-        diag = PretextDiagnostics() if model.predicts_depth else None
-        with seeded_rng(1234 + D.get_rank()):
-            for start in range(0, len(self.indices), self.batch_size):
-                chunk = self.indices[start:start + self.batch_size]
-                batch = torch.utils.data.default_collate([self.dataset[i] for i in chunk])
-                batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-                prepared, grid = model.prepare_batch(batch)
-                masks = model.draw_masks(len(chunk), grid, self.device)
-                out = model(batch, masks=masks)
-                for k, v in out.items():
-                    if k.startswith("loss") and isinstance(v, torch.Tensor) and v.ndim == 0:
-                        sums[k] = sums.get(k, 0) + v.double() * len(chunk)
-                count += len(chunk)
-                if diag is not None and len(chunk) > 1:
-                    diag.update(model, prepared, masks, grid)
-        keys = sorted(sums)
-        total = D.all_reduce_sum(torch.stack([sums[k] for k in keys] + [count]))
-        metrics = {f"val_{k}": (total[i] / total[-1].clamp(min=1)).item() for i, k in enumerate(keys)}
-        if diag is not None:
-            diag_keys, diag_sums = diag.state()
-            diag_sums = D.all_reduce_sum(diag_sums.to(self.device))
-            metrics.update({f"val_{k}": v for k, v in PretextDiagnostics.compute(diag_keys, diag_sums.cpu()).items()})
-        return metrics
-
-
-def visualize(model, batch: dict, path: Path) -> None:
-    reconstruction_figure(batch, model(batch), path)
-
-
-def build_model(cfg: PretrainConfig) -> Mask3D:
+def build_model(cfg: PretrainConfig, *, load_init: bool = True) -> Mask3D:
+    """The run's model; ``load_init=False`` skips ``cfg.init_from`` (weights restored from a checkpoint)."""
     model = Mask3D.from_config(cfg.model)
-    if cfg.init_from:
+    if load_init and cfg.init_from:
         report = load_encoder_weights(model.encoder, cfg.init_from)
         if D.is_main():
             print(f"initialised the RGB encoder from {cfg.init_from}: {report}", flush=True)
     return model
 
 
+def build_evaluator(cfg: PretrainConfig, *, device: torch.device, out_dir: Path | None = None
+                    ) -> ReconstructionEvaluator | None:
+    """The validation-loss evaluator of ``cfg.val_batches`` batches of the ``val`` split (None when 0); the batches
+    are the size of a training micro-batch. ``out_dir`` is unused: the metrics go to the run's log."""
+    if not cfg.val_batches:
+        return None
+    val_set = build_dataset(cfg.data, split="val", train=False)
+    micro = max(1, cfg.train.batch_size // (D.get_world_size() * cfg.train.accum_steps))
+    return ReconstructionEvaluator(val_set, batch_size=micro, num_batches=cfg.val_batches, device=device)
+
+
+def build_figures(cfg: PretrainConfig):
+    """The training figure: :func:`~mask3d_vit.viz.reconstruction.reconstruction_visualizer`."""
+    return reconstruction_visualizer
+
+
 def run_pretrain(cfg: PretrainConfig, run_dir: str | Path, resume: str | None = None) -> dict:
     """Pre-train as ``cfg`` says into ``run_dir``; returns the final logged losses and validation metrics."""
-    run_dir = Path(run_dir)
-    seed_all(cfg.train.seed)
-    model = build_model(cfg)
-    train_set = build_dataset(cfg.data, split="train", train=True)
-    trainer = Trainer(model, train_set, train=cfg.train, optim=cfg.optim, run_dir=run_dir, config=to_dict(cfg),
-                      visualizer=visualize)
-    if cfg.val_batches:
-        val_set = build_dataset(cfg.data, split="val", train=False)
-        micro = max(1, cfg.train.batch_size // (D.get_world_size() * cfg.train.accum_steps))
-        trainer.evaluator = ReconstructionEvaluator(val_set, batch_size=micro, num_batches=cfg.val_batches,
-                                                    device=trainer.device)
-    return trainer.fit(resume=resume)
+    return train_task("pretrain", cfg, run_dir, resume=resume)
 
 
 def load_pretrain_model(path: str | Path, overrides: list[str] | tuple[str, ...] = ()
@@ -116,15 +77,10 @@ def load_pretrain_model(path: str | Path, overrides: list[str] | tuple[str, ...]
     Returns:
         (model in eval mode on the CPU, the run config with ``overrides`` applied, the checkpoint file used).
     """
-    ckpt, state = load_latest(path)
-    stored = state.get("config")
-    if not isinstance(stored, dict) or "task" in stored:
-        raise ConfigError(f"{ckpt}: not a pre-training checkpoint; `diagnose` judges the pretext task of a "
-                          f"`mask3d-vit pretrain` run (for fine-tuning runs use `mask3d-vit eval`)")
-    cfg = load_config(PretrainConfig, None, list(overrides), base=stored)
-    model = Mask3D.from_config(cfg.model)
-    model.load_state_dict(state["model"])
-    return model.eval(), cfg, ckpt
+    _, model, cfg, ckpt = restore(path, overrides, expect=("pretrain",), expected=(
+        "a pre-training checkpoint: `diagnose` judges the pretext task of a `mask3d-vit pretrain` run (for "
+        "fine-tuning runs use `mask3d-vit eval`)"))
+    return model, cfg, ckpt
 
 
 def diagnose_run(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, batches: int = 4,
@@ -153,11 +109,7 @@ def format_diagnostics(metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def _main(args: argparse.Namespace) -> None:
-    run_command(args, PretrainConfig, run_pretrain, shown=_headline)
-
-
-def _headline(key: str) -> bool:
+def headline(key: str) -> bool:
     """Summary keys: losses and the headline diagnostics; the loss of every patch category stays in metrics.jsonl."""
     return not key.endswith(("_swapped", "_interp")) and not any(f"val_loss_{c}" in key for c in CATEGORIES)
 
