@@ -18,8 +18,8 @@ from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, recipe_command
+from .data.registry import format_names
 from .extras import MissingExtraError
-from .data.formats import FORMATS
 
 PRETRAIN_RECIPE = "pretrain_synth_tiny"
 DETECTION_RECIPE = "det_synth_tiny"
@@ -122,13 +122,16 @@ def _add_synth(subparsers) -> None:
 
 
 def _source_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", dest="options",
+                        help="an option of the format, as in a recipe's data source, e.g. --option class_set=nyu13 "
+                             "(repeatable)")
     parser.add_argument("--depth-scale", type=float, default=0.0,
                         help="stored depth units per metre (1000 = mm, 5000 = TUM, 10000 = 0.1 mm); "
                              "default: the format's own")
-    parser.add_argument("--class-set", default="", help="nyuv2 only: nyu40 (default) or nyu13")
+    parser.add_argument("--class-set", default=None, help="nyuv2 only: nyu40 (default) or nyu13")
     parser.add_argument("--raw-depth", action="store_true",
                         help="nyuv2 / sunrgbd: raw sensor depth (with holes) instead of the filled maps")
-    parser.add_argument("--frame-skip", type=int, default=25, help="scannet: keep every N-th frame (default 25)")
+    parser.add_argument("--frame-skip", type=int, default=None, help="scannet: keep every N-th frame (default 25)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -145,7 +148,7 @@ def _add_data(subparsers) -> None:
     commands = data.add_subparsers(dest="data_command", required=True)
 
     convert = commands.add_parser("convert", help="write a source as a frames folder (resumable)")
-    convert.add_argument("format", choices=[f for f in FORMATS if f != "synthrooms"])
+    convert.add_argument("format", choices=format_names())
     convert.add_argument("path", help="dataset folder or file (.mat, .sens)")
     convert.add_argument("--out", required=True, help="output frames folder")
     convert.add_argument("--splits", default="",
@@ -157,7 +160,7 @@ def _add_data(subparsers) -> None:
 
     check = commands.add_parser("check", help="report counts, depth units, holes, classes and every bad file")
     check.add_argument("path", help="dataset folder or file")
-    check.add_argument("--format", choices=FORMATS[1:], default=None, help="default: guessed from the files")
+    check.add_argument("--format", choices=format_names(), default=None, help="default: guessed from the files")
     check.add_argument("--split", default="all", help="split to check (default: every frame)")
     check.add_argument("--limit", type=int, default=None, help="check only the first N frames")
     _source_options(check)

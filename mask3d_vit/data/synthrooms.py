@@ -51,6 +51,7 @@ import torch
 from ..config import ConfigError, load_config, to_dict
 from .classes import NYU13
 from .frames import FramesWriter, read_meta
+from .registry import DatasetFormat
 from .sample import make_sample
 
 __all__ = ["SynthRoomsConfig", "SynthRooms", "render_frame", "write_synthrooms", "kinect_intrinsics",
@@ -1295,6 +1296,35 @@ class SynthRooms(torch.utils.data.Dataset):
                              instance=f["instance"], max_depth=self.cfg.max_depth)
         return self.transform(sample) if self.transform else sample
 
+
+
+@dataclass
+class SynthRoomsSource(SynthRoomsConfig):
+    """Options of a synthrooms data source: the frames per epoch and any generator setting of
+    :class:`SynthRoomsConfig`, e.g. ``{format: synthrooms, num_frames: 640, seed: 0, num_furniture: [2, 5]}``.
+
+    Attributes:
+        num_frames: frames per epoch (indices 0..num_frames-1 of the source's seed).
+        size: (H, W) to render at; None (the default) renders at the run's ``data.size``.
+    """
+    size: tuple[int, int] | None = None
+    num_frames: int = 2000
+
+    def __post_init__(self):
+        if self.num_frames < 0:
+            raise ConfigError(f"synthrooms num_frames must be >= 0, got {self.num_frames}")
+        self.generator(self.size or (1, 1))  # SynthRoomsConfig's checks of every other setting
+
+    def generator(self, size: tuple[int, int]) -> SynthRoomsConfig:
+        """The generator settings, rendering at ``size`` (H, W) unless the source sets its own."""
+        settings = {f.name: getattr(self, f.name) for f in dataclasses.fields(SynthRoomsConfig)}
+        return SynthRoomsConfig(**{**settings, "size": tuple(self.size or size)})
+
+
+DATASET_FORMAT = DatasetFormat(
+    "synthrooms", open=lambda src, *, size, **_: SynthRooms(
+        src.options.num_frames, seed=src.seed, cfg=src.options.generator(size), transform=None),
+    options=SynthRoomsSource, class_set=CLASS_SET, default_splits=("train",), generator=True)
 
 def _is_val(index: int, fraction: float) -> bool:
     # Frame 0 and then about every (1/fraction)-th frame: a frame's split never depends on how many are written,
