@@ -97,13 +97,25 @@ def test_diagnostics_need_two_frames_to_swap_colour():
 def test_complementary_masks_never_show_colour_and_depth_of_one_patch():
     torch.manual_seed(0)
     model = Mask3D(**MICRO, mask_scheme="complementary", rgb_mask_ratio=0.75, depth_mask_ratio=0.75)
-    masks = model.draw_masks(64, 16, "cpu")
+    masks = model.draw_masks(64, (4, 4), "cpu")
     assert not (~masks["rgb_mask"] & ~masks["depth_mask"]).any()
     assert (~masks["depth_mask"]).sum(1).eq(4).all() and (~masks["rgb_mask"]).sum(1).eq(4).all()
     # the visible depth patches are still random among the colour-hidden ones: every position gets shown
     assert (~masks["depth_mask"]).any(0).all()
-    indep = Mask3D(**MICRO, rgb_mask_ratio=0.75, depth_mask_ratio=0.75).draw_masks(64, 16, "cpu")
+    indep = Mask3D(**MICRO, rgb_mask_ratio=0.75, depth_mask_ratio=0.75).draw_masks(64, (4, 4), "cpu")
     assert (~indep["rgb_mask"] & ~indep["depth_mask"]).any()
+
+
+def test_block_masks_show_and_hide_depth_in_whole_squares():
+    torch.manual_seed(0)
+    model = Mask3D(**MICRO, mask_scheme="block", rgb_mask_ratio=0.75, depth_mask_ratio=0.75)
+    masks = model.draw_masks(64, (6, 8), "cpu")
+    # 2x2 squares of a 6x8 grid: 12 squares; 25 % visible = 3 squares, each shown whole
+    squares = masks["depth_mask"].view(64, 3, 2, 4, 2).permute(0, 1, 3, 2, 4).reshape(64, 12, 4)
+    assert squares.all(-1).logical_or(~squares.any(-1)).all()
+    assert (~squares.any(-1)).sum(1).eq(3).all()
+    assert masks["depth_keep"].shape == (64, 12) and (~masks["depth_mask"]).any(0).all()
+    assert (~masks["rgb_mask"]).sum(1).eq(12).all()
 
 
 def test_depth_hidden_loss_region_scores_only_patches_without_depth_input():
@@ -112,7 +124,7 @@ def test_depth_hidden_loss_region_scores_only_patches_without_depth_input():
     batch = colour_coded_batch(2, seed=0)
     batch["depth"] = 1.0 + torch.arange(32.0).view(1, 1, 1, 32).expand(2, 1, 32, 32) / 8  # differs by patch
     prepared, grid = model.prepare_batch(batch)
-    masks = model.draw_masks(2, 4, "cpu")
+    masks = model.draw_masks(2, grid, "cpu")
     with torch.no_grad():
         model.depth_head.weight.zero_()
         model.depth_head.bias.zero_()  # predicts 0 m: the error of a patch is its depth

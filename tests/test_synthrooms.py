@@ -200,6 +200,23 @@ def test_grain_is_in_world_units_and_fades_with_distance():
     assert _albedo(material, index, u, v, np.full(u.size, 0.05, np.float32), 5.0)[:, 0].std() > 0.01
 
 
+def test_camera_light_makes_brightness_fall_with_distance_and_leaves_the_scene_alone():
+    def brightness_depth_correlation(cfg):
+        out = []
+        for i in range(6):
+            frame = render_frame(i, seed=0, cfg=cfg)
+            valid = frame["clean_depth"] > 0
+            lum = np.log1p(frame["rgb"].astype(np.float64).mean(-1)[valid])
+            out.append(np.corrcoef(lum, np.log(frame["clean_depth"][valid]))[0, 1])
+        return float(np.mean(out))
+
+    lit = dataclasses.replace(SMALL, camera_light=40.0)
+    assert brightness_depth_correlation(lit) < min(-0.25, brightness_depth_correlation(SMALL) - 0.15)
+    plain, headlamp = render_frame(2, seed=0, cfg=SMALL), render_frame(2, seed=0, cfg=lit)
+    for key in ("depth", "label", "instance"):
+        np.testing.assert_array_equal(plain[key], headlamp[key])
+
+
 def test_each_instance_is_one_object_of_one_class_and_stuff_has_none():
     for i in range(4):
         f = render_frame(i, cfg=SMALL)

@@ -111,6 +111,9 @@ class SynthRoomsConfig:
         hole_patches: count range of random elliptic hole patches (dark or specular surfaces on a real sensor).
         pixel_dropout: fraction of pixels whose depth is dropped at random.
         rgb_noise: std of the (uniform) noise added to the 8-bit colour values.
+        camera_light: strength of a white point light at the camera (a headlamp with inverse-square falloff beyond
+            half a metre; 0 = none; the room's lights are 0.5-1.2 each with a softer falloff). Its falloff with distance makes brightness a direct, easily learnt depth cue: a control
+            case in which colour is known to carry depth, not a realistic setting.
     """
     size: tuple[int, int] = (120, 160)
     sensor_noise: bool = True
@@ -133,6 +136,7 @@ class SynthRoomsConfig:
     hole_patches: tuple[int, int] = (0, 3)
     pixel_dropout: float = 0.002
     rgb_noise: float = 2.0
+    camera_light: float = 0.0
 
     def __post_init__(self):
         if len(self.size) != 2 or min(self.size) < 1:
@@ -1140,17 +1144,21 @@ def _surfaces(prims: np.ndarray, origin: np.ndarray, rays: np.ndarray, inv_norm:
     return _Surfaces(point, normal, face, u, v, cos_view)
 
 
-def _shade(albedo: np.ndarray, surf: _Surfaces, lights, ambient: float) -> np.ndarray:
+def _shade(albedo: np.ndarray, surf: _Surfaces, lights, ambient: float, camera_light=None) -> np.ndarray:
     """Lambertian shading: ``albedo (N, 3)`` linear RGB -> radiance (N, 3), from point lights (soft inverse-square
-    falloff) plus an ambient term slightly brighter on upward-facing surfaces."""
+    falloff, ``1 / (1 + d^2 / 9)``) plus an ambient term slightly brighter on upward-facing surfaces, and an optional
+    ``camera_light = (position, colour)`` whose falloff ``1 / (1 + 4 d^2)`` is inverse-square beyond half a metre."""
     nx, ny, nz = surf.normal
     light = np.empty_like(albedo)
     light[:] = (ambient * (0.85 + 0.15 * nz))[:, None]
-    for position, colour in lights:
+    sources = [(position, colour, 9.0) for position, colour in lights]
+    if camera_light is not None:
+        sources.append((*camera_light, 0.25))
+    for position, colour, radius2 in sources:
         lx, ly, lz = (float(p) - q for p, q in zip(position, surf.point))
         dist2 = lx * lx + ly * ly + lz * lz
         cos = (nx * lx + ny * ly + nz * lz) / np.sqrt(dist2)
-        light += (np.maximum(cos, 0) / (1 + dist2 / 9.0))[:, None] * colour.astype(np.float32)
+        light += (np.maximum(cos, 0) / (1 + dist2 / radius2))[:, None] * colour.astype(np.float32)
     return albedo * light
 
 
@@ -1223,7 +1231,8 @@ def render_frame(index: int, seed: int = 0, cfg: SynthRoomsConfig | None = None)
     material_index = np.take(np.array(scene.face_materials, np.int32), face_index)
     footprint = clean / (intrinsics[0] * np.maximum(surf.cos_view, 0.05))
     albedo = _albedo(materials, material_index, surf.u, surf.v, footprint, cfg.grain_size)
-    radiance = _shade(albedo, surf, lights, photo_rng.uniform(0.15, 0.4))
+    headlamp = (camera.origin, np.full(3, cfg.camera_light, np.float32)) if cfg.camera_light > 0 else None
+    radiance = _shade(albedo, surf, lights, photo_rng.uniform(0.15, 0.4), headlamp)
     luminance = float(np.dot(radiance.mean(0), (0.2126, 0.7152, 0.0722)))
     exposure = photo_rng.uniform(0.3, 0.5) / max(luminance, 1e-6)
     # sqrt: a cheap stand-in for the sRGB curve (gamma 2 instead of 2.2).

@@ -111,6 +111,6 @@ def diagnose(model, batches, *, seed: int = 1234) -> dict[str, float]:
         for batch in batches:
             batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             prepared, grid = model.prepare_batch(batch)
-            masks = model.draw_masks(prepared[RGB].shape[0], grid[0] * grid[1], device)
+            masks = model.draw_masks(prepared[RGB].shape[0], grid, device)
             diag.update(model, prepared, masks, grid)
     return PretextDiagnostics.compute(*diag.state())

@@ -51,7 +51,8 @@ OBJECTIVES = ("depth", "rgb", "rgb+depth")
 DEPTH_TARGETS = ("metric", "log", "standardized")
 LOSSES = ("l1", "l2")
 LOSS_REGIONS = ("all", "masked", "depth_hidden")
-MASK_SCHEMES = ("independent", "complementary")
+MASK_SCHEMES = ("independent", "complementary", "block")
+DEPTH_BLOCK = 2  # side, in patches, of the squares the "block" scheme shows depth in
 DEPTH_PRIORS = ("none", "interpolation")
 FUSIONS = ("concat", "add")
 _EPS = 1e-6
@@ -104,12 +105,28 @@ def random_masking(batch: int, num_patches: int, ratio: float, device: torch.dev
     """
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"mask ratio must be in [0, 1), got {ratio}")
-    num_keep = max(1, round(num_patches * (1.0 - ratio)))
-    noise = torch.rand(batch, num_patches, device=device)
+    return keep_lowest(torch.rand(batch, num_patches, device=device), ratio)
+
+
+def keep_lowest(noise: torch.Tensor, ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keep the ``round(N * (1 - ratio))`` (at least one) patches of lowest ``noise: (B, N)`` per sample ->
+    (``keep`` ``(B, K)`` ascending, ``mask`` ``(B, N)`` bool, True = hidden), as :func:`random_masking`."""
+    num_keep = max(1, round(noise.shape[1] * (1.0 - ratio)))
     keep = noise.argsort(dim=1)[:, :num_keep].sort(dim=1).values
-    mask = torch.ones(batch, num_patches, dtype=torch.bool, device=device)
+    mask = torch.ones(noise.shape, dtype=torch.bool, device=noise.device)
     mask.scatter_(1, keep, False)
     return keep, mask
+
+
+def block_noise(batch: int, grid: tuple[int, int], block: int, device: torch.device | str | None = None
+                ) -> torch.Tensor:
+    """Masking noise ``(B, h * w)`` constant on ``block x block`` squares of the patch ``grid`` (plus a tie-break
+    smaller than the gap between squares), so :func:`keep_lowest` keeps whole squares and hides whole squares:
+    holes too wide for the visible neighbours to fill by interpolation."""
+    h, w = grid
+    coarse = torch.rand(batch, -(-h // block), -(-w // block), device=device)
+    noise = coarse.repeat_interleave(block, 1).repeat_interleave(block, 2)[:, :h, :w].reshape(batch, h * w)
+    return noise + 1e-4 * torch.rand(batch, h * w, device=device)
 
 
 def take_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -260,8 +277,9 @@ class Mask3D(nn.Module):
         loss: ``"l1"`` or ``"l2"`` on the depth target.
         loss_region: which patches the depth loss covers: ``"all"`` (dense, as in the paper), ``"masked"``
             (colour-hidden patches) or ``"depth_hidden"`` (patches whose depth the model did not see).
-        mask_scheme: ``"independent"`` colour and depth masks, or ``"complementary"``: visible depth patches are
-            drawn from the colour-hidden ones first, so no patch shows both.
+        mask_scheme: ``"independent"`` colour and depth masks; ``"complementary"``: visible depth patches are
+            drawn from the colour-hidden ones first, so no patch shows both; or ``"block"``: depth is shown and
+            hidden in squares of ``DEPTH_BLOCK x DEPTH_BLOCK`` patches (colour masked as ``"independent"``).
         depth_prior: ``"none"``, or ``"interpolation"``: the depth head predicts a correction to
             :func:`interpolate_visible_depth` of the visible depth patches, so the decoder starts from what spreading
             the sparse depth gives and is trained only on what it leaves out (where colour must help).
@@ -398,7 +416,7 @@ class Mask3D(nn.Module):
         x = enc.norm_pre(enc.pos_drop(torch.cat([cls, x], dim=1)))
         return enc.norm(self._run_blocks(enc.blocks, x))
 
-    def draw_masks(self, batch: int, num_patches: int, device: torch.device | str | None = None) -> dict:
+    def draw_masks(self, batch: int, grid: tuple[int, int], device: torch.device | str | None = None) -> dict:
         """Draw one batch's colour and depth masks from the global RNG (``mask_scheme`` decides how they relate).
 
         Returns:
@@ -406,6 +424,7 @@ class Mask3D(nn.Module):
             hidden; for depth objectives also ``depth_mask`` ``(B, N)`` bool, True = hidden, and ``depth_keep``
             ``(B, K_depth)`` (absent when no depth enters the model, ``depth_mask_ratio=1``).
         """
+        num_patches = grid[0] * grid[1]
         rgb_keep, rgb_mask = random_masking(batch, num_patches, self.rgb_mask_ratio, device)
         masks = {"rgb_keep": rgb_keep, "rgb_mask": rgb_mask}
         if not self.predicts_depth:
@@ -417,10 +436,9 @@ class Mask3D(nn.Module):
             # Depth is shown where colour is hidden first: a visible colour patch never has its own depth, so
             # depth there must come from what the encoder saw, not from copying the input.
             noise = torch.rand(batch, num_patches, device=device) + (~rgb_mask).float()
-            num_keep = max(1, round(num_patches * (1.0 - self.depth_mask_ratio)))
-            depth_keep = noise.argsort(dim=1)[:, :num_keep].sort(dim=1).values
-            depth_mask = torch.ones(batch, num_patches, dtype=torch.bool, device=device)
-            depth_mask.scatter_(1, depth_keep, False)
+            depth_keep, depth_mask = keep_lowest(noise, self.depth_mask_ratio)
+        elif self.mask_scheme == "block":
+            depth_keep, depth_mask = keep_lowest(block_noise(batch, grid, DEPTH_BLOCK, device), self.depth_mask_ratio)
         else:
             depth_keep, depth_mask = random_masking(batch, num_patches, self.depth_mask_ratio, device)
         masks.update(depth_keep=depth_keep, depth_mask=depth_mask)
@@ -515,7 +533,7 @@ class Mask3D(nn.Module):
         """
         batch, grid = self.prepare_batch(batch)
         if masks is None:
-            masks = self.draw_masks(batch[RGB].shape[0], grid[0] * grid[1], batch[RGB].device)
+            masks = self.draw_masks(batch[RGB].shape[0], grid, batch[RGB].device)
         latent = self.forward_encoder(batch[RGB], masks["rgb_keep"])
         pred = self.forward_decoder(latent, masks, batch.get(DEPTH), grid)
         out = self.forward_loss(pred, batch, masks, grid)

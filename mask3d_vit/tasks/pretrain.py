@@ -62,7 +62,7 @@ class ReconstructionEvaluator:
                 batch = torch.utils.data.default_collate([self.dataset[i] for i in chunk])
                 batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
                 prepared, grid = model.prepare_batch(batch)
-                masks = model.draw_masks(len(chunk), grid[0] * grid[1], self.device)
+                masks = model.draw_masks(len(chunk), grid, self.device)
                 out = model(batch, masks=masks)
                 for k, v in out.items():
                     if k.startswith("loss") and isinstance(v, torch.Tensor) and v.ndim == 0:
