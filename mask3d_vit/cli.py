@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import importlib
 import importlib.util
 import os
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .config import ConfigError, recipe_command
+from .config import ConfigError, load_config, recipe_command
 from .data.registry import format_names
 from .extras import MissingExtraError
 
@@ -118,7 +119,18 @@ def _add_synth(subparsers) -> None:
     p.add_argument("--val-fraction", type=_fraction, default=0.1, metavar="F",
                    help="share of frames in val.txt (default 0.1)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="other SynthRoomsConfig fields")
-    p.set_defaults(func=Handler("mask3d_vit.data.synthrooms:_synth_command"))
+    p.set_defaults(func=Handler("mask3d_vit.cli:_synth_main"))
+
+
+def _synth_main(args: argparse.Namespace) -> None:
+    # Only the command-line glue lives here; the generator (imported now, it needs torch) stays a library.
+    from .data.synthrooms import SynthRoomsConfig, write_synthrooms
+
+    cfg = load_config(SynthRoomsConfig, overrides=args.overrides)
+    cfg = dataclasses.replace(cfg, size=args.size or cfg.size, sensor_noise=cfg.sensor_noise and not args.no_noise,
+                              holes=cfg.holes and not args.no_holes)
+    root = write_synthrooms(args.out, args.num, seed=args.seed, cfg=cfg, val_fraction=args.val_fraction)
+    print(f"wrote {args.num} SynthRooms frames ({cfg.size[0]}x{cfg.size[1]}, seed {args.seed}) to {root}")
 
 
 def _source_options(parser: argparse.ArgumentParser) -> None:

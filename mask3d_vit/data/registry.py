@@ -3,8 +3,8 @@ read that declaration.
 
 A format is a :class:`DatasetFormat`: its name, how to open a source, the options a data source of it may set, its
 label space, the splits ``data convert`` writes, the depth scale of a converted folder and how to recognise its
-files. The formats that ship with the library declare it as ``DATASET_FORMAT`` in their module, registered by one line of
-:data:`BUILTIN`; code outside the package registers its own with :func:`register_format`::
+files. The formats that ship with the library declare it as ``DATASET_FORMAT`` in their module, registered by one
+line of :data:`BUILTIN`; code outside the package registers its own with :func:`register_format`::
 
     register_format(DatasetFormat("toy", open=lambda src, root, split, **_: ToyReader(root, split),
                                   class_set="nyu13", default_splits=("train", "val"),
@@ -26,7 +26,7 @@ from ..config import ConfigError
 # The formats that ship with the library, in the order the CLI lists them: name -> the module whose DATASET_FORMAT
 # declares it, imported when the format is first used. Adding a format: its module plus one line here.
 BUILTIN = {
-    "synthrooms": "mask3d_vit.data.synthrooms",
+    "synthrooms": "mask3d_vit.data.synthrooms.dataset",
     "frames": "mask3d_vit.data.frames",
     "nyuv2": "mask3d_vit.data.formats.nyuv2",
     "scannet": "mask3d_vit.data.formats.scannet",
