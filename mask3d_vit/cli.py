@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
+import importlib
 import importlib.util
 import os
 import sys
@@ -16,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .config import ConfigError, recipe_command
+from .config import ConfigError, load_config, recipe_command
+from .data.registry import format_names
 from .extras import MissingExtraError
-from .data.formats import FORMATS
 from .tasks.registry import TASKS, Task, resolve
 
 _RAW = argparse.RawDescriptionHelpFormatter
@@ -115,17 +117,31 @@ def _add_synth(subparsers) -> None:
     p.add_argument("--val-fraction", type=_fraction, default=0.1, metavar="F",
                    help="share of frames in val.txt (default 0.1)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="other SynthRoomsConfig fields")
-    p.set_defaults(func=Handler("mask3d_vit.data.synthrooms:_synth_command"))
+    p.set_defaults(func=Handler("mask3d_vit.cli:_synth_main"))
+
+
+def _synth_main(args: argparse.Namespace) -> None:
+    # Only the command-line glue lives here; the generator (imported now, it needs torch) stays a library.
+    from .data.synthrooms import SynthRoomsConfig, write_synthrooms
+
+    cfg = load_config(SynthRoomsConfig, overrides=args.overrides)
+    cfg = dataclasses.replace(cfg, size=args.size or cfg.size, sensor_noise=cfg.sensor_noise and not args.no_noise,
+                              holes=cfg.holes and not args.no_holes)
+    root = write_synthrooms(args.out, args.num, seed=args.seed, cfg=cfg, val_fraction=args.val_fraction)
+    print(f"wrote {args.num} SynthRooms frames ({cfg.size[0]}x{cfg.size[1]}, seed {args.seed}) to {root}")
 
 
 def _source_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", dest="options",
+                        help="an option of the format, as in a recipe's data source, e.g. --option class_set=nyu13 "
+                             "(repeatable)")
     parser.add_argument("--depth-scale", type=float, default=0.0,
                         help="stored depth units per metre (1000 = mm, 5000 = TUM, 10000 = 0.1 mm); "
                              "default: the format's own")
-    parser.add_argument("--class-set", default="", help="nyuv2 only: nyu40 (default) or nyu13")
+    parser.add_argument("--class-set", default=None, help="nyuv2 only: nyu40 (default) or nyu13")
     parser.add_argument("--raw-depth", action="store_true",
                         help="nyuv2 / sunrgbd: raw sensor depth (with holes) instead of the filled maps")
-    parser.add_argument("--frame-skip", type=int, default=25, help="scannet: keep every N-th frame (default 25)")
+    parser.add_argument("--frame-skip", type=int, default=None, help="scannet: keep every N-th frame (default 25)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -142,7 +158,7 @@ def _add_data(subparsers) -> None:
     commands = data.add_subparsers(dest="data_command", required=True)
 
     convert = commands.add_parser("convert", help="write a source as a frames folder (resumable)")
-    convert.add_argument("format", choices=[f for f in FORMATS if f != "synthrooms"])
+    convert.add_argument("format", choices=format_names())
     convert.add_argument("path", help="dataset folder or file (.mat, .sens)")
     convert.add_argument("--out", required=True, help="output frames folder")
     convert.add_argument("--splits", default="",
@@ -154,7 +170,7 @@ def _add_data(subparsers) -> None:
 
     check = commands.add_parser("check", help="report counts, depth units, holes, classes and every bad file")
     check.add_argument("path", help="dataset folder or file")
-    check.add_argument("--format", choices=FORMATS[1:], default=None, help="default: guessed from the files")
+    check.add_argument("--format", choices=format_names(), default=None, help="default: guessed from the files")
     check.add_argument("--split", default="all", help="split to check (default: every frame)")
     check.add_argument("--limit", type=int, default=None, help="check only the first N frames")
     _source_options(check)

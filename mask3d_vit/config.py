@@ -86,6 +86,8 @@ def config_kwargs(fn: typing.Callable, cfg: Any) -> dict:
 def to_dict(cfg: Any) -> dict:
     """Dataclass -> plain nested dict (tuples become lists so YAML and JSON stay plain)."""
     def plain(v):
+        if hasattr(v, "to_config_dict"):  # a config class with its own layout (a data source: its format's options)
+            return plain(v.to_config_dict())
         if dataclasses.is_dataclass(v):
             return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
         if isinstance(v, (list, tuple)):
@@ -99,6 +101,8 @@ def to_dict(cfg: Any) -> dict:
 def from_dict(cls: type[T], data: dict | None, prefix: str = "") -> T:
     """Build dataclass ``cls`` from a nested dict, coercing types and rejecting unknown keys by name."""
     data = dict(data or {})
+    if hasattr(cls, "from_config_dict"):  # reads its own keys (a data source: the options its format declares)
+        return cls.from_config_dict(data, prefix)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)

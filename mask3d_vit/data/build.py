@@ -20,43 +20,110 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from ..config import ConfigError
+from ..config import ConfigError, _unknown_keys, from_dict, to_dict
 from .classes import get_class_set
-from .formats import FORMATS
 from .formats.common import units_problem, valid_median
-from .frames import INDOOR_DEPTH_RANGE, FramesDataset, read_meta
+from .frames import INDOOR_DEPTH_RANGE
+from .registry import DatasetFormat, all_formats, get_format
 from .sample import DEPTH, INSTANCE, LABEL, VALID, depth_validity
 from .transforms import eval_transform, shrink_to_cover, train_transform
 
 logger = logging.getLogger("mask3d_vit.data")
 
-# Label space of the formats whose labels have a fixed class set (frames: meta.json; nyuv2: SourceConfig.class_set).
-FIXED_CLASS_SETS = {"synthrooms": "synthrooms", "scannet": "scannet20", "sunrgbd": "sun37",
-                    "cityscapes": "cityscapes19", "pairs": None}
-# Formats whose stored depth has a user-settable scale (stored units per metre).
-SCALED_DEPTH = ("frames", "pairs", "scannet", "nyuv2", "sunrgbd")
 _PROBES = 3
-_VAL_SEED_OFFSET = 1_000_003  # synthrooms validation frames come from a disjoint seed
+_VAL_SEED_OFFSET = 1_000_003  # generated validation frames come from a disjoint seed
+# Keys that configs written before formats declared their own options spell out for every source, at these values;
+# a source accepts them at that value whatever its format (old run directories still load), and its format's own
+# default then applies.
+_LEGACY_DEFAULTS = {"num_frames": 2000, "class_set": "", "raw_depth": False, "frame_skip": 25}
 
 
 @dataclass
-class SourceConfig:
-    """One data source. Plain fields only: it lives inside YAML run configs."""
-    format: str = "synthrooms"  # synthrooms | frames | nyuv2 | scannet | sunrgbd | cityscapes | pairs
-    root: str = ""              # folder or file on disk ("" for synthrooms)
+class SourceKeys:
+    """The keys every data source has, whatever its format."""
+    format: str = "synthrooms"  # a registered format (mask3d_vit.data.registry.format_names())
+    root: str = ""              # folder or file on disk ("" for generators: synthrooms)
     split: str = ""             # "" = the split the task asks for; "all" = every frame; else this split
-    num_frames: int = 2000      # synthrooms only: frames per epoch
-    seed: int = 0               # synthrooms scenes; also picks the frames kept by `fraction`
+    seed: int = 0               # generated scenes (synthrooms); also picks the frames kept by `fraction`
     depth_scale: float = 0.0    # stored depth units per metre; 0 = the format's default / meta.json
-    class_set: str = ""         # nyuv2: "nyu40" (default) or "nyu13"; other formats have a fixed label space
-    raw_depth: bool = False     # nyuv2 / sunrgbd: raw sensor depth (with holes) instead of the filled maps
-    frame_skip: int = 25        # scannet: keep every frame_skip-th frame of each scan (Pri3D / Mask3D use 25)
     fraction: float = 1.0       # keep this fraction of the frames (data-efficiency runs: 0.2, 0.4, ...)
+
+
+@dataclass(init=False)
+class SourceConfig(SourceKeys):
+    """One data source: the keys of :class:`SourceKeys` plus the options its format declares.
+
+    Written flat in YAML, e.g. ``{format: nyuv2, root: nyu.mat, class_set: nyu13}`` or ``{format: synthrooms,
+    num_frames: 640, seed: 0, holes: false}``: every key that is not a common one is an option of the format
+    (:attr:`mask3d_vit.data.registry.DatasetFormat.options`), checked against it, and readable as an attribute
+    (``src.class_set``, ``src.num_frames``).
+
+    Args:
+        format: a registered format name.
+        options: the format's options (an instance of its options dataclass), e.g. passed on by
+            ``dataclasses.replace``; keyword arguments naming its fields override them.
+        **keys: the common keys (root, split, seed, depth_scale, fraction) and the format's options.
+
+    Raises:
+        ConfigError: an unknown format, or a key that is not an option of this format (the message names it).
+    """
+    options: Any = None  # instance of the format's options dataclass; None when the format has no options
+
+    def __init__(self, format: str = "synthrooms", *, options: Any = None, **keys):
+        common = [f for f in dataclasses.fields(SourceKeys) if f.name != "format"]
+        super().__init__(format, **{f.name: keys.pop(f.name) for f in common if f.name in keys})
+        self.options = format_options(get_format(format), keys, base=options)
+
+    def __getattr__(self, name: str):
+        # Only called when normal lookup fails: the format's options read like the flat fields they once were.
+        options = self.__dict__.get("options")
+        if options is not None and name in {f.name for f in dataclasses.fields(options)}:
+            return getattr(options, name)
+        raise AttributeError(f"a {self.__dict__.get('format')} data source has no key {name!r}")
+
+    @classmethod
+    def from_config_dict(cls, data: dict, prefix: str = "") -> SourceConfig:
+        """A source from its YAML mapping; errors name the key as ``prefix`` + key (see :func:`config.from_dict`)."""
+        common = {f.name for f in dataclasses.fields(SourceKeys)}
+        keys = from_dict(SourceKeys, {k: v for k, v in data.items() if k in common}, prefix)
+        options = format_options(get_format(keys.format), {k: v for k, v in data.items() if k not in common}, prefix)
+        return cls(**{f.name: getattr(keys, f.name) for f in dataclasses.fields(SourceKeys)}, options=options)
+
+    def to_config_dict(self) -> dict:
+        """The flat YAML mapping: the common keys, then every option of the format (defaults included, so an
+        override such as ``data.sources.0.num_frames=100`` reaches a key the recipe left out)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(SourceKeys)}
+        return {**out, **(to_dict(self.options) if self.options is not None else {})}
+
+
+def format_options(fmt: DatasetFormat, keys: dict, prefix: str = "", *, base: Any = None) -> Any:
+    """The options dataclass of ``fmt`` from a source's non-common ``keys`` (over ``base``, an options instance).
+
+    Raises:
+        ConfigError: a key that is not an option of ``fmt``, naming it and the formats that have it, or the closest
+            valid key.
+    """
+    keys = {k: v for k, v in keys.items() if not (k in _LEGACY_DEFAULTS and v == _LEGACY_DEFAULTS[k])}
+    names = fmt.option_names()
+    unknown = sorted(set(keys) - set(names))
+    if unknown:
+        key = unknown[0]
+        owners = [f.name for f in all_formats() if key in f.option_names()]
+        if owners:
+            raise ConfigError(f"{prefix}{key}={keys[key]!r} does not apply to {fmt.name} sources: only "
+                              f"{', '.join(owners)} sources choose a {key.replace('_', ' ')}")
+        valid = [f.name for f in dataclasses.fields(SourceKeys)] + list(names)
+        raise ConfigError(f"unknown data source key(s) {_unknown_keys(unknown, valid, prefix)} for format "
+                          f"{fmt.name}; valid keys here: {', '.join(valid)}")
+    if fmt.options is None:
+        return None
+    return from_dict(fmt.options, {**(to_dict(base) if base is not None else {}), **keys}, prefix)
 
 
 @dataclass
@@ -183,62 +250,25 @@ def open_source(src: SourceConfig, *, split: str | None, size: tuple[int, int] =
     Args:
         src: the source.
         split: split to read (``"train"``, ``"val"``, ``"test"``...), None for every frame; ``src.split`` wins.
-        size: rendering size of synthrooms (other formats keep their native resolution).
+        size: rendering size of generated sources (other formats keep their native resolution).
         require_labels: raise, naming the file, for a frame without a label map.
     """
-    fmt = src.format.lower()
-    if fmt not in FORMATS:
-        raise ConfigError(f"data source format {src.format!r} is unknown; choose one of {', '.join(FORMATS)}")
+    fmt = get_format(src.format)
     if src.split:
         split = None if src.split == "all" else src.split
-    if fmt != "synthrooms" and not src.root:
-        raise ConfigError(f"data source of format {fmt!r} needs a root (folder or file)")
-    if src.depth_scale < 0 or (src.depth_scale and fmt not in SCALED_DEPTH):
-        raise ConfigError(f"depth_scale={src.depth_scale} is not usable for format {fmt!r}: it must be > 0 and only "
-                          f"applies to {', '.join(SCALED_DEPTH)}")
-    scale = src.depth_scale or None
-    root = Path(src.root).expanduser()
-    if fmt == "synthrooms":
-        from .synthrooms import SynthRooms, SynthRoomsConfig
-        return SynthRooms(src.num_frames, seed=src.seed, cfg=SynthRoomsConfig(size=tuple(size)), transform=None)
-    if fmt == "frames":
-        return FramesDataset(root, split, require_labels=require_labels, depth_scale=scale)
-    if fmt == "nyuv2":
-        from .formats.nyuv2 import open_nyuv2
-        return open_nyuv2(root, split=split, class_set=src.class_set or "nyu40", raw_depth=src.raw_depth,
-                          depth_scale=scale, require_labels=require_labels)
-    if src.class_set:
-        raise ConfigError(f"class_set={src.class_set!r}: only nyuv2 sources choose a class set; {fmt} labels are "
-                          f"{FIXED_CLASS_SETS.get(fmt) or 'given by meta.json'}")
-    if fmt == "scannet":
-        from .formats.scannet import open_scannet
-        return open_scannet(root, split=split, frame_skip=src.frame_skip, depth_scale=scale,
-                            require_labels=require_labels)
-    if fmt == "sunrgbd":
-        from .formats.sunrgbd import SUNRGBD
-        return SUNRGBD(root, split=split, raw_depth=src.raw_depth, depth_scale=scale, require_labels=require_labels)
-    if fmt == "cityscapes":
-        from .formats.cityscapes import Cityscapes
-        return Cityscapes(root, split=split, require_labels=require_labels)
-    from .formats.pairs import Pairs
-    if require_labels:
-        raise ConfigError(f"{root}: pairs sources have no labels; fine-tuning needs a labelled format")
-    if scale is None:
-        raise ConfigError(f"{root}: pairs sources need depth_scale (stored units per metre): 1000 for millimetres, "
-                          "5000 for TUM RGB-D, 10000 for Kinect v2 0.1 mm")
-    return Pairs(root, depth_scale=scale)
+    if not fmt.generator and not src.root:
+        raise ConfigError(f"data source of format {fmt.name!r} needs a root (folder or file)")
+    if src.depth_scale < 0 or (src.depth_scale and not fmt.scaled_depth):
+        scaled = ", ".join(f.name for f in all_formats() if f.scaled_depth)
+        raise ConfigError(f"depth_scale={src.depth_scale} is not usable for format {fmt.name!r}: it must be > 0 and "
+                          f"only applies to {scaled}")
+    return fmt.open(src, root=Path(src.root).expanduser(), split=split, depth_scale=src.depth_scale or None,
+                    size=tuple(size), require_labels=require_labels)
 
 
 def source_class_set(src: SourceConfig) -> str | None:
     """Label space of one source's ``label`` maps; None when it has no labels."""
-    fmt = src.format.lower()
-    if fmt == "nyuv2":
-        return src.class_set or "nyu40"
-    if fmt == "frames":
-        return read_meta(Path(src.root).expanduser()).get("class_set")
-    if fmt not in FIXED_CLASS_SETS:
-        raise ConfigError(f"data source format {src.format!r} is unknown; choose one of {', '.join(FORMATS)}")
-    return FIXED_CLASS_SETS[fmt]
+    return get_format(src.format).source_class_set(src)
 
 
 def class_set_of(cfg: DataConfig) -> str:
@@ -261,7 +291,7 @@ def build_dataset(cfg: DataConfig, *, split: str = "train", train: bool = True, 
     Args:
         cfg: the data config.
         split: ``"train"`` reads ``cfg.sources``; any other split reads ``cfg.val_sources``, or when that is empty
-            ``cfg.sources`` at this split (synthrooms then renders scenes of a disjoint seed).
+            ``cfg.sources`` at this split (generated sources then render scenes of a disjoint seed).
         train: augment (when ``cfg.augment``) instead of the deterministic evaluation crop.
         require_labels: samples carry ``label`` and every frame must have one (fine-tuning); without it the
             ``label`` key is dropped so sources with and without labels batch together (pre-training).
@@ -270,7 +300,7 @@ def build_dataset(cfg: DataConfig, *, split: str = "train", train: bool = True, 
     sources = list(cfg.sources)
     if split != "train":
         sources = list(cfg.val_sources) or [
-            dataclasses.replace(s, seed=s.seed + _VAL_SEED_OFFSET) if s.format == "synthrooms" else s
+            dataclasses.replace(s, seed=s.seed + _VAL_SEED_OFFSET) if get_format(s.format).generator else s
             for s in cfg.sources]
     if not sources:
         raise ConfigError("data.sources is empty: name at least one data source")
@@ -282,7 +312,7 @@ def build_dataset(cfg: DataConfig, *, split: str = "train", train: bool = True, 
     for src in sources:
         name = f"{src.format} source {src.root}" if src.root else f"{src.format} source"
         reader = open_source(src, split=split, size=size, require_labels=require_labels or require_instances)
-        if cfg.check_units and src.format != "synthrooms":
+        if cfg.check_units and not get_format(src.format).generator:
             check_depth_units(reader, name)
         reader = _fraction(reader, src)
         class_set = source_class_set(src) if require_labels else None

@@ -8,7 +8,6 @@ The command exits non-zero when there are errors.
 """
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,10 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import ConfigError, parse_override
 from .build import SourceConfig, open_source
 from .classes import get_class_set
 from .formats.common import units_problem, valid_median
 from .frames import INDOOR_DEPTH_RANGE
+from .registry import detect_format, get_format
 from .sample import DEPTH, LABEL, RGB, VALID
 
 
@@ -131,40 +132,6 @@ def _add_frame(report: CheckReport, sample: dict, top: int | None) -> None:
                                  f"(0..{top})")
 
 
-def detect_format(path: str | Path) -> str:
-    """Guess a source's format from its files; raises ValueError when nothing matches."""
-    path = Path(path)
-    if path.is_file():
-        by_suffix = {".mat": "nyuv2", ".sens": "scannet"}
-        if path.suffix.lower() in by_suffix:
-            return by_suffix[path.suffix.lower()]
-    elif path.is_dir():
-        children = [p for p in path.iterdir() if p.is_dir()]
-        if (path / "meta.json").is_file():
-            return "frames"
-        if (path / "leftImg8bit").is_dir():
-            return "cityscapes"
-        if any(path.glob("*.sens")) or any(path.glob("*/*.sens")) or any(
-                (d / "color").is_dir() and (d / "depth").is_dir() for d in children):
-            return "scannet"
-        if any((d / "rgb").is_dir() and (d / "depth").is_dir() for d in children) or _has_sun_frame(path):
-            return "sunrgbd"
-        if (path / "label40").is_dir() or (path / "label13").is_dir():
-            return "nyuv2"
-        if (path / "depth").is_dir():
-            return "pairs"
-    raise ValueError(f"{path}: cannot tell the dataset format from its files; pass --format")
-
-
-def _has_sun_frame(root: Path, max_depth: int = 4) -> bool:
-    for dirpath, dirnames, filenames in os.walk(root):
-        if "image" in dirnames and "intrinsics.txt" in filenames:
-            return True
-        if len(Path(dirpath).relative_to(root).parts) >= max_depth:
-            dirnames.clear()
-    return False
-
-
 def run_check(args) -> int:
     """CLI entry: print the report; exit status 1 when it holds errors."""
     src = source_from_args(args)
@@ -175,9 +142,24 @@ def run_check(args) -> int:
 
 
 def source_from_args(args) -> SourceConfig:
-    """A SourceConfig from the shared ``data`` CLI options (path, --format, --depth-scale, ...)."""
+    """A SourceConfig from the shared ``data`` CLI options (path, --format, --depth-scale, format options...)."""
     if not Path(args.path).exists():
         raise FileNotFoundError(f"{args.path}: no such file or folder")
-    fmt = args.format or detect_format(args.path)
-    return SourceConfig(format=fmt, root=str(args.path), depth_scale=args.depth_scale or 0.0,
-                        class_set=args.class_set or "", raw_depth=args.raw_depth, frame_skip=args.frame_skip)
+    fmt = get_format(args.format or detect_format(args.path))
+    if fmt.generator:
+        raise ValueError(f"format {fmt.name} renders its frames instead of reading files; write them to a frames "
+                         f"folder with `mask3d-vit synth` and check or convert that")
+    return SourceConfig(fmt.name, root=str(args.path), depth_scale=args.depth_scale or 0.0, **source_options(args))
+
+
+def source_options(args) -> dict:
+    """The format options given on the command line: ``--option KEY=VALUE`` and the shorthands --class-set,
+    --raw-depth and --frame-skip (each only when given, so the format's default applies otherwise)."""
+    options = {key: value for key, value in (("class_set", args.class_set), ("raw_depth", args.raw_depth or None),
+                                             ("frame_skip", args.frame_skip)) if value is not None}
+    for text in args.options:
+        keys, value = parse_override(text)
+        if len(keys) != 1:
+            raise ConfigError(f"format option {text!r}: expected KEY=VALUE with a plain key, e.g. class_set=nyu13")
+        options[keys[0]] = value
+    return options

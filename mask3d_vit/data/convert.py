@@ -15,17 +15,11 @@ import numpy as np
 from .build import SourceConfig, open_source
 from .classes import get_class_set
 from .formats.common import Reader
-from .formats.sunrgbd import flat_splits
 from .frames import INDOOR_DEPTH_RANGE, FramesWriter
+from .registry import get_format
 from .sample import DEPTH, INSTANCE, INTRINSICS, LABEL, RGB
 
 logger = logging.getLogger("mask3d_vit.data")
-
-# Splits converted by default, per format ("all" = every frame, written without a split list).
-DEFAULT_SPLITS = {"nyuv2": ("train", "test"), "scannet": ("train", "val"), "sunrgbd": ("train", "test"),
-                  "cityscapes": ("train", "val"), "frames": ("all",), "pairs": ("all",), "synthrooms": ("train",)}
-# Stored units per metre: millimetres indoors; centimetres for street depth, which exceeds uint16 millimetres (65 m).
-DEPTH_SCALE = {"cityscapes": 100.0}
 
 
 def convert(src: SourceConfig, out: str | Path, *, splits: tuple[str, ...] | None = None, skip_bad: bool = False,
@@ -35,18 +29,20 @@ def convert(src: SourceConfig, out: str | Path, *, splits: tuple[str, ...] | Non
     Args:
         src: the source (format, root and options).
         out: output folder; an earlier, interrupted conversion there is resumed.
-        splits: splits to convert (default: :func:`default_splits`); ``"all"`` = every frame.
+        splits: splits to convert (default: the format's, :meth:`DatasetFormat.splits_of`); ``"all"`` = every
+            frame.
         skip_bad: log and skip frames that fail to load instead of stopping.
         checkpoint_every: refresh ``meta.json`` and split lists after this many frames.
         progress: show a progress bar.
     """
-    splits = tuple(splits or default_splits(src))
+    fmt = get_format(src.format)
+    splits = tuple(splits or fmt.splits_of(src.root))
     readers = {name: open_source(src, split=None if name == "all" else name) for name in splits}
     first = next(iter(readers.values()))
     class_set = getattr(first, "class_set", None)
     depth_range = getattr(first, "depth_range", INDOOR_DEPTH_RANGE)
     writer = FramesWriter(out, classes=list(get_class_set(class_set).names) if class_set else [],
-                          class_set=class_set, depth_scale=DEPTH_SCALE.get(src.format, 1000.0),
+                          class_set=class_set, depth_scale=fmt.depth_scale,
                           source=f"mask3d-vit data convert {src.format} {src.root}",
                           depth_range=None if tuple(depth_range) == INDOOR_DEPTH_RANGE else depth_range)
     done: dict[str, list[str]] = {name: [] for name in splits if name != "all"}
@@ -74,14 +70,6 @@ def convert(src: SourceConfig, out: str | Path, *, splits: tuple[str, ...] | Non
             if name != "all":
                 done[name].append(fid)
     return writer.finish(done)
-
-
-def default_splits(src: SourceConfig) -> tuple[str, ...]:
-    """The splits converted by default: the format's official ones (:data:`DEFAULT_SPLITS`), except for a flat SUN
-    RGB-D folder, whose split folders are its own (mirrors ship train/val, not the official train/test)."""
-    if src.format == "sunrgbd" and Path(src.root).is_dir():
-        return flat_splits(src.root) or DEFAULT_SPLITS[src.format]
-    return DEFAULT_SPLITS[src.format]
 
 
 def _frame_id(reader, index: int) -> str | None:

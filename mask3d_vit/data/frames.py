@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from ..io import write_json, write_png, write_text
+from .registry import DatasetFormat
 from .sample import make_sample
 
 FORMAT = "mask3d-frames"
@@ -229,3 +230,10 @@ class FramesDataset(torch.utils.data.Dataset):
         except ValueError as e:  # size mismatches: say which folder the frame lives in
             raise ValueError(f"{self.root}: {e}") from None
         return self.transform(sample) if self.transform else sample
+
+
+DATASET_FORMAT = DatasetFormat(
+    "frames", open=lambda src, *, root, split, depth_scale, require_labels, **_: FramesDataset(
+        root, split, require_labels=require_labels, depth_scale=depth_scale),
+    class_set=lambda src: read_meta(Path(src.root).expanduser()).get("class_set"),
+    default_splits=("all",), scaled_depth=True, detect=lambda path: (path / "meta.json").is_file())

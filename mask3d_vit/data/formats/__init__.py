@@ -10,9 +10,9 @@ cityscapes     leftImg8bit + disparity + camera (+ gtFine)             cityscape
 pairs          any colour + depth folders with a known depth scale     none
 =============  ======================================================  ==================
 
-The library's own frames-folder layout is read by :class:`mask3d_vit.data.frames.FramesDataset`. Tasks do not use
-the readers directly: :func:`mask3d_vit.data.build.build_dataset` opens them from a ``SourceConfig``.
+The library's own frames-folder layout is read by :class:`mask3d_vit.data.frames.FramesDataset`. Each module
+declares its format once (``DATASET_FORMAT``, a :class:`mask3d_vit.data.registry.DatasetFormat`: options, class
+set, splits, how to recognise its files). Tasks do not use the readers directly:
+:func:`mask3d_vit.data.build.build_dataset` opens them from a ``SourceConfig``.
 """
 
-# Every source format a SourceConfig names: the generator, the library's own frames folders, then the readers above.
-FORMATS = ("synthrooms", "frames", "nyuv2", "scannet", "sunrgbd", "cityscapes", "pairs")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..registry import DatasetFormat
 from .common import Reader, consecutive_ids, read_ids, read_rgb, read_uint16, sample_from, sorted_files
 
 # cityscapesScripts labels.py: labelId -> trainId (255 = ignored); ids 0-33, license plate (-1) is ignored too.
@@ -112,3 +113,11 @@ class Cityscapes(Reader):
             extra["instance"] = consecutive_ids(raw)
         return sample_from(read_rgb(rgb_path), depth, (fx, fy, cx, cy), frame_id,
                            paths=[rgb_path, paths["disparity"]], **extra)
+
+
+# Converted depth in centimetres: street depth exceeds what uint16 millimetres hold (65 m).
+DATASET_FORMAT = DatasetFormat(
+    "cityscapes", open=lambda src, *, root, split, require_labels, **_: Cityscapes(
+        root, split=split, require_labels=require_labels),
+    class_set=Cityscapes.class_set, default_splits=("train", "val"), depth_scale=100.0,
+    detect=lambda path: (path / "leftImg8bit").is_dir())

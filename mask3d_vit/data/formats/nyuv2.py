@@ -23,11 +23,13 @@ from __future__ import annotations
 import functools
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ...extras import optional_import
+from ..registry import DatasetFormat
 from .common import Reader, consecutive_ids, read_ids, read_rgb, read_uint16, sample_from, sorted_files
 
 NUM_LABELED = 1449
@@ -200,3 +202,24 @@ class NYUv2Folder(Reader):
         if instance_path.is_file():
             extra["instance"] = read_ids(instance_path, "instance")
         return sample_from(read_rgb(rgb_path), depth, INTRINSICS, stem, paths=[rgb_path, depth_path], **extra)
+
+
+@dataclass
+class NYUv2Options:
+    """Options of an nyuv2 data source."""
+    class_set: str = "nyu40"  # label space: nyu40 or nyu13
+    raw_depth: bool = False   # .mat: rawDepths (sensor depth with holes) instead of the inpainted depths
+
+
+def _detect(path: Path) -> bool:
+    if path.is_file():
+        return path.suffix.lower() == ".mat"
+    return (path / "label40").is_dir() or (path / "label13").is_dir()
+
+
+DATASET_FORMAT = DatasetFormat(
+    "nyuv2", open=lambda src, *, root, split, depth_scale, require_labels, **_: open_nyuv2(
+        root, split=split, class_set=src.options.class_set, raw_depth=src.options.raw_depth,
+        depth_scale=depth_scale, require_labels=require_labels),
+    options=NYUv2Options, class_set=lambda src: src.options.class_set, default_splits=("train", "test"),
+    scaled_depth=True, detect=_detect)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ...config import ConfigError
+from ..registry import DatasetFormat
 from .common import (UNKNOWN_INTRINSICS, Reader, logger, read_matrix_intrinsics, read_rgb, read_uint16, sample_from,
                      sorted_files)
 
@@ -92,3 +94,17 @@ class Pairs(Reader):
         depth = read_uint16(depth_path).astype(np.float32) / self.depth_scale
         return sample_from(read_rgb(rgb_path), depth, self.intrinsics, self.frame_id(frame),
                            paths=[rgb_path, depth_path])
+
+
+def _open(src, *, root: Path, depth_scale: float | None, require_labels: bool, **_) -> Pairs:
+    if require_labels:
+        raise ConfigError(f"{root}: pairs sources have no labels; fine-tuning needs a labelled format")
+    if depth_scale is None:
+        raise ConfigError(f"{root}: pairs sources need depth_scale (stored units per metre): 1000 for millimetres, "
+                          "5000 for TUM RGB-D, 10000 for Kinect v2 0.1 mm")
+    return Pairs(root, depth_scale=depth_scale)
+
+
+# Splits: none, every split reads all frames. Detection: any folder with depth/, so only when no other format fits.
+DATASET_FORMAT = DatasetFormat("pairs", open=_open, class_set=None, default_splits=("all",), scaled_depth=True,
+                       detect=lambda path: (path / "depth").is_dir(), generic=True)

@@ -28,12 +28,14 @@ import csv
 import io
 import struct
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ..classes import SCANNET20_NYU40_IDS
+from ..registry import DatasetFormat
 from .common import (UNKNOWN_INTRINSICS, Reader, read_ids, read_matrix_intrinsics, read_rgb, read_uint16,
                      resize_to, sample_from, sorted_files)
 
@@ -119,8 +121,11 @@ class SensFile:
 def open_scannet(root: str | Path, **kwargs) -> Reader:
     """:class:`ScanNetSens` for a ``.sens`` file or a folder of scans holding them, else :class:`ScanNetFrames`."""
     root = Path(root)
-    has_sens = root.suffix == ".sens" or (root.is_dir() and (any(root.glob("*.sens")) or any(root.glob("*/*.sens"))))
-    return ScanNetSens(root, **kwargs) if has_sens else ScanNetFrames(root, **kwargs)
+    return ScanNetSens(root, **kwargs) if _has_sens(root) else ScanNetFrames(root, **kwargs)
+
+
+def _has_sens(root: Path) -> bool:
+    return root.suffix == ".sens" or (root.is_dir() and (any(root.glob("*.sens")) or any(root.glob("*/*.sens"))))
 
 
 def _find(root: Path, name: str) -> Path | None:
@@ -278,3 +283,23 @@ class ScanNetFrames(Reader):
                 break
         return sample_from(rgb, depth.astype(np.float32) / self.depth_scale, self._intrinsics(scene),
                            self.frame_id(rgb_path), paths=[rgb_path, depth_path], **extra)
+
+
+@dataclass
+class ScanNetOptions:
+    """Options of a scannet data source."""
+    frame_skip: int = 25  # keep every frame_skip-th frame of each scan (Pri3D / Mask3D use 25)
+
+
+def _detect(path: Path) -> bool:
+    if path.is_file():
+        return path.suffix.lower() == ".sens"
+    return path.is_dir() and (_has_sens(path) or any(
+        (d / "color").is_dir() and (d / "depth").is_dir() for d in path.iterdir() if d.is_dir()))
+
+
+DATASET_FORMAT = DatasetFormat(
+    "scannet", open=lambda src, *, root, split, depth_scale, require_labels, **_: open_scannet(
+        root, split=split, frame_skip=src.options.frame_skip, depth_scale=depth_scale, require_labels=require_labels),
+    options=ScanNetOptions, class_set=ScanNetFrames.class_set, default_splits=("train", "val"), scaled_depth=True,
+    detect=_detect)

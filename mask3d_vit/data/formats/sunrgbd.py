@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..classes import SUN37
 from ...extras import optional_import
+from ..registry import DatasetFormat
 from .common import (UNKNOWN_INTRINSICS, Reader, read_matrix_intrinsics, read_rgb, read_uint16, sample_from,
                      sorted_files)
 
@@ -175,3 +177,34 @@ class SUNRGBD(Reader):
         if seglabel.max(initial=0) > len(names):
             raise ValueError(f"{path}: seglabel id {seglabel.max()} has no entry in names ({len(names)} names)")
         return lut[seglabel.astype(np.int64)]
+
+
+@dataclass
+class SUNRGBDOptions:
+    """Options of a sunrgbd data source."""
+    raw_depth: bool = False  # raw sensor depth (holes) instead of the filled maps
+
+
+def _detect(path: Path) -> bool:
+    return path.is_dir() and (any((d / "rgb").is_dir() and (d / "depth").is_dir() for d in path.iterdir())
+                              or _has_frame(path))
+
+
+def _has_frame(root: Path, max_depth: int = 4) -> bool:
+    """A frame folder of the original layout (``image/`` beside ``intrinsics.txt``) within ``max_depth`` levels."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        if "image" in dirnames and "intrinsics.txt" in filenames:
+            return True
+        if len(Path(dirpath).relative_to(root).parts) >= max_depth:
+            dirnames.clear()
+    return False
+
+
+# Default splits: the official train / test, except in a flat folder, whose split folders are its own (mirrors ship
+# train / val).
+DATASET_FORMAT = DatasetFormat(
+    "sunrgbd", open=lambda src, *, root, split, depth_scale, require_labels, **_: SUNRGBD(
+        root, split=split, raw_depth=src.options.raw_depth, depth_scale=depth_scale, require_labels=require_labels),
+    options=SUNRGBDOptions, class_set=SUNRGBD.class_set,
+    default_splits=lambda root: (root.is_dir() and flat_splits(root)) or ("train", "test"), scaled_depth=True,
+    detect=_detect)
