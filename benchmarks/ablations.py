@@ -59,19 +59,21 @@ GRIDS: dict[str, dict[str, list[str]]] = {
     "depth_branch": {f"depth blocks {n}": [f"model.depth_blocks={n}"] for n in (0, 2)},
     "loss_region": {f"loss on {region} patches": [f"model.loss_region={region}"]
                     for region in ("all", "masked", "depth_hidden")},
-    # Does the decoder need colour? Depth shown only where colour is hidden, more depth hidden, no depth at all,
-    # each with the loss where the depth was not shown (issue 14; read rgb_reliance and vs_interpolation first).
+    # Does the decoder need colour? (issue 14; read rgb_reliance and vs_interpolation first). Colour masked as MAE
+    # with each depth scheme, then every colour patch visible; the last row is pretrain_synth_tiny's design.
     "pretext": {
-        "independent, depth 0.75, loss all": [],
-        "independent, depth 0.75, loss depth-hidden": ["model.loss_region=depth_hidden"],
-        "independent, depth 0.9, loss depth-hidden": ["model.depth_mask_ratio=0.9", "model.loss_region=depth_hidden"],
-        "complementary, depth 0.75, loss all": ["model.mask_scheme=complementary"],
-        "complementary, depth 0.75, loss depth-hidden": ["model.mask_scheme=complementary",
-                                                         "model.loss_region=depth_hidden"],
-        "complementary, depth 0.9, loss depth-hidden": ["model.mask_scheme=complementary",
-                                                        "model.depth_mask_ratio=0.9", "model.loss_region=depth_hidden"],
-        "no depth input (depth 1.0)": ["model.depth_mask_ratio=1.0"],
-        "no depth input, colour mask 0.5": ["model.depth_mask_ratio=1.0", "model.rgb_mask_ratio=0.5"],
+        "colour 0.75, depth 0.75, loss all": [],
+        "colour 0.75, loss depth-hidden, prior": ["model.loss_region=depth_hidden", "model.depth_prior=interpolation"],
+        "colour 0.75, block depth, loss depth-hidden, prior": [
+            "model.mask_scheme=block", "model.loss_region=depth_hidden", "model.depth_prior=interpolation"],
+        "colour 0.75, complementary, loss depth-hidden, prior": [
+            "model.mask_scheme=complementary", "model.loss_region=depth_hidden", "model.depth_prior=interpolation"],
+        "all colour, no depth input (depth 1.0)": ["model.rgb_mask_ratio=0.0", "model.depth_mask_ratio=1.0"],
+        "all colour, depth 0.9, loss depth-hidden, prior": [
+            "model.rgb_mask_ratio=0.0", "model.depth_mask_ratio=0.9", "model.loss_region=depth_hidden",
+            "model.depth_prior=interpolation"],
+        "all colour, depth 0.75, loss depth-hidden, prior": [
+            "model.rgb_mask_ratio=0.0", "model.loss_region=depth_hidden", "model.depth_prior=interpolation"],
     },
     "depth_target": {f"target {t}": [f"model.depth_target={t}"] for t in ("metric", "log", "standardized")},
     # Longer pre-training on the same frames: does the transfer gap to scratch close with more steps?

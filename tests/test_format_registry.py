@@ -11,7 +11,7 @@ from mask3d_vit.data.build import DataConfig, SourceConfig, build_dataset, class
 from mask3d_vit.data.formats.common import Reader, sample_from
 from mask3d_vit.data.registry import (BUILTIN, DatasetFormat, detect_format, format_names, get_format,
                                       register_format, unregister_format)
-from mask3d_vit.engine.checkpoint import load_latest
+from mask3d_vit.checkpoint import load_latest
 
 
 class ToyReader(Reader):
