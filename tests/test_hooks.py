@@ -1,12 +1,9 @@
 """Models declare their own training hooks; the engine calls them without knowing (or importing) the models."""
-import ast
-from pathlib import Path
 
 import pytest
 import torch
 from timm.optim import param_groups_layer_decay
 
-import mask3d_vit
 from mask3d_vit.engine.optim import OptimConfig
 from mask3d_vit.engine.trainer import TrainConfig, Trainer
 from mask3d_vit.models.dense import DenseModel, DenseModelConfig
@@ -14,7 +11,6 @@ from mask3d_vit.models.detection import DetectorConfig, ViTMaskRCNN
 from mask3d_vit.models.mask3d import Mask3D
 from toy import ToyData, ToyModel
 
-PACKAGE = Path(mask3d_vit.__file__).parent
 
 
 def dense():
@@ -74,25 +70,3 @@ def test_models_choose_their_attention_kernel(build):
     assert flags and not any(flags)
     model.set_attention_backend("cpu", "fp32")
     assert all(m.fused_attn for m in model.modules() if hasattr(m, "fused_attn"))
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Absolute names of the package modules ``path`` imports (relative imports resolved)."""
-    package = ".".join(("mask3d_vit",) + path.relative_to(PACKAGE).parent.parts)
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
-            module = ".".join(p for p in (base, node.module) if p)
-            names |= {module} | {f"{module}.{a.name}" for a in node.names}
-        elif isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
-    return {n for n in names if n.startswith("mask3d_vit")}
-
-
-@pytest.mark.parametrize("lower", ["engine", "checkpoint.py", "config.py", "io.py"])
-def test_lower_layers_import_neither_models_nor_tasks(lower):
-    files = sorted((PACKAGE / lower).glob("*.py")) if (PACKAGE / lower).is_dir() else [PACKAGE / lower]
-    above = ("mask3d_vit.models", "mask3d_vit.tasks", "mask3d_vit.eval", "mask3d_vit.cli")
-    wrong = {f.name: sorted(m for m in imported_modules(f) if m.startswith(above)) for f in files}
-    assert not {f: m for f, m in wrong.items() if m}
