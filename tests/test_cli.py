@@ -101,3 +101,13 @@ def test_every_packaged_recipe_names_the_command_that_runs_it():
             load_config(config_of[name], recipe.stem)  # the command it names accepts it
             trained.add(name)
     assert trained == set(config_of)
+
+
+@pytest.mark.parametrize("argv", [["pretrain"], ["finetune", "seg"], ["finetune", "det"]])
+def test_the_printed_resume_command_names_the_task(argv):
+    from pathlib import Path
+
+    from mask3d_vit.engine.launch import command_words, resume_command
+    args = build_parser().parse_args([*argv, "--out", "runs/x"])
+    assert resume_command(command_words(args), Path("runs/x")) == " ".join(
+        ["mask3d-vit", *argv, "--out", "runs/x", "--resume", "auto"])

@@ -59,7 +59,7 @@ def run_command(args: argparse.Namespace, config_cls, run: Callable[..., dict],
     except TrainingInterrupted as stop:
         if D.is_main():
             print(f"stopped by {signal.Signals(stop.signum).name} at step {stop.step}; checkpoint saved in "
-                  f"{run_dir / CKPT_DIR}. Resume with:\n  {resume_command(args.command, run_dir)}", flush=True)
+                  f"{run_dir / CKPT_DIR}. Resume with:\n  {resume_command(command_words(args), run_dir)}", flush=True)
         D.cleanup()
         sys.exit(128 + stop.signum)  # the shell convention for "killed by this signal"
     if D.is_main():
@@ -68,14 +68,19 @@ def run_command(args: argparse.Namespace, config_cls, run: Callable[..., dict],
     D.cleanup()
 
 
-def resume_command(command: str, run_dir: Path) -> str:
+def command_words(args: argparse.Namespace) -> list[str]:
+    """The subcommand that parsed ``args``: ``["pretrain"]``, ``["finetune", "seg"]``, ``["probe", "depth"]``..."""
+    return [args.command, *([args.task] if getattr(args, "task", None) else [])]
+
+
+def resume_command(command: list[str], run_dir: Path) -> str:
     """The command line that continues the run in ``run_dir`` (its config.yaml holds every setting).
 
     Args:
-        command: the training subcommand (pretrain, finetune...).
+        command: the training subcommand's words (:func:`command_words`).
         run_dir: the run directory.
     """
-    args = [command, "--out", str(run_dir), "--resume", "auto"]
+    args = [*command, "--out", str(run_dir), "--resume", "auto"]
     if D.get_world_size() > 1:
         return shlex.join(["torchrun", "--nproc_per_node", str(D.get_world_size()), "-m", "mask3d_vit", *args]) \
             + "   (plus your other torchrun options)"

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..config import ConfigError, load_config, save_config, to_dict
 from ..data.build import DataConfig, open_source
+from ..data.registry import get_format
 from .finetune import FinetuneConfig, ProbeConfig, run_finetune, run_probe
 from .pretrain import PretrainConfig, run_pretrain
 
@@ -213,7 +214,8 @@ def _source_frames(data: DataConfig, split: str) -> float:
     """Frames a run reads from ``data`` (SynthRooms: ``num_frames``; other formats: their readers' length)."""
     total = 0.0
     for src in data.sources if split == "train" or not data.val_sources else data.val_sources:
-        count = src.num_frames if src.format == "synthrooms" else len(open_source(src, split=split, size=data.size))
+        generated = get_format(src.format).generator
+        count = src.num_frames if generated else len(open_source(src, split=split, size=data.size))
         total += max(1, round(count * src.fraction)) if split == "train" else count
     return total
 
