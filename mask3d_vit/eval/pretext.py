@@ -70,8 +70,7 @@ class PretextDiagnostics:
         for name, colour in (("model", rgb), ("swapped", rgb.roll(1, dims=0))):
             if name in preds:
                 continue
-            latent = model.forward_encoder(colour, masks["rgb_keep"])
-            preds[name] = model.forward_decoder(latent, masks, depth, grid)["depth"].float()
+            preds[name] = model.forward_prediction(colour, masks, depth, grid)["depth"].float()
         if model.uses_depth_input:
             preds["interp"] = interpolate_visible_depth(target, valid, masks["depth_mask"], model.patch_size)
         categories = patch_categories(masks["rgb_mask"], masks["depth_mask"])
@@ -159,8 +158,7 @@ class ReconstructionEvaluator:
                 prepared, grid = model.prepare_batch(batch)
                 masks = model.draw_masks(len(chunk), grid, self.device)
                 # Mask3D.forward's steps, kept apart so the diagnostics reuse the decoder's prediction.
-                pred = model.forward_decoder(model.forward_encoder(prepared[RGB], masks["rgb_keep"]), masks,
-                                             prepared.get(DEPTH), grid)
+                pred = model.forward_prediction(prepared[RGB], masks, prepared.get(DEPTH), grid)
                 out = model.forward_loss(pred, prepared, masks, grid)
                 for k, v in out.items():
                     if k.startswith("loss") and isinstance(v, torch.Tensor) and v.ndim == 0:

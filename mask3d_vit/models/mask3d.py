@@ -417,6 +417,12 @@ class Mask3D(nn.Module, AttentionBackendHook):
         masks.update(depth_keep=depth_keep, depth_mask=depth_mask)
         return masks
 
+    def forward_prediction(self, rgb: torch.Tensor, masks: dict, depth: torch.Tensor | None, grid: tuple[int, int]
+                           ) -> dict:
+        """:meth:`forward_encoder` then :meth:`forward_decoder`: every patch predicted from the visible colour of
+        ``rgb`` and the visible ``depth`` under ``masks`` (the diagnostics call it with another frame's colour)."""
+        return self.forward_decoder(self.forward_encoder(rgb, masks["rgb_keep"]), masks, depth, grid)
+
     def forward_decoder(self, latent: torch.Tensor, masks: dict, depth: torch.Tensor | None,
                         grid: tuple[int, int]) -> dict:
         """Fuse encoder features and visible depth on the full patch grid and predict every patch.
@@ -507,8 +513,7 @@ class Mask3D(nn.Module, AttentionBackendHook):
         batch, grid = self.prepare_batch(batch)
         if masks is None:
             masks = self.draw_masks(batch[RGB].shape[0], grid, batch[RGB].device)
-        latent = self.forward_encoder(batch[RGB], masks["rgb_keep"])
-        pred = self.forward_decoder(latent, masks, batch.get(DEPTH), grid)
+        pred = self.forward_prediction(batch[RGB], masks, batch.get(DEPTH), grid)
         out = self.forward_loss(pred, batch, masks, grid)
         out["rgb_mask"] = masks["rgb_mask"]
         if "depth_mask" in masks:
