@@ -31,6 +31,7 @@ from .necks import SimpleFeaturePyramid
 
 TASKS = ("seg", "depth")
 HEADS = ("linear", "upernet")
+PYRAMID_STRIDES = (4, 8, 16, 32)
 
 
 @dataclass
@@ -129,8 +130,9 @@ class DenseModel(nn.Module, ViTHooks, abc.ABC):
         if cfg.head == "linear":
             head = LinearHead(in_channels=dim, num_outputs=num_outputs, num_inputs=len(backbone.out_indices))
         else:
+            # Strides 4..32 whatever the patch size (UperNet's levels), so a patch-8 ViT costs no finer head.
             neck = SimpleFeaturePyramid(in_channels=dim, out_channels=cfg.neck_channels, in_stride=backbone.patch_size,
-                                        norm="LN")
+                                        scale_factors=[backbone.patch_size / s for s in PYRAMID_STRIDES], norm="LN")
             head = UperNetHead(in_channels=cfg.neck_channels, num_levels=num_levels, num_outputs=num_outputs,
                                channels=cfg.head_channels, norm=cfg.norm, dropout=cfg.dropout)
             if cfg.aux_weight > 0:

@@ -59,9 +59,10 @@ def _rescale(channels: int, scale: float, norm: str) -> tuple[nn.Module, int]:
         return nn.ConvTranspose2d(channels, channels // 2, kernel_size=2, stride=2), channels // 2
     if scale == 1.0:
         return nn.Identity(), channels
-    if scale == 0.5:
-        return nn.MaxPool2d(kernel_size=2, stride=2), channels
-    raise ValueError(f"scale factor {scale} is not supported; use values from (4.0, 2.0, 1.0, 0.5)")
+    if scale in (0.5, 0.25):
+        k = round(1 / scale)
+        return nn.MaxPool2d(kernel_size=k, stride=k), channels
+    raise ValueError(f"scale factor {scale} is not supported; use values from (4.0, 2.0, 1.0, 0.5, 0.25)")
 
 
 class SimpleFeaturePyramid(nn.Module):
@@ -74,7 +75,7 @@ class SimpleFeaturePyramid(nn.Module):
     Args:
         in_channels: channels of the ViT feature map(s) (the embedding dim).
         out_channels: channels of every pyramid level.
-        scale_factors: resampling factor per level relative to the input stride; a subset of (4, 2, 1, 0.5).
+        scale_factors: resampling factor per level relative to the input stride; a subset of (4, 2, 1, 0.5, 0.25).
         in_stride: stride of the input feature map(s) in pixels (the patch size).
         norm: "LN", "BN" or "none" after each projection conv.
         top_block: add a level ``p<k+1>`` after the coarsest by stride-2 subsampling (ViTDet's LastLevelMaxPool,
