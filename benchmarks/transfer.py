@@ -1,32 +1,40 @@
-"""The evidence benchmark (issue 7): does Mask3D pre-training transfer better than MAE-RGB, RGB+depth and scratch?
+"""The evidence benchmark (issue 15): does Mask3D pre-training transfer better than MAE-RGB, RGB+depth and scratch?
 
-From one config (``mask3d_vit/configs/transfer_cpu.yaml``): pre-train a ViT-Tiny on SynthRooms with each objective at
-the same number of steps, then fine-tune segmentation (UperNet) on 100 % and 10 % of the labelled frames and fit
-the closed-form frozen depth probe (beside its image-blind floors) on {scratch, MAE-RGB, Mask3D, RGB+depth}, for
-every seed; report mean and standard deviation over seeds. Where ``../shared/data`` exists, a real-frames section
-follows: pre-training on SynthRooms plus the real unlabelled frames, the depth probe scored on the SUN RGB-D val
-frames held out from pre-training, and sim-to-real NYU13 segmentation on the labelled NYUv2 frame. It rewrites
-``docs/results.md`` (tables, PNG plots under ``docs/figures/``, the command line, hardware, wall time)::
+From one config (``mask3d_vit/configs/transfer_cpu.yaml``): pre-train a ViT-Tiny/8 on 10,240 distinct SynthRooms
+frames (rendered once into ``<out>/frames``) with every objective at the same steps, plus MAE-RGB continued by
+Mask3D and by itself; from {scratch, those backbones} fine-tune segmentation on 100 %, 10 % and 1 % of the labelled
+frames (other scenes) and fit the closed-form frozen depth and segmentation probes beside their image-blind floors,
+for 5 seeds; fine-tune the supervised ceilings once. Where ``../shared/data`` exists, a real-frames section follows:
+the depth probe of every backbone fit on the real sample frames and scored on SUN RGB-D val, and sim-to-real NYU13
+segmentation of every 100 % model on the labelled NYUv2 frame. It rewrites ``docs/results.md`` (tables, paired
+differences with confidence intervals, PNG figures under ``docs/figures/``, the command, commit, hardware, wall
+time)::
 
-    python benchmarks/transfer.py                      # ~45 min on 2 CPU cores (the estimate is printed first)
+    python benchmarks/transfer.py                      # ~90 min on 2 CPU cores (the estimate is printed first)
+    python benchmarks/transfer.py --quick              # the same protocol at smoke size (~1 min; a test runs it)
     python benchmarks/transfer.py --dry-run            # print the plan and the time estimate only
-    python benchmarks/transfer.py --scale 8            # the same protocol with 8x the frames, for a GPU
-    python benchmarks/transfer.py seeds=[0,1,2,3,4] seg.train.epochs=12    # any config key=value
+    python benchmarks/transfer.py --scale 10 workers=1 # 10x the frames and steps, for a GPU (docs/paper_scale.md)
+    python benchmarks/transfer.py seeds=[0,1,2] seg_steps=[320,160,80]    # any config key=value
 
-``<out>/rows.json`` gains each (backbone, seed) row as soon as its runs finish, so a stopped run keeps its numbers.
+Every run writes ``result.json`` when it finishes: run the same command with the same ``--out`` again after an
+interruption and only what is missing runs (a run whose recipe changed runs again).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import platform
 import shlex
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mask3d_vit.config import load_config, save_config
@@ -34,33 +42,51 @@ from mask3d_vit.data.build import DataConfig, SourceConfig, build_dataset, open_
 from mask3d_vit.data.classes import get_class_set
 from mask3d_vit.eval.dense import DenseEvaluator, EvalConfig, SegmentationScore
 from mask3d_vit.io import atomic_save, write_json, write_text
-from mask3d_vit.tasks.compare import (SCRATCH, CompareConfig, estimate_seconds, format_estimate, objective_variants,
-                                      probe_floor_note, run_comparison, summarize, transfer_key)
+from mask3d_vit.tasks.compare import (CEILING, SCRATCH, CompareConfig, RunSpec, estimate_seconds, format_estimate,
+                                      objective_variants, run_comparison, run_once, slug, summarize, transfer_key)
 from mask3d_vit.tasks.finetune import load_dense_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 RECIPE = "transfer_cpu"
 REFERENCE = "Mask3D"
+CONTINUED = ("MAE-RGB → Mask3D", "MAE-RGB → MAE-RGB")  # the paired comparison of continued pre-training
+# --quick: the whole protocol at smoke size (a micro ViT at 32x48, 2 seeds, a few steps per run): about a minute.
+QUICK = ["seeds=[0,1]", "fractions=[1.0,0.5]", "seg_steps=[3,2]", "continue_steps=2", "ceiling_steps=3"]
+for _section in ("pretrain", "seg", "depth_probe", "seg_probe"):
+    QUICK += [f"{_section}.data.sources=[{{format: synthrooms, num_frames: 16, seed: {0 if _section == 'pretrain' else 100}}}]",
+              f"{_section}.data.size=[32,48]"]
+for _section in ("pretrain", "seg"):
+    QUICK += [f"{_section}.model.encoder=vit_micro_patch16", f"{_section}.train.batch_size=8"]
+for _section in ("depth_probe", "seg_probe"):
+    QUICK += [f"{_section}.encoder=vit_micro_patch16", f"{_section}.batch_size=8", f"{_section}.max_images=8",
+              f"{_section}.cells=4"]
+QUICK += ["pretrain.model.decoder_dim=32", "pretrain.model.depth_dim=32", "pretrain.val_batches=1",
+          "seg.model.neck_channels=16", "seg.model.head_channels=16", "seg.eval.max_images=8"]
 
 
 def scaled(cfg: CompareConfig, scale: float) -> CompareConfig:
-    """``cfg`` with ``scale`` x the SynthRooms frames of every run and of every capped evaluation (same epochs)."""
+    """``cfg`` with ``scale`` x the SynthRooms frames of every run, of every capped evaluation and of every step count
+    (pre-training epochs stay: each frame is still shown as often)."""
     def data(d: DataConfig) -> DataConfig:
         sources = [dataclasses.replace(s, num_frames=max(1, round(s.num_frames * scale)))
                    if s.format == "synthrooms" else s for s in d.sources]
         return dataclasses.replace(d, sources=sources)
 
+    def probe(p):
+        return dataclasses.replace(p, data=data(p.data), max_images=round(p.max_images * scale))
+
     seg = dataclasses.replace(cfg.seg, data=data(cfg.seg.data), eval=dataclasses.replace(
         cfg.seg.eval, max_images=round(cfg.seg.eval.max_images * scale)))
-    probe = dataclasses.replace(cfg.depth_probe, data=data(cfg.depth_probe.data),
-                                max_images=round(cfg.depth_probe.max_images * scale))
-    return dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, data=data(cfg.pretrain.data)),
-                               seg=seg, depth_probe=probe)
+    return dataclasses.replace(
+        cfg, pretrain=dataclasses.replace(cfg.pretrain, data=data(cfg.pretrain.data)), seg=seg,
+        depth_probe=probe(cfg.depth_probe), seg_probe=probe(cfg.seg_probe),
+        seg_steps=[round(n * scale) for n in cfg.seg_steps], continue_steps=round(cfg.continue_steps * scale),
+        ceiling_steps=round(cfg.ceiling_steps * scale))
 
 
 def real_sources(shared: Path) -> tuple[list[SourceConfig], list[SourceConfig]]:
-    """(real frames for pre-training and probe training, SUN RGB-D val frames held out from both)."""
+    """(real frames the real-frames depth probe is fit on, SUN RGB-D val frames it is scored on)."""
     train = [SourceConfig(format="nyuv2", root=str(shared / "nyuv2_train_mini"), split="train"),
              SourceConfig(format="sunrgbd", root=str(shared / "sunrgbd_kv2_mini"), split="train")]
     return train, [SourceConfig(format="sunrgbd", root=str(shared / "sunrgbd_kv2_mini"), split="val")]
@@ -68,19 +94,6 @@ def real_sources(shared: Path) -> tuple[list[SourceConfig], list[SourceConfig]]:
 
 def frame_count(sources: list[SourceConfig]) -> int:
     return sum(len(open_source(s, split=None)) for s in sources)
-
-
-def real_frames_config(cfg: CompareConfig, shared: Path) -> CompareConfig:
-    """The real-frames experiment: the first seed, SynthRooms + real frames in pre-training, the depth probe (and its
-    floors) fit on the real frames and scored on all the held-out SUN RGB-D val frames, and segmentation fine-tuned
-    with the SynthRooms recipe (scored sim-to-real by :func:`sim_to_real`)."""
-    train, held_out = real_sources(shared)
-    pre = cfg.pretrain
-    pretrain = dataclasses.replace(pre, data=dataclasses.replace(pre.data, sources=list(pre.data.sources) + train))
-    probe = cfg.depth_probe
-    probe = dataclasses.replace(probe, data=dataclasses.replace(probe.data, sources=train, val_sources=held_out),
-                                max_images=0)
-    return dataclasses.replace(cfg, seeds=cfg.seeds[:1], fractions=[1.0], pretrain=pretrain, depth_probe=probe)
 
 
 @torch.no_grad()
@@ -108,70 +121,134 @@ def run_transfer(out: str | Path, *, cfg: CompareConfig, shared: Path | None, lo
     """The benchmark's protocol: the comparison, then (when ``shared`` is given) the real-frames experiment.
 
     Args:
-        out: folder of every run (``<out>/real/`` for the real-frames runs).
+        out: folder of every run (``<out>/real/`` for the real-frames probes).
         cfg: the comparison config.
         shared: the shared sample-data folder, or None to skip the real-frames experiment.
         log: progress lines go here.
 
     Returns:
-        ``rows`` and ``summary`` of the comparison (see :mod:`mask3d_vit.tasks.compare`), ``real_rows`` (one per
-        backbone, with ``sim2real/<metric>``; empty without ``shared``) and ``minutes`` per part.
+        ``rows`` (one per backbone and seed, see :mod:`mask3d_vit.tasks.compare`), ``ceiling`` (the supervised
+        row, or {}), ``summary`` of the rows, ``real_rows`` (one per backbone and seed with the real-frames probe
+        and ``sim2real/<metric>``; empty without ``shared``) and ``minutes`` per part.
     """
     out = Path(out)
-    variants = objective_variants(cfg.objectives)
     t = time.time()
-    done: list[dict] = []
-
-    def keep(row: dict) -> None:
-        """``<out>/rows.json`` grows with every finished backbone: a stopped run keeps what it measured."""
-        done.append(row)
-        write_json(out / "rows.json", {"rows": done})
-
-    rows = run_comparison(cfg, out, variants=variants, log=log, on_row=keep)
+    rows = run_comparison(cfg, out, variants=objective_variants(cfg.objectives, cfg), log=log)
+    write_json(out / "rows.json", {"rows": rows})
+    ceiling = next((r for r in rows if r["backbone"] == CEILING), {})
+    rows = [r for r in rows if r["backbone"] != CEILING]
     minutes = {"comparison": (time.time() - t) / 60}
     real_rows: list[dict] = []
     if shared is not None:
         t = time.time()
-        real_rows = run_real_frames(out, cfg=cfg, shared=shared, log=log)
+        real_rows = run_real_frames(out, rows, cfg=cfg, shared=shared, log=log)
         minutes["real_frames"] = (time.time() - t) / 60
-    return {"rows": rows, "summary": summarize(rows), "real_rows": real_rows, "minutes": minutes}
+    return {"rows": rows, "ceiling": ceiling, "summary": summarize(rows), "real_rows": real_rows, "minutes": minutes}
 
 
-def run_real_frames(out: Path, *, cfg: CompareConfig, shared: Path, log=print) -> list[dict]:
-    """The real-frames experiment alone (runs under ``<out>/real/``): one row per backbone, with ``sim2real/*``."""
-    rows = run_comparison(real_frames_config(cfg, shared), out / "real", variants=objective_variants(cfg.objectives),
-                          log=lambda line: log(f"real frames: {line}"))
+def run_real_frames(out: Path, rows: list[dict], *, cfg: CompareConfig, shared: Path, log=print) -> list[dict]:
+    """The real-frames experiment on the comparison's backbones (runs under ``<out>/real/``): per row, the depth
+    probe fit on the real sample frames and scored on SUN RGB-D val, and the row's 100 % segmentation model scored
+    on the labelled NYUv2 frame (``sim2real/<metric>``)."""
+    train, held_out = real_sources(shared)
+    probe = dataclasses.replace(cfg.depth_probe, max_images=0, data=dataclasses.replace(
+        cfg.depth_probe.data, sources=train, val_sources=held_out))
+    real_rows = []
     for row in rows:
-        row.update({f"sim2real/{k}": v for k, v in sim_to_real(row["seg_run"], shared).items()})
-    return rows
+        name, seed = row["backbone"], row["seed"]
+        spec = RunSpec("depth_probe", name, seed, out / "real" / f"depth_probe-{slug(name)}-s{seed}", [], probe,
+                       row["pretrain_run"])
+        real = {"backbone": name, "seed": seed, **run_once(spec, lambda line: log(f"real frames: {line}"))["metrics"]}
+        if "seg_run" in row:
+            real.update({f"sim2real/{k}": v for k, v in sim_to_real(row["seg_run"], shared).items()})
+        real_rows.append(real)
+    return real_rows
 
 
 # ---------------------------------------------------------------------------------------------------- the report
-COLUMNS = [("seg/miou", "seg mIoU", 1), ("seg/pixel_acc", "seg pixel acc", 1), ("depth_probe/abs_rel", "probe AbsRel", 3),
-           ("depth_probe/delta1", "probe delta1", 1), ("depth_probe/delta1_med", "probe delta1 (median-scaled)", 1)]
 LOWER_IS_BETTER = ("abs_rel", "rmse", "log10")
+# Two-sided 95 % quantiles of Student's t by degrees of freedom (the paired differences have seeds - 1).
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+       15: 2.131, 20: 2.086, 30: 2.042}
 
 
-def comparison_columns(cfg: CompareConfig) -> list[tuple[str, str, int]]:
-    """(row key, header, decimals) of the summary table: one seg mIoU column per labelled fraction."""
-    extra = [(f"{transfer_key('seg', f)}/miou", f"seg mIoU ({f * 100:g} % labels)", 1) for f in cfg.fractions if f != 1]
-    return COLUMNS[:1] + extra + COLUMNS[1:]
+def seg_columns(cfg: CompareConfig) -> list[tuple[str, str, int]]:
+    """(row key, header, decimals) of the fine-tuning table: seg mIoU per labelled fraction, then pixel accuracy."""
+    return [(f"{transfer_key('seg', f)}/miou", f"seg mIoU, {f * 100:g} % labels", 1) for f in cfg.fractions] + [
+        ("seg/pixel_acc", "pixel acc, 100 %", 1)]
 
 
-def _cell(entry: dict, key: str, decimals: int) -> str:
+PROBE_COLUMNS = [("depth_probe/abs_rel", "depth AbsRel", 3), ("depth_probe/delta1", "depth delta1", 1),
+                 ("depth_probe/delta1_med", "depth delta1 (median-scaled)", 1), ("seg_probe/miou", "seg mIoU", 1),
+                 ("seg_probe/pixel_acc", "seg pixel acc", 1)]
+DIAGNOSTIC_COLUMNS = [("pretrain/rgb_reliance", "rgb_reliance", 3), ("pretrain/vs_interpolation", "vs_interpolation", 2),
+                      ("pretrain/loss_depth_hidden", "depth loss (hidden patches)", 3),
+                      ("pretrain/loss_rgb", "colour loss", 3)]
+
+
+def _mean_std(entry: dict, key: str, decimals: int) -> str:
     if key not in entry:
         return "-"
     mean, std = entry[key]
     return f"{mean:.{decimals}f}" + ("" if math.isnan(std) else f" ± {std:.{decimals}f}")
 
 
-def summary_table(summary: list[dict], columns: list[tuple[str, str, int]]) -> str:
-    lines = ["| backbone | seeds | " + " | ".join(h for _, h, _ in columns) + " | pre-train time |",
-             "|---|---|" + "---|" * len(columns) + "---|"]
+def _t95(df: int) -> float:
+    return T95.get(df) or next((T95[k] for k in sorted(T95) if k >= df), 1.96)
+
+
+def paired(rows: list[dict], ref: str, other: str, key: str) -> tuple[float, float, int] | None:
+    """Per-seed differences ``ref - other`` of ``key`` over the seeds both have: (mean, 95 % half-width, n);
+    half-width NaN for one seed, None when no seed has both."""
+    by = {(r["backbone"], r["seed"]): r for r in rows}
+    diffs = [by[(ref, s)][key] - by[(other, s)][key] for (name, s) in by
+             if name == ref and (other, s) in by and key in by[(ref, s)] and key in by[(other, s)]]
+    if not diffs:
+        return None
+    d = np.array(diffs, dtype=np.float64)
+    half = _t95(len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else math.nan
+    return float(d.mean()), float(half), len(d)
+
+
+def call(diff: tuple[float, float, int], key: str) -> str:
+    """better / worse when the 95 % interval of the paired difference excludes 0, else within noise."""
+    mean, half, _ = diff
+    if math.isnan(half):
+        return "one seed: untested"
+    if abs(mean) <= half:
+        return "within noise"
+    return "better" if (mean < 0) == (key.split("/")[-1] in LOWER_IS_BETTER) else "worse"
+
+
+def comparisons(names: list[str]) -> list[tuple[str, str]]:
+    """(reference, baseline) pairs of the report: Mask3D against every other first-stage backbone, and the two
+    continued backbones against each other."""
+    pairs = [(REFERENCE, n) for n in names if n != REFERENCE and n not in CONTINUED]
+    return pairs + ([CONTINUED] if all(n in names for n in CONTINUED) else [])
+
+
+def paired_table(rows: list[dict], pairs: list[tuple[str, str]], columns: list[tuple[str, str, int]]) -> str:
+    lines = ["| metric | " + " | ".join(f"{a} − {b}" for a, b in pairs) + " |", "|---|" + "---|" * len(pairs)]
+    for key, header, decimals in columns:
+        cells = []
+        for a, b in pairs:
+            d = paired(rows, a, b, key)
+            cells.append("-" if d is None else f"{d[0]:+.{decimals + 1}f} ± {d[1]:.{decimals + 1}f} ({call(d, key)})")
+        lines.append(f"| {header} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def metric_table(summary: list[dict], columns: list[tuple[str, str, int]], extra: list[tuple[str, dict]] = ()
+                 ) -> str:
+    """Backbones (mean ± std over seeds), then the reference rows ``extra`` (name, {key: value})."""
+    lines = ["| backbone | seeds | " + " | ".join(h for _, h, _ in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
     for e in summary:
-        pre = f"{e['pretrain_s'][0] / 60:.1f} min" if e["backbone"] != SCRATCH else "-"
-        lines.append(f"| {e['backbone']} | {e['seeds']} | " + " | ".join(_cell(e, k, d) for k, _, d in columns)
-                     + f" | {pre} |")
+        lines.append(f"| {e['backbone']} | {e['seeds']} | " + " | ".join(_mean_std(e, k, d) for k, _, d in columns)
+                     + " |")
+    for name, values in extra:
+        cells = [f"{values[k]:.{d}f}" if k in values else "-" for k, _, d in columns]
+        lines.append(f"| *{name}* | | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -183,45 +260,51 @@ def seed_table(rows: list[dict], columns: list[tuple[str, str, int]]) -> str:
     return "\n".join(lines)
 
 
-def verdict(summary: list[dict], columns: list[tuple[str, str, int]], reference: str = REFERENCE) -> list[str]:
-    """One line per (baseline, metric): the reference's mean difference and whether it exceeds two standard errors.
-
-    The standard error of a difference of two means over n seeds each is sqrt(s1^2 / n1 + s2^2 / n2); with a single
-    seed there is no error estimate and every difference is reported as untested.
-    """
-    by_name = {e["backbone"]: e for e in summary}
-    if reference not in by_name:
+def floors(rows: list[dict], probe: str, metric_keys: list[str], as_key=lambda k: k) -> list[tuple[str, dict]]:
+    """The image-blind floors of ``probe`` (the same for every backbone: the first row that has them) as reference
+    rows; ``as_key`` maps a metric name to the table column it stands under."""
+    row = next((r for r in rows if f"{probe}_floor/position/{metric_keys[0]}" in r), None)
+    if row is None:
         return []
-    ref = by_name[reference]
+    return [(f"floor: {title} ({probe.replace('_', ' ')})",
+             {as_key(m): row[f"{probe}_floor/{kind}/{m}"] for m in metric_keys if f"{probe}_floor/{kind}/{m}" in row})
+            for kind, title in (("position", "position-only"), ("constant", "constant"))]
+
+
+def findings(rows: list[dict], cfg: CompareConfig) -> list[str]:
+    """The done-when checks of issue 15 read off the paired differences, one line each."""
+    names = list(dict.fromkeys(r["backbone"] for r in rows))
+    checks = [("depth_probe/abs_rel", "converged depth probe (AbsRel)")] + [
+        (f"{transfer_key('seg', f)}/miou", f"segmentation at {f * 100:g} % labels (mIoU)") for f in cfg.fractions
+        if f < 1]
     lines = []
-    for name, other in by_name.items():
-        if name == reference:
-            continue
-        for key, header, decimals in columns:
-            if key not in ref or key not in other:
-                continue
-            (m1, s1), (m2, s2) = ref[key], other[key]
-            diff = m1 - m2
-            better = diff < 0 if key.split("/")[-1] in LOWER_IS_BETTER else diff > 0
-            se = math.sqrt(s1 ** 2 / ref["seeds"] + s2 ** 2 / other["seeds"])
-            if math.isnan(se):
-                call = "one seed: untested"
-            elif abs(diff) <= 2 * se:
-                call = "within noise (|diff| <= 2 standard errors)"
-            else:
-                call = "better" if better else "WORSE"
-            lines.append(f"- {reference} vs {name}, {header}: {diff:+.{decimals}f} ({call})")
+    for ref, base_names in ((REFERENCE, [SCRATCH, "MAE-RGB"]), (CONTINUED[0], [CONTINUED[1], SCRATCH])):
+        for key, what in checks:
+            for other in base_names:
+                if ref not in names or other not in names:
+                    continue
+                d = paired(rows, ref, other, key)
+                if d is not None:
+                    lines.append(f"- {what}: {ref} − {other} = {d[0]:+.3g} ± {d[1]:.2g} over {d[2]} seeds: "
+                                 f"**{call(d, key)}**.")
     return lines
 
 
-def bar_figure(summary: list[dict], rows: list[dict], columns: list[tuple[str, str, int]], path: Path) -> Path:
-    """One panel per metric: mean over seeds as bars, standard deviation as error bars, each seed as a dot."""
+def _figure_module():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    return plt
 
+
+def bar_figure(summary: list[dict], rows: list[dict], columns: list[tuple[str, str, int]], path: Path,
+               references: list[tuple[str, dict]] = ()) -> Path:
+    """One panel per metric: mean over seeds as bars, standard deviation as error bars, each seed as a dot, and the
+    ``references`` (floors, ceiling) as labelled horizontal lines."""
+    plt = _figure_module()
     names = [e["backbone"] for e in summary]
-    fig, axes = plt.subplots(1, len(columns), figsize=(3.2 * len(columns), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.3 * len(columns), 3.6), squeeze=False)
+    styles = ["--", ":", "-."]
     for ax, (key, header, _) in zip(axes[0], columns):
         means = [e[key][0] if key in e else math.nan for e in summary]
         stds = [0.0 if key not in e or math.isnan(e[key][1]) else e[key][1] for e in summary]
@@ -229,7 +312,17 @@ def bar_figure(summary: list[dict], rows: list[dict], columns: list[tuple[str, s
         for i, name in enumerate(names):
             values = [r[key] for r in rows if r["backbone"] == name and key in r]
             ax.plot([i] * len(values), values, "k.", markersize=4)
-        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        for (label, values), style in zip(references, styles):
+            if key in values:
+                ax.axhline(values[key], color="#c0392b", linestyle=style, linewidth=1, label=label)
+        if any(key in v for _, v in references):
+            ax.legend(fontsize=6, loc="best")
+        finite = [m for m in means if not math.isnan(m)] + [v[key] for _, v in references if key in v]
+        if finite:
+            lo, hi = min(finite), max(finite)
+            pad = 0.15 * (hi - lo) + 1e-6
+            ax.set_ylim(lo - pad if lo - pad > 0 else 0, hi + pad)
+        ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=7)
         ax.set_title(header, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -238,28 +331,44 @@ def bar_figure(summary: list[dict], rows: list[dict], columns: list[tuple[str, s
     return path
 
 
-def efficiency_figure(summary: list[dict], fractions: list[float], path: Path) -> Path:
+def efficiency_figure(summary: list[dict], fractions: list[float], path: Path,
+                      references: list[tuple[str, float]] = ()) -> Path:
     """Segmentation mIoU against the fraction of labelled frames, one line per backbone (error bars: std)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _figure_module()
     xs = sorted(fractions)
-    fig, ax = plt.subplots(figsize=(4.5, 3.4))
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
     for e in summary:
         points = [(x * 100, e[f"{transfer_key('seg', x)}/miou"]) for x in xs if f"{transfer_key('seg', x)}/miou" in e]
         ax.errorbar([p[0] for p in points], [p[1][0] for p in points],
                     yerr=[0.0 if math.isnan(p[1][1]) else p[1][1] for p in points], marker="o", capsize=3,
                     label=e["backbone"])
+    for (label, value), style in zip(references, ["--", ":"]):
+        ax.axhline(value, color="#c0392b", linestyle=style, linewidth=1, label=label)
     ax.set_xscale("log")
     ax.set_xlabel("labelled frames used (%)")
     ax.set_ylabel("seg mIoU")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     atomic_save(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
     return path
+
+
+def reconstruction_figures(rows: list[dict], figures: Path) -> list[tuple[str, Path]]:
+    """The last reconstruction figure (predicted and true depth on one colour scale) of the first seed's run of
+    every backbone that predicts depth, copied beside the report."""
+    first = min((r["seed"] for r in rows), default=0)
+    found = []
+    for r in rows:
+        pngs = sorted((Path(r["pretrain_run"]) / "figures").glob("*.png")) if r["seed"] == first and r[
+            "pretrain_run"] and "pretrain/rgb_reliance" in r else []
+        if pngs:
+            target = figures / f"transfer_reconstruction_{slug(r['backbone'])}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(pngs[-1], target)
+            found.append((r["backbone"], target))
+    return found
 
 
 def hardware() -> str:
@@ -270,73 +379,152 @@ def hardware() -> str:
     except (OSError, StopIteration):
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} with {torch.get_num_threads()} "
-            f"threads, GPU: {gpu}, Python {platform.python_version()}")
+    return (f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}, GPU: {gpu}, "
+            f"Python {platform.python_version()}")
 
 
-REAL_COLUMNS = [("depth_probe/abs_rel", "probe AbsRel (SUN RGB-D val)", 3),
-                ("depth_probe/delta1", "probe delta1", 1), ("depth_probe/delta1_med", "probe delta1 (median-scaled)", 1),
-                ("seg/miou", "seg mIoU (SynthRooms val)", 1), ("sim2real/miou", "sim-to-real mIoU (NYUv2)", 1),
-                ("sim2real/pixel_acc", "sim-to-real pixel acc (NYUv2)", 1)]
+def commit() -> str:
+    """The checked-out commit (with ``+changes`` when the work tree differs from it), or "unknown"."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + (" +changes" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
-def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, report: Path, estimate: str,
-                 real_note: str) -> str:
-    """Write ``report`` (markdown) with its figures beside it under ``figures/``; returns the markdown."""
-    columns = comparison_columns(cfg)
-    figures = report.parent / "figures"
-    bars = bar_figure(result["summary"], result["rows"], columns, figures / "transfer_metrics.png")
-    effic = efficiency_figure(result["summary"], cfg.fractions, figures / "transfer_data_efficiency.png")
-    p = cfg.pretrain
-    total = sum(result["minutes"].values())
-    lines = [
-        "# Results: Mask3D against its baselines (issue 7)", "",
-        f"Written by `benchmarks/transfer.py` on {time.strftime('%Y-%m-%d %H:%M')}. These are the numbers this run "
-        "produced, favourable or not.", "",
-        "## How they were made", "",
-        f"- Command: `{command}` (resolved config: `{out / 'transfer_config.yaml'}`; every run directory under "
-        f"`{out}` holds its own `config.yaml`).",
-        f"- Hardware: {hardware()}.",
-        f"- Wall time: {total:.1f} min (" + ", ".join(f"{k} {v:.1f} min" for k, v in result["minutes"].items())
-        + f"); predicted before starting: {estimate}.",
-        f"- Pre-training: {p.model.encoder} at {p.data.size[0]}x{p.data.size[1]}, "
-        f"{sum(s.num_frames for s in p.data.sources)} SynthRooms frames x {p.train.epochs} epochs, batch "
-        f"{p.train.batch_size}, the same steps for every objective; colour / depth mask ratios "
-        f"{p.model.rgb_mask_ratio} / {p.model.depth_mask_ratio}.",
-        f"- Transfer: segmentation fine-tuning (UperNet, {cfg.seg.train.epochs} epochs on "
-        f"{sum(s.num_frames for s in cfg.seg.data.sources)} labelled frames, and on "
-        + ", ".join(f"{f * 100:g} %" for f in cfg.fractions if f != 1)
-        + " of them with the same epochs) and the closed-form frozen depth probe (ridge regression of log depth on "
-        f"the final features, fit on {sum(s.num_frames for s in cfg.depth_probe.data.sources)} frames, beside the "
-        "floors of two predictors that never look at the image); "
-        f"seeds {cfg.seeds} set `train.seed` of every run (initialisation, masks, augmentation, data order); the "
-        "scenes and the labelled subset are the same for every seed.", "",
-        "## Comparison (SynthRooms, mean ± standard deviation over seeds)", "",
-        summary_table(result["summary"], columns), "", probe_floor_note(result["rows"]), "",
-        "Segmentation in percent (NYU13 classes, SynthRooms val). The depth probe predicts metric depth (AbsRel, "
-        "delta1 = % of pixels within 1.25x); the median-scaled delta1 rescales each prediction to the ground "
-        "truth's median first, so it scores the shape of the depth map without its scale.", "",
-        "### Mask3D against each baseline", "",
-        *verdict(result["summary"], columns), "",
-        "The pre-training settings behind these rows (masking ratios, fusion, depth target, pre-training length) "
-        "and what was tried where Mask3D trails a baseline are in [docs/ablations.md](ablations.md).", "",
-        f"![metrics](figures/{bars.name})", "", f"![data efficiency](figures/{effic.name})", "",
-        "### Every seed", "", seed_table(result["rows"], columns), "",
-    ]
-    # Without the real-frames part (--real off) the report keeps the section it already has.
-    kept = _split_report(report)[1] if not result["real_rows"] and report.is_file() else None
-    text = "\n".join(lines + ([kept] if kept else real_section(result["real_rows"], real_note)))
-    write_text(report, text)
-    write_json(out / "results.json", {**result, "command": command})
-    return text
-
-
+REAL_COLUMNS = [("depth_probe/abs_rel", "probe AbsRel (SUN RGB-D val)", 3), ("depth_probe/delta1", "probe delta1", 1),
+                ("depth_probe/delta1_med", "probe delta1 (median-scaled)", 1),
+                ("sim2real/miou", "sim-to-real mIoU (NYUv2)", 1), ("sim2real/pixel_acc", "sim-to-real pixel acc", 1)]
 REAL_HEADING = "## Real frames (small numbers)"
 
 
+def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, report: Path, estimate: str,
+                 real_note: str, timing: list[dict] = ()) -> str:
+    """Write ``report`` (markdown) with its figures beside it under ``figures/``; returns the markdown.
+
+    Args:
+        result: :func:`run_transfer`'s output.
+        cfg: the comparison config.
+        command, estimate, real_note: shown as they are.
+        out: the protocol's run folder.
+        report: the markdown file (its real-frames section is kept when ``result`` has no real rows).
+        timing: one ``{"commit", "minutes", "started"}`` per invocation of the protocol on ``out``.
+    """
+    rows, summary, ceiling = result["rows"], result["summary"], result["ceiling"]
+    seg_cols, figures = seg_columns(cfg), report.parent / "figures"
+    seg_floor = floors(rows, "seg_probe", ["miou", "pixel_acc"],
+                       as_key=lambda m: "seg/pixel_acc" if m == "pixel_acc" else f"{transfer_key('seg', 1.0)}/miou")
+    seg_floor = [(name, {**v, **{f"{transfer_key('seg', f)}/miou": v.get("seg/miou") for f in cfg.fractions
+                                 if "seg/miou" in v}}) for name, v in seg_floor]
+    steps = cfg.ceiling_steps
+    seg_ceiling = [(f"ceiling: supervised, {steps} steps on all labelled frames",
+                    {**{f"{transfer_key('seg', f)}/miou": ceiling["seg_ceiling/miou"] for f in cfg.fractions},
+                     "seg/pixel_acc": ceiling["seg_ceiling/pixel_acc"]})] if "seg_ceiling/miou" in ceiling else []
+    probe_refs = floors(rows, "depth_probe", ["abs_rel", "delta1", "delta1_med"],
+                        as_key=lambda m: f"depth_probe/{m}") + floors(rows, "seg_probe", ["miou", "pixel_acc"],
+                                                                       as_key=lambda m: f"seg_probe/{m}")
+    probe_ceiling = ({f"depth_probe/{m}": ceiling[f"depth_ceiling/{m}"] for m in ("abs_rel", "delta1", "delta1_med")
+                      if f"depth_ceiling/{m}" in ceiling}
+                     | {f"seg_probe/{m}": ceiling[f"seg_ceiling/{m}"] for m in ("miou", "pixel_acc")
+                        if f"seg_ceiling/{m}" in ceiling})
+    probe_refs += [(f"ceiling: supervised fine-tuning, {steps} steps", probe_ceiling)] if probe_ceiling else []
+    names = [e["backbone"] for e in summary]
+    pairs = comparisons(names)
+    effic_refs = [(name.split(" (")[0], v[f"{transfer_key('seg', 1.0)}/miou"]) for name, v in seg_floor[:1] + seg_ceiling
+                  if f"{transfer_key('seg', 1.0)}/miou" in v]
+    bars = bar_figure(summary, rows, seg_cols[:-1], figures / "transfer_segmentation.png", seg_floor[:1] + seg_ceiling)
+    effic = efficiency_figure(summary, cfg.fractions, figures / "transfer_data_efficiency.png", effic_refs)
+    probes = bar_figure(summary, rows, PROBE_COLUMNS, figures / "transfer_probes.png",
+                        [r for r in probe_refs if not r[0].startswith("floor: constant")])
+    recon = reconstruction_figures(rows, figures)
+    p = cfg.pretrain
+    pretrain_frames = sum(s.num_frames for s in p.data.sources)
+    labelled = sum(s.num_frames for s in cfg.seg.data.sources)
+    steps_per_run = p.train.max_steps or pretrain_frames * p.train.epochs // p.train.batch_size
+    wall = sum(t["minutes"] for t in timing)
+    cpu_minutes = sum(r.get(k, 0.0) for r in rows + [ceiling] for k in r if k.endswith("_s")) / 60
+    lines = [
+        "# Results: Mask3D against its baselines (issue 15)", "",
+        f"Written by `benchmarks/transfer.py` on {time.strftime('%Y-%m-%d %H:%M')} from the runs in `{out}`. These "
+        "are the numbers this run produced, favourable or not; every difference is read against the seed-to-seed "
+        "spread, and every metric stands beside what a predictor that never looks at the image scores.", "",
+        "## What this run shows", "",
+        "Paired by seed (the same seed sets initialisation, masks and data order of both backbones); ± is the "
+        "half-width of the 95 % confidence interval of the mean difference (Student's t); *better* / *worse* "
+        "when that interval excludes zero, *within noise* otherwise.", "",
+        *findings(rows, cfg), "",
+        "## How they were made", "",
+        f"- Command: `{command}` (resolved config: `{out / 'transfer_config.yaml'}`; every run directory under "
+        f"`{out}` holds its own `config.yaml` and `result.json`).",
+        f"- Commit: {', '.join(dict.fromkeys(t['commit'] for t in timing)) or commit()}. Hardware: {hardware()}; "
+        f"{cfg.workers} worker process(es).",
+        f"- Wall time: {wall:.1f} min over {len(timing)} invocation(s) (predicted before starting: {estimate}); "
+        f"the runs themselves took {cpu_minutes:.0f} worker-minutes.",
+        f"- Pre-training: {p.model.encoder} at {p.data.size[0]}x{p.data.size[1]} "
+        f"({p.data.size[0] // _patch_of(p.model.encoder)}x{p.data.size[1] // _patch_of(p.model.encoder)} tokens) on "
+        f"{pretrain_frames:,} distinct SynthRooms frames (scene seed {p.data.sources[0].seed}), "
+        f"{p.train.epochs} epoch(s) of batch {p.train.batch_size} = {steps_per_run} steps for every objective. "
+        f"Mask3D is the default design (colour mask {p.model.rgb_mask_ratio}, depth mask "
+        f"{p.model.depth_mask_ratio}, loss on {p.model.loss_region}, depth prior {p.model.depth_prior}); MAE-RGB "
+        "hides 0.75 of the colour and reconstructs it; RGB+depth does both. Equal steps and frames, not equal "
+        "FLOPs: a Mask3D step encodes every colour patch, an MAE step a quarter of them (the time column).",
+        f"- Continued pre-training: from each seed's MAE-RGB backbone, {cfg.continue_steps} more steps of Mask3D "
+        f"(`--init-from`), against {cfg.continue_steps} more steps of MAE-RGB, on the same frames."
+        if cfg.continued else "- No continued pre-training.",
+        f"- Segmentation: UperNet fine-tuned on {labelled:,} labelled SynthRooms frames of other scenes (seed "
+        f"{cfg.seg.data.sources[0].seed}) and on " + ", ".join(f"{f * 100:g} %" for f in cfg.fractions if f < 1)
+        + " of them"
+        + (f", for {', '.join(str(n) for n in cfg.seg_steps)} steps of batch {cfg.seg.train.batch_size}"
+           if cfg.seg_steps else "") + f"; scored on {cfg.seg.eval.max_images} frames of unseen scenes (NYU13 "
+        "classes, percent).",
+        f"- Frozen probes: the closed-form ridge probes (log depth; one-hot classes) on the final features, fit on "
+        f"{sum(s.num_frames for s in cfg.depth_probe.data.sources)} labelled frames and scored on "
+        f"{cfg.depth_probe.max_images} unseen ones. Their floors are fit on the same frames without the image "
+        "(position-only: a per-pixel mean; constant); the ceiling is the same encoder fine-tuned supervised "
+        f"from scratch for {steps} steps on all {labelled:,} labelled frames (first seed).",
+        f"- Seeds {cfg.seeds} set `train.seed` of every run; the scenes and the labelled subsets are the same for "
+        "every seed.", "",
+        "## Segmentation fine-tuning (mean ± standard deviation over seeds)", "",
+        metric_table(summary, seg_cols, seg_floor + seg_ceiling), "",
+        "The floor rows are the segmentation probe's image-blind predictors on the same scored frames.", "",
+        f"![segmentation](figures/{bars.name})", "", f"![data efficiency](figures/{effic.name})", "",
+        "## Frozen probes (mean ± standard deviation over seeds)", "",
+        metric_table(summary, PROBE_COLUMNS, probe_refs), "",
+        "Depth: AbsRel (lower is better), delta1 = % of pixels within 1.25x of the truth; the median-scaled delta1 "
+        "rescales each prediction to the truth's median first, so it scores the shape of the depth map without its "
+        "scale.", "", f"![probes](figures/{probes.name})", "",
+        "## Paired differences, per seed", "",
+        paired_table(rows, pairs, seg_cols[:-1] + PROBE_COLUMNS), "",
+        "## Pre-training diagnostics and time", "",
+        "`rgb_reliance`: the depth loss on hidden patches with the colour of another image, over the loss with the "
+        "true colour (1 = colour ignored); `vs_interpolation`: the model's loss over that of interpolating the "
+        "visible depth patches (< 1 = better than interpolation). Measured on the pre-training validation frames at "
+        "the end of each run.", "",
+        metric_table([e for e in summary if e["backbone"] != SCRATCH],
+                     DIAGNOSTIC_COLUMNS + [("pretrain_s", "pre-training time (s)", 0)]), "",
+        *[f"![reconstruction {name}](figures/{path.name})" for name, path in recon], "",
+        "### Every seed", "", seed_table(rows, seg_cols + PROBE_COLUMNS + DIAGNOSTIC_COLUMNS[:2]), "",
+    ]
+    kept = _split_report(report)[1] if not result["real_rows"] and report.is_file() else None
+    text = "\n".join(lines + ([kept] if kept else real_section(result["real_rows"], real_note)))
+    write_text(report, text)
+    write_json(out / "results.json", {**result, "command": command, "timing": list(timing)})
+    return text
+
+
+def _patch_of(encoder: str) -> int:
+    return int(encoder.rsplit("patch", 1)[1]) if "patch" in encoder else 16
+
+
 def real_section(real_rows: list[dict], note: str) -> list[str]:
-    return [REAL_HEADING, "", note, ""] + ([seed_table(real_rows, REAL_COLUMNS), "", probe_floor_note(real_rows), ""]
-                                           if real_rows else [])
+    if not real_rows:
+        return [REAL_HEADING, "", note, ""]
+    summary = summarize(real_rows)
+    return [REAL_HEADING, "", note, "", metric_table(summary, REAL_COLUMNS, floors(
+        real_rows, "depth_probe", ["abs_rel", "delta1", "delta1_med"], as_key=lambda m: f"depth_probe/{m}")), ""]
 
 
 def _split_report(report: Path) -> tuple[str, str | None]:
@@ -345,78 +533,62 @@ def _split_report(report: Path) -> tuple[str, str | None]:
     return head.rstrip("\n"), REAL_HEADING + section[0].rstrip("\n") + "\n" if section else None
 
 
-def replace_real_section(report: Path, real_rows: list[dict], note: str) -> str:
-    """Rewrite only the real-frames section of an existing report (``--real only``); the comparison stays."""
-    if not report.is_file():
-        raise SystemExit(f"--real only rewrites the real-frames section of {report}, which does not exist; run the "
-                         "whole benchmark first")
-    head, _ = _split_report(report)
-    text = "\n".join([head, ""] + real_section(real_rows, note))
-    write_text(report, text)
-    return text
-
-
-REAL_NOTE = ("Pre-training on SynthRooms plus {frames} real unlabelled frames (NYUv2 and SUN RGB-D Kinect v2 "
-             "samples of `../shared/data`), seed {seed}. The depth probe is fit on those real frames and scored "
-             "on the 15 SUN RGB-D val frames, which no run saw; segmentation is fine-tuned on SynthRooms and scored "
-             "on the one labelled NYUv2 frame (NYU13). A handful of frames: these numbers say whether the pipeline "
-             "works on real data, not how well the method does.")
+REAL_NOTE = ("The same backbones (SynthRooms pre-training only), on {frames} real frames: the depth probe is fit on "
+             "the NYUv2 and SUN RGB-D Kinect v2 samples of `../shared/data` and scored on the 15 SUN RGB-D val "
+             "frames; each 100 % segmentation model is scored sim-to-real on the one labelled NYUv2 frame (NYU13). "
+             "A handful of frames: these numbers say whether the backbones carry anything to real data, not how "
+             "well the method does there.")
 
 
 def _main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=RECIPE, help=f"comparison recipe (default {RECIPE})")
-    parser.add_argument("--out", default=None, help="folder of the runs (default runs/transfer-<time>)")
+    parser.add_argument("--out", default=None, help="folder of the runs (default runs/transfer-<time>); an existing "
+                                                   "protocol folder is continued")
     parser.add_argument("--report", default=str(ROOT / "docs" / "results.md"), help="markdown report to rewrite")
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply every frame count (GPU runs: 4-16)")
-    parser.add_argument("--real", choices=("auto", "on", "off", "only"), default="auto",
-                        help="the real-frames experiment: auto = when ../shared/data exists; only = run just that "
-                             "part and rewrite just its section of the report; when it is not run, the report "
-                             "keeps the section it already has")
+    parser.add_argument("--quick", action="store_true", help="the protocol at smoke size (about a minute)")
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply every frame and step count (GPU: 10)")
+    parser.add_argument("--real", choices=("auto", "on", "off"), default="auto",
+                        help="the real-frames experiment: auto = when ../shared/data exists; when it is not run, "
+                             "the report keeps the section it already has")
     parser.add_argument("--shared", default=str(SHARED), help="the shared sample-data folder")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate, run nothing")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seeds=[0,1]")
     args = parser.parse_args(argv)
 
-    cfg = scaled(load_config(CompareConfig, args.config, args.overrides), args.scale)
+    cfg = scaled(load_config(CompareConfig, args.config, (QUICK if args.quick else []) + args.overrides), args.scale)
     shared = Path(args.shared)
-    if args.real in ("on", "only") and not shared.is_dir():
-        raise SystemExit(f"--real {args.real}: {shared} does not exist")
+    if args.real == "on" and not shared.is_dir():
+        raise SystemExit(f"--real on: {shared} does not exist")
     shared = shared if args.real != "off" and shared.is_dir() else None
-    variants = objective_variants(cfg.objectives)
-    stages = {"total": 0.0} if args.real == "only" else estimate_seconds(cfg, variants=variants)
-    real_cfg = real_frames_config(cfg, shared) if shared is not None else None
-    if real_cfg is not None:
-        stages["real_frames"] = estimate_seconds(real_cfg, variants=variants)["total"]
-        stages["total"] += stages["real_frames"]
-    estimate = format_estimate(stages)
-    print(f"[transfer] {len(cfg.objectives)} objectives x {len(cfg.seeds)} seeds, seg fractions {cfg.fractions}, "
-          f"real frames: {'yes' if shared else 'no'}", flush=True)
+    estimate = format_estimate(estimate_seconds(cfg, variants=objective_variants(cfg.objectives, cfg)))
+    print(f"[transfer] {len(cfg.objectives)} objectives + {len(cfg.continued)} continued x {len(cfg.seeds)} seeds, "
+          f"seg fractions {cfg.fractions}, probes {cfg.probes}, real frames: {'yes' if shared else 'no'}", flush=True)
     print(f"[transfer] estimated wall time on the 2-core reference CPU: {estimate}", flush=True)
     if args.dry_run:
         return
     out = Path(args.out or ROOT / "runs" / time.strftime("transfer-%Y%m%d-%H%M%S"))
-    if out.exists() and any(out.iterdir()):
-        raise SystemExit(f"{out} is not empty; pick another --out")
-    save_config(cfg, out / "transfer_config.yaml")
+    saved, timing_file = out / "transfer_config.yaml", out / "timing.json"
+    if saved.is_file():
+        print(f"[transfer] continuing the protocol in {out}: finished runs are kept", flush=True)
+    elif out.exists() and any(out.iterdir()):
+        raise SystemExit(f"{out} is not empty and holds no protocol; pick another --out")
+    save_config(cfg, saved)
+    timing = json.loads(timing_file.read_text())["invocations"] if timing_file.is_file() else []
+    started = time.time()
 
     def log(line: str) -> None:
         print(f"[transfer] {line}", flush=True)
 
-    note = ("Skipped: `../shared/data` is absent (or `--real off`)." if real_cfg is None else
-            REAL_NOTE.format(frames=frame_count(real_sources(shared)[0]), seed=real_cfg.seeds[0]))
+    note = ("Skipped: `../shared/data` is absent (or `--real off`)." if shared is None else
+            REAL_NOTE.format(frames=frame_count(real_sources(shared)[0])))
     command = shlex.join(["python", "benchmarks/transfer.py", *(argv if argv is not None else sys.argv[1:])])
-    if args.real == "only":
-        t = time.time()
-        real_rows = run_real_frames(out, cfg=cfg, shared=shared, log=log)
-        write_json(out / "real_results.json", {"real_rows": real_rows, "command": command})
-        note += (f" Run on its own by `{command}` ({hardware()}; {(time.time() - t) / 60:.1f} min; runs under "
-                 f"`{out}`).")
-        print(replace_real_section(Path(args.report), real_rows, note), flush=True)
-        return
     result = run_transfer(out, cfg=cfg, shared=shared, log=log)
+    timing.append({"commit": commit(), "minutes": (time.time() - started) / 60,
+                   "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started))})
+    write_json(timing_file, {"invocations": timing})
     text = write_report(result, cfg, command=command, out=out, report=Path(args.report), estimate=estimate,
-                        real_note=note)
+                        real_note=note, timing=timing)
     print(text, flush=True)
 
 

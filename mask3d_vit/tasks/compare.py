@@ -21,7 +21,13 @@ the pre-training run's final validation figures (``loss_depth``, ``rgb_reliance`
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +35,10 @@ from typing import Callable
 
 import numpy as np
 
-from ..config import ConfigError, load_config, save_config, to_dict
-from ..data.build import DataConfig, open_source
+from ..config import ConfigError, from_dict, load_config, save_config, to_dict
+from ..data.build import _VAL_SEED_OFFSET, DataConfig, SourceConfig, open_source
 from ..data.registry import get_format
+from ..io import write_json
 from .finetune import FinetuneConfig, ProbeConfig, run_finetune, run_probe
 from .pretrain import PretrainConfig, run_pretrain
 
@@ -41,33 +48,74 @@ OBJECTIVE_NAMES = {"depth": "Mask3D", "rgb": "MAE-RGB", "rgb+depth": "RGB+depth"
 MAE_RGB = ["model.objective=rgb", "model.rgb_mask_ratio=0.75", "model.loss_region=all", "model.depth_prior=none"]
 OBJECTIVE_OVERRIDES = {"rgb": MAE_RGB, "rgb+depth": ["model.objective=rgb+depth", "model.rgb_mask_ratio=0.75"]}
 SCRATCH = "scratch"
-# Images per second of ViT-Tiny runs at 96x128 on the 2-core CPU (docs/cpu-performance.md machine, bf16, idle),
-# including SynthRooms rendering and data transforms; used only to predict a protocol's wall time. "depth_probe"
-# counts every frame the closed-form probe reads once (training frames + scored frames): it renders the training
-# frames twice (floors, then features), runs the encoder on all of them and scores three predictors per val frame
-# (512 + 256 frames took 75 s on this machine shared with other jobs, about one core free: 10/s; 20/s with both).
-REFERENCE_RATES = {"pretrain": 160.0, "seg": 50.0, "depth_probe": 20.0, "eval": 300.0}
+CEILING = "supervised"
+# A cost model of ViT-Tiny runs on one thread of the 2-core reference CPU (bf16, measured 2026-12-01 with
+# benchmarks/pretrain_throughput.py-style steps at 96x128, patch 16 and 8), used only to predict a protocol's wall
+# time. A pre-training image costs PRETRAIN_MS[0] + [1] x encoder tokens + [2] x all patches + [3] x encoder
+# tokens^2 (attention); a fine-tuning image SEG_MS[0] x pixels / 96x128 (the UperNet head) + [1] x tokens; an
+# evaluated or probed image a third of that; rendering a SynthRooms frame RENDER_MS x pixels / 96x128.
+PRETRAIN_MS = (2.5, 0.164, 0.007, 1e-4)
+SEG_MS = (8.9, 0.162)
+RENDER_MS = 6.1
+DECODE_MS = 1.0                 # reading a frame back from a materialised frames folder
 REFERENCE_PIXELS = 96 * 128
+TWO_THREADS = 1.6               # one process on both cores against one core; two workers give 2
 RUN_OVERHEAD_S = 4.0  # model build, first-batch warm-up, checkpoint and figure writing per run
 
 
 @dataclass
 class CompareConfig:
-    """A comparison: pre-training recipe and objectives, seeds, labelled fractions and the two transfer recipes."""
+    """A comparison: pre-training recipe and objectives, seeds, labelled fractions and the transfer recipes."""
     objectives: list[str] = field(default_factory=lambda: ["depth", "rgb"])
     seeds: list[int] = field(default_factory=lambda: [0])      # train.seed of every run (init, masks, data order)
     fractions: list[float] = field(default_factory=lambda: [1.0])  # of the seg fine-tuning frames
+    # Optimizer steps of the seg fine-tuning at each fraction (same order); [] = the seg recipe's epochs at every
+    # fraction. Steps rather than epochs: 1 % of the frames for the epochs of 100 % would be a handful of steps.
+    seg_steps: list[int] = field(default_factory=list)
+    # Continued pre-training (the paper's setting: Mask3D on top of an MAE encoder): each objective here is
+    # pre-trained for `continue_steps` more steps from the `continue_from` backbone of the same seed.
+    continue_from: str = "rgb"
+    continued: list[str] = field(default_factory=list)
+    continue_steps: int = 0
+    probes: list[str] = field(default_factory=lambda: ["depth"])  # closed-form frozen probes: depth, seg
+    # > 0: the supervised ceilings (row "supervised"): seg and depth fine-tuned from scratch on all the labelled
+    # frames for this many steps, first seed; they are scored on the same frames as the probes and fine-tunings.
+    ceiling_steps: int = 0
+    # Render every generated (SynthRooms) source once into a frames folder under <out>/frames that every run reads:
+    # a protocol of many runs then renders each frame once instead of once per run.
+    materialize: bool = False
+    workers: int = 1               # runs at once, each with cores / workers threads (CPU); 1 on a GPU
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     seg: FinetuneConfig = field(default_factory=lambda: FinetuneConfig(task="seg"))
     depth_probe: ProbeConfig = field(default_factory=lambda: ProbeConfig(task="depth"))
+    seg_probe: ProbeConfig = field(default_factory=lambda: ProbeConfig(task="seg"))
 
 
-def objective_variants(objectives: list[str]) -> dict[str, list[str]]:
-    """Pre-training variants of a comparison of objectives: display name -> pre-training overrides."""
-    unknown = [o for o in objectives if o not in OBJECTIVE_NAMES]
-    if unknown:
-        raise ConfigError(f"objectives {unknown}: choose from {', '.join(OBJECTIVE_NAMES)}")
-    return {OBJECTIVE_NAMES[o]: OBJECTIVE_OVERRIDES.get(o, [f"model.objective={o}"]) for o in objectives}
+def objective_variants(objectives: list[str], cfg: CompareConfig | None = None) -> dict[str, list[str]]:
+    """Pre-training variants of a comparison of objectives: display name -> pre-training overrides.
+
+    With ``cfg``, its continued variants follow: ``"MAE-RGB → Mask3D"`` is the Mask3D objective pre-trained
+    ``cfg.continue_steps`` more steps from the MAE-RGB backbone of the same seed (``init_from=variant:MAE-RGB``, which
+    :func:`run_comparison` resolves and waits for).
+    """
+    def names(objs: list[str], key: str) -> list[str]:
+        unknown = [o for o in objs if o not in OBJECTIVE_NAMES]
+        if unknown:
+            raise ConfigError(f"{key} {unknown}: choose from {', '.join(OBJECTIVE_NAMES)}")
+        return objs
+
+    variants = {OBJECTIVE_NAMES[o]: OBJECTIVE_OVERRIDES.get(o, [f"model.objective={o}"])
+                for o in names(objectives, "objectives")}
+    if cfg is not None and cfg.continued:
+        base = OBJECTIVE_NAMES[names([cfg.continue_from], "continue_from")[0]]
+        if base not in variants:
+            raise ConfigError(f"continue_from={cfg.continue_from!r} must be one of the objectives {objectives}")
+        if cfg.continue_steps <= 0:
+            raise ConfigError(f"continue_steps={cfg.continue_steps}: continued pre-training needs steps > 0")
+        for o in names(cfg.continued, "continued"):
+            variants[f"{base} → {OBJECTIVE_NAMES[o]}"] = OBJECTIVE_OVERRIDES.get(o, [f"model.objective={o}"]) + [
+                f"train.max_steps={cfg.continue_steps}", f"init_from=variant:{base}"]
+    return variants
 
 
 def transfer_key(task: str, fraction: float = 1.0) -> str:
@@ -79,15 +127,35 @@ def transfer_runs(cfg: CompareConfig) -> dict[str, FinetuneConfig | ProbeConfig]
     """The transfer runs of one backbone and seed: row key -> config (fractions applied to every seg source)."""
     if cfg.depth_probe.task != "depth":
         raise ConfigError(f"depth_probe.task={cfg.depth_probe.task!r}: the comparison's probe is a depth probe")
+    if cfg.seg_probe.task != "seg":
+        raise ConfigError(f"seg_probe.task={cfg.seg_probe.task!r}: the comparison's seg probe is a seg probe")
+    if cfg.seg_steps and len(cfg.seg_steps) != len(cfg.fractions):
+        raise ConfigError(f"seg_steps={cfg.seg_steps}: give one step count per fraction {cfg.fractions}")
+    unknown = sorted(set(cfg.probes) - {"depth", "seg"})
+    if unknown:
+        raise ConfigError(f"probes {unknown}: choose from depth, seg")
     runs = {}
-    for fraction in cfg.fractions:
+    for i, fraction in enumerate(cfg.fractions):
         if not 0 < fraction <= 1:
             raise ConfigError(f"fractions: {fraction} must lie in (0, 1]")
         sources = [dataclasses.replace(s, fraction=s.fraction * fraction) for s in cfg.seg.data.sources]
-        runs[transfer_key("seg", fraction)] = dataclasses.replace(
-            cfg.seg, data=dataclasses.replace(cfg.seg.data, sources=sources))
-    runs["depth_probe"] = cfg.depth_probe
+        run = dataclasses.replace(cfg.seg, data=dataclasses.replace(cfg.seg.data, sources=sources))
+        runs[transfer_key("seg", fraction)] = _with_steps(run, cfg.seg_steps[i]) if cfg.seg_steps else run
+    for task in ("depth", "seg"):
+        if task in cfg.probes:
+            runs[f"{task}_probe"] = getattr(cfg, f"{task}_probe")
     return runs
+
+
+def _with_steps(run: FinetuneConfig, steps: int) -> FinetuneConfig:
+    """``run`` trained for ``steps`` optimizer steps, warm-up the same share of them as in the recipe."""
+    if steps <= 0:
+        raise ConfigError(f"seg_steps: {steps} must be > 0")
+    per_epoch = max(1, int(_source_frames(run.data, "train")) // run.train.batch_size)
+    epochs = math.ceil(steps / per_epoch)
+    share = run.optim.warmup_epochs / max(run.train.epochs, 1)
+    return dataclasses.replace(run, train=dataclasses.replace(run.train, epochs=epochs, max_steps=steps),
+                               optim=dataclasses.replace(run.optim, warmup_epochs=share * epochs))
 
 
 def variant_pretrain(cfg: CompareConfig, overrides: list[str]) -> PretrainConfig:
@@ -95,8 +163,140 @@ def variant_pretrain(cfg: CompareConfig, overrides: list[str]) -> PretrainConfig
     return load_config(PretrainConfig, None, list(overrides), base=to_dict(cfg.pretrain))
 
 
-def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-." else "_" for c in name.lower().replace("%", "pct"))
+def slug(name: str) -> str:
+    name = name.lower().replace("%", "pct").replace(" → ", "-then-")
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in name)
+
+
+@dataclass
+class RunSpec:
+    """One run of a comparison: a pre-training (``key`` "pretrain") or a transfer run from ``backbone``."""
+    key: str
+    backbone: str
+    seed: int
+    run_dir: Path
+    needs: list[Path]                 # run dirs whose results must exist first
+    config: object                    # PretrainConfig, FinetuneConfig or ProbeConfig
+    init: str = ""                    # backbone weights of a transfer run ("" = scratch)
+
+    @property
+    def result_file(self) -> Path:
+        return self.run_dir / "result.json"
+
+
+def _units(cfg: CompareConfig, out: Path, variants: dict[str, list[str]], *, scratch: bool, transfer: bool
+           ) -> tuple[list[RunSpec], list[tuple[int, str, Path | None]]]:
+    """Every run of the comparison in execution order, and the (seed, backbone, pre-training dir) of each row.
+
+    Pre-trainings come first in each seed, so a continued variant's base (``init_from=variant:<name>``) is always
+    listed before it.
+    """
+    if not cfg.seeds:
+        raise ConfigError("seeds is empty: give at least one seed")
+    suffix = (lambda seed: f"-s{seed}") if len(cfg.seeds) > 1 else (lambda seed: "")
+    runs = transfer_runs(cfg) if transfer else {}
+    units, rows = [], []
+    for seed in cfg.seeds:
+        pretrained: dict[str, Path | None] = {SCRATCH: None} if scratch else {}
+        for name, overrides in variants.items():
+            run_dir = out / f"pretrain-{slug(name)}{suffix(seed)}"
+            overrides, needs = list(overrides), []
+            for i, o in enumerate(overrides):
+                if o.startswith("init_from=variant:"):
+                    base = o[len("init_from=variant:"):]
+                    if pretrained.get(base) is None:
+                        raise ConfigError(f"variant {name!r} continues from {base!r}, which is not pre-trained "
+                                          "before it")
+                    overrides[i] = f"init_from={pretrained[base]}"
+                    needs.append(pretrained[base])
+            run_cfg = variant_pretrain(cfg, overrides + [f"train.seed={seed}"])
+            units.append(RunSpec("pretrain", name, seed, run_dir, needs, run_cfg))
+            pretrained[name] = run_dir
+        for name, init in pretrained.items():
+            rows.append((seed, name, init))
+            for key, task_cfg in runs.items():
+                run_dir = out / f"{slug(key)}-{slug(name)}{suffix(seed)}"
+                units.append(RunSpec(key, name, seed, run_dir, [init] if init else [], task_cfg, str(init or "")))
+    if cfg.ceiling_steps and transfer:
+        seed = cfg.seeds[0]
+        rows.append((seed, CEILING, None))
+        seg = _with_steps(cfg.seg, cfg.ceiling_steps)
+        for key, task_cfg in (("seg_ceiling", seg), ("depth_ceiling", dataclasses.replace(seg, task="depth"))):
+            units.append(RunSpec(key, CEILING, seed, out / f"{key}{suffix(seed)}", [], task_cfg))
+    return units, rows
+
+
+def _recorded(unit: RunSpec) -> dict:
+    """What ``result.json`` records of how ``unit`` ran (its config and starting weights), JSON-normalised."""
+    return json.loads(json.dumps({"config": to_dict(unit.config), "init": unit.init}))
+
+
+def _cached(unit: RunSpec) -> dict | None:
+    """The result of ``unit`` from an earlier run of the protocol, or None (never run, or run with another recipe)."""
+    if not unit.result_file.is_file():
+        return None
+    result = json.loads(unit.result_file.read_text())
+    recorded = _recorded(unit)
+    same = all(result.get(k, v) == v for k, v in recorded.items())  # results without a record predate it
+    return result if same else None
+
+
+def run_once(unit: RunSpec, log: Callable[[str], None]) -> dict:
+    """Run ``unit`` unless an earlier run of the protocol left its result; its result.
+
+    A run directory left without a result by an interruption continues from its last checkpoint; one whose recipe
+    changed since is run again from the start.
+    """
+    cached = _cached(unit)
+    if cached is not None:
+        return cached
+    if unit.result_file.is_file():
+        log(f"{unit.run_dir}: its recipe changed since it ran; running it again")
+        shutil.rmtree(unit.run_dir)
+    what = "pre-training" if unit.key == "pretrain" else f"{unit.key} from"
+    log(f"{what} {unit.backbone}, seed {unit.seed} -> {unit.run_dir}")
+    t = time.time()
+    resume = "auto" if (unit.run_dir / "checkpoints").is_dir() else None
+    if unit.key == "pretrain":
+        save_config(unit.config, unit.run_dir / "config.yaml")
+        result = run_pretrain(unit.config, unit.run_dir, resume=resume)
+        metrics = {f"pretrain/{k[len('eval/val_'):]}": v for k, v in result.items() if k.startswith("eval/val_")}
+    else:
+        metrics = _transfer(unit.config, unit.run_dir, key=unit.key, init=unit.init, seed=unit.seed, resume=resume)
+    result = {"seconds": time.time() - t, "metrics": metrics, **_recorded(unit)}
+    write_json(unit.result_file, result)
+    return result
+
+
+def _claim(unit: RunSpec, claims: Path) -> bool:
+    """Atomically take ``unit`` for this process (False when another worker already has it)."""
+    try:
+        os.close(os.open(claims / unit.run_dir.name, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        return True
+    except FileExistsError:
+        return False
+
+
+def _work(units: list[RunSpec], claims: Path | None, log: Callable[[str], None], poll_s: float = 2.0) -> None:
+    """Run every unit not taken by another worker, in order, waiting for the runs each one needs."""
+    for unit in units:
+        if _cached(unit) is not None or (claims is not None and not _claim(unit, claims)):
+            continue
+        while not all((need / "result.json").is_file() for need in unit.needs):
+            time.sleep(poll_s)  # a run this one starts from is still running in another worker
+        run_once(unit, log)
+
+
+def _worker_main(spec_file: str, index: int) -> None:
+    """A worker process of :func:`run_comparison` (``python -m mask3d_vit.tasks.compare SPEC INDEX``)."""
+    import torch
+
+    spec = json.loads(Path(spec_file).read_text())
+    torch.set_num_threads(spec["threads"])
+    cfg = from_dict(CompareConfig, spec["cfg"])
+    out = Path(spec["out"])
+    units, _ = _units(cfg, out, spec["variants"], scratch=spec["scratch"], transfer=spec["transfer"])
+    _work(units, out / ".claims", lambda line: print(f"[worker {index}] {line}", flush=True))
 
 
 def run_comparison(cfg: CompareConfig, out: str | Path, *, variants: dict[str, list[str]], scratch: bool = True,
@@ -104,59 +304,66 @@ def run_comparison(cfg: CompareConfig, out: str | Path, *, variants: dict[str, l
                    transfer: bool = True) -> list[dict]:
     """Pre-train every variant per seed, then run every transfer recipe from every backbone.
 
+    Every run that finishes writes ``<run dir>/result.json``; calling this again on the same ``out`` (an
+    interrupted protocol) keeps those and runs only the rest. With ``cfg.workers > 1`` the runs are shared out
+    to that many processes (each with ``cores / workers`` threads).
+
     Args:
         cfg: the comparison (``cfg.objectives`` is not read: ``variants`` says what to pre-train).
         out: folder of the runs: ``pretrain-<variant>``, ``<key>-<backbone>`` (``-s<seed>`` appended when
             ``cfg.seeds`` has several seeds), each a normal run directory with its ``config.yaml``.
-        variants: display name -> ``key=value`` overrides of ``cfg.pretrain`` (e.g. ``objective_variants(...)``).
+        variants: display name -> ``key=value`` overrides of ``cfg.pretrain`` (e.g. ``objective_variants(...)``);
+            ``init_from=variant:<name>`` starts from the backbone of an earlier variant of the same seed.
         scratch: also transfer from a randomly initialised backbone (row ``scratch``).
         log: progress lines go here.
-        on_row: called with each row as soon as its runs are done, so a long protocol that is stopped keeps the
-            rows it finished (the benchmarks save them there).
+        on_row: called with each row once all its runs are done.
         transfer: run the transfer recipes; False pre-trains only (rows then hold the pre-training diagnostics).
 
     Returns:
         One row per (backbone, seed), in the order scratch, then ``variants``, seed-major (see the module docstring).
     """
     out = Path(out)
-    if not cfg.seeds:
-        raise ConfigError("seeds is empty: give at least one seed")
-    suffix = (lambda seed: f"-s{seed}") if len(cfg.seeds) > 1 else (lambda seed: "")
-    runs = transfer_runs(cfg)
+    if cfg.materialize:
+        cfg = materialize(cfg, out / "frames", log=log)
+    units, row_keys = _units(cfg, out, variants, scratch=scratch, transfer=transfer)
+    if cfg.workers > 1:
+        claims = out / ".claims"
+        shutil.rmtree(claims, ignore_errors=True)  # no worker runs now: claims left by a stopped protocol are stale
+        claims.mkdir(parents=True)
+        spec = claims / "spec.json"
+        write_json(spec, {"cfg": to_dict(cfg), "out": str(out), "variants": variants, "scratch": scratch,
+                          "transfer": transfer, "threads": max(1, (os.cpu_count() or 1) // cfg.workers)})
+        # Fresh interpreters (not multiprocessing): nothing of the caller's __main__ is re-imported.
+        procs = [subprocess.Popen([sys.executable, "-m", "mask3d_vit.tasks.compare", str(spec), str(i)])
+                 for i in range(cfg.workers)]
+        codes = [proc.wait() for proc in procs]
+        failed = [i for i, code in enumerate(codes) if code]
+        if failed:
+            raise RuntimeError(f"comparison workers {failed} failed (see their output above); run again with the "
+                               f"same out={out} to continue from the runs that finished")
+    else:
+        _work(units, None, log)
+    results = {u.run_dir: run_once(u, log) for u in units}  # all cached by now
     rows = []
-    for seed in cfg.seeds:
-        backbones = {SCRATCH: ("", 0.0, {})} if scratch else {}
-        for name, overrides in variants.items():
-            run_dir = out / f"pretrain-{_slug(name)}{suffix(seed)}"
-            run_cfg = variant_pretrain(cfg, list(overrides) + [f"train.seed={seed}"])
-            log(f"pre-training {name}, seed {seed} -> {run_dir}")
-            t = time.time()
-            save_config(run_cfg, run_dir / "config.yaml")
-            result = run_pretrain(run_cfg, run_dir)
-            backbones[name] = (str(run_dir), time.time() - t, {f"pretrain/{k[len('eval/val_'):]}": v
-                                                                for k, v in result.items()
-                                                                if k.startswith("eval/val_")})
-        for name, (init, seconds, pretrain_metrics) in backbones.items():
-            row = {"backbone": name, "seed": seed, "pretrain_s": seconds, "pretrain_run": init, **pretrain_metrics}
-            for key, task_cfg in (runs if transfer else {}).items():
-                run_dir = out / f"{_slug(key)}-{_slug(name)}{suffix(seed)}"
-                log(f"{key} from {name}, seed {seed} -> {run_dir}")
-                t = time.time()
-                metrics = _transfer(task_cfg, run_dir, key=key, init=init, seed=seed)
-                row[f"{key}_s"] = time.time() - t
-                row[f"{key}_run"] = str(run_dir)
-                row.update(metrics)
-            rows.append(row)
-            if on_row is not None:
-                on_row(row)
+    for seed, name, init in row_keys:
+        row = {"backbone": name, "seed": seed, "pretrain_s": 0.0, "pretrain_run": str(init or "")}
+        if init:
+            row.update(pretrain_s=results[init]["seconds"], **results[init]["metrics"])
+        for u in units:
+            if u.key != "pretrain" and u.backbone == name and u.seed == seed:
+                row.update({f"{u.key}_s": results[u.run_dir]["seconds"], f"{u.key}_run": str(u.run_dir),
+                            **results[u.run_dir]["metrics"]})
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
     return rows
 
 
-def _transfer(task_cfg: FinetuneConfig | ProbeConfig, run_dir: Path, *, key: str, init: str, seed: int
-              ) -> dict[str, float]:
+def _transfer(task_cfg: FinetuneConfig | ProbeConfig, run_dir: Path, *, key: str, init: str, seed: int,
+              resume: str | None = None) -> dict[str, float]:
     """Run one transfer recipe from backbone ``init`` ("" = scratch) with ``seed``; its row entries.
 
-    A fine-tuning run gives ``<key>/<metric>`` from its final evaluation (per-class IoUs left out); the probe gives
+    A fine-tuning run gives ``<key>/<metric>`` from its final evaluation (per-class IoUs left out); a probe gives
     ``<key>/<metric>`` from the probe and ``<key>_floor/{constant,position}/<metric>`` from its floors.
     """
     if isinstance(task_cfg, ProbeConfig):
@@ -167,8 +374,47 @@ def _transfer(task_cfg: FinetuneConfig | ProbeConfig, run_dir: Path, *, key: str
                 if isinstance(v, (int, float))}
     task_cfg = dataclasses.replace(task_cfg, train=dataclasses.replace(task_cfg.train, seed=seed))
     save_config(task_cfg, run_dir / "config.yaml")
-    result = run_finetune(task_cfg, run_dir, init_from=init)
+    result = run_finetune(task_cfg, run_dir, init_from=init, resume=resume)
     return {f"{key}/{k[5:]}": v for k, v in result.items() if k.startswith("eval/") and "/iou/" not in k}
+
+
+def materialize(cfg: CompareConfig, root: str | Path, log: Callable[[str], None] = print) -> CompareConfig:
+    """``cfg`` with every generated source rendered once into a frames folder under ``root`` and read from there.
+
+    A generated source's validation frames (another seed, see :func:`mask3d_vit.data.build.build_dataset`) are
+    written too, as many as the run reads, and become its ``val_sources``. Folders are named by what they hold, so
+    runs that read the same frames share one, and writing is resumable (an interrupted protocol renders only what
+    is missing).
+    """
+    from ..data.synthrooms import write_synthrooms
+
+    root = Path(root)
+
+    def folder(src: SourceConfig, size: tuple[int, int], seed: int, num: int) -> SourceConfig:
+        settings = src.options.generator(tuple(size))
+        tag = hashlib.sha1(json.dumps(to_dict(settings), sort_keys=True).encode()).hexdigest()[:8]
+        path = root / f"{src.format}-s{seed}-n{num}-{tag}"
+        if not (path / "meta.json").is_file() or len(open_source(
+                SourceConfig("frames", root=str(path), split="all"), split=None)) < num:
+            log(f"rendering {num} {src.format} frames (seed {seed}) once -> {path}")
+            write_synthrooms(path, num, seed=seed, cfg=settings, val_fraction=0.0, progress=False)
+        return SourceConfig("frames", root=str(path), split="all", seed=src.seed, fraction=src.fraction)
+
+    def data(d: DataConfig, val_frames: int) -> DataConfig:
+        if not any(get_format(s.format).generator for s in list(d.sources) + list(d.val_sources)):
+            return d
+        sources = [folder(s, d.size, s.seed, s.num_frames) if get_format(s.format).generator else s for s in d.sources]
+        val = list(d.val_sources) or [dataclasses.replace(s, seed=s.seed + _VAL_SEED_OFFSET) for s in d.sources]
+        val = [folder(s, d.size, s.seed, min(s.num_frames, val_frames) if val_frames else s.num_frames)
+               if get_format(s.format).generator else s for s in val]
+        return dataclasses.replace(d, sources=sources, val_sources=val)
+
+    p = cfg.pretrain
+    return dataclasses.replace(
+        cfg, pretrain=dataclasses.replace(p, data=data(p.data, p.val_batches * p.train.batch_size)),
+        seg=dataclasses.replace(cfg.seg, data=data(cfg.seg.data, cfg.seg.eval.max_images)),
+        depth_probe=dataclasses.replace(cfg.depth_probe, data=data(cfg.depth_probe.data, cfg.depth_probe.max_images)),
+        seg_probe=dataclasses.replace(cfg.seg_probe, data=data(cfg.seg_probe.data, cfg.seg_probe.max_images)))
 
 
 FLOOR_METRICS = (("abs_rel", "AbsRel", 3), ("delta1", "delta1", 1), ("delta1_med", "delta1 (median-scaled)", 1))
@@ -220,12 +466,17 @@ def _source_frames(data: DataConfig, split: str) -> float:
     return total
 
 
+def _patch(encoder: str) -> int:
+    """Patch side of a named encoder (``vit_tiny_patch8`` -> 8)."""
+    return int(encoder.rsplit("patch", 1)[1]) if "patch" in encoder else 16
+
+
 def estimate_seconds(cfg: CompareConfig, *, variants: dict[str, list[str]], scratch: bool = True,
                      transfer: bool = True) -> dict[str, float]:
     """Predicted wall time of :func:`run_comparison` on the 2-core reference CPU, per stage and in total.
 
-    The reference rates (:data:`REFERENCE_RATES`, ViT-Tiny at 96x128) are scaled by pixel count; other encoders or
-    machines make the prediction a rough guide only.
+    A cost model in tokens and pixels (:data:`PRETRAIN_MS`, :data:`SEG_MS`) fit to ViT-Tiny steps; other encoders
+    or machines make the prediction a rough guide only.
 
     Args:
         cfg: the comparison.
@@ -234,33 +485,57 @@ def estimate_seconds(cfg: CompareConfig, *, variants: dict[str, list[str]], scra
         scratch, transfer: as for :func:`run_comparison`.
 
     Returns:
-        ``{"pretrain": s, "seg": s, "depth_probe": s, "total": s}``.
+        ``{"frames": s, "pretrain": s, "seg": s, "probes": s, "total": s}`` ("frames": the one-time rendering of
+        a materialised protocol).
     """
-    def seconds(rate_key: str, images: float, size: tuple[int, int]) -> float:
-        return images * size[0] * size[1] / REFERENCE_PIXELS / REFERENCE_RATES[rate_key]
+    read_ms = DECODE_MS if cfg.materialize else RENDER_MS
+
+    def pixels(size) -> float:
+        return size[0] * size[1] / REFERENCE_PIXELS
+
+    def images(data: DataConfig, train) -> float:
+        total = _source_frames(data, "train") * train.epochs
+        return min(total, train.max_steps * train.batch_size) if train.max_steps else total
 
     def pretrain_seconds(p: PretrainConfig) -> float:
-        images = _source_frames(p.data, "train") * p.train.epochs
+        patches = p.data.size[0] * p.data.size[1] / _patch(p.model.encoder) ** 2
+        seen = patches * (1 - p.model.rgb_mask_ratio)
+        a, b, c, d = PRETRAIN_MS
+        ms = a + b * seen + c * patches + d * seen ** 2 + read_ms * pixels(p.data.size)
+        n = images(p.data, p.train)
         val = p.val_batches * p.train.batch_size * (p.train.epochs / max(p.train.eval_every, 1) + 1)
-        return seconds("pretrain", images, p.data.size) + seconds("eval", val, p.data.size) + RUN_OVERHEAD_S
+        return (n * ms + val * ms / 3) / 1000 + RUN_OVERHEAD_S
+
+    def seg_ms(encoder: str, size) -> float:
+        return SEG_MS[0] * pixels(size) + SEG_MS[1] * size[0] * size[1] / _patch(encoder) ** 2
 
     seeds = len(cfg.seeds)
     pretrain = seeds * sum(pretrain_seconds(variant_pretrain(cfg, overrides)) for overrides in variants.values())
     backbones = (len(variants) + int(scratch)) * seeds
-    stages = {"pretrain": pretrain, "seg": 0.0, "depth_probe": 0.0}
+    stages = {"frames": 0.0, "pretrain": pretrain, "seg": 0.0, "probes": 0.0}
+    rendered = [(cfg.pretrain.data, cfg.pretrain.val_batches * cfg.pretrain.train.batch_size)]
     for key, run in (transfer_runs(cfg) if transfer else {}).items():
         if isinstance(run, ProbeConfig):  # closed form: one pass over the training frames and the scored ones
             scored = _source_frames(run.data, run.split)
             scored = min(scored, run.max_images) if run.max_images else scored
-            stages["depth_probe"] += backbones * (seconds("depth_probe", _source_frames(run.data, "train") + scored,
-                                                          run.data.size) + RUN_OVERHEAD_S)
+            frames = _source_frames(run.data, "train") + scored
+            ms = seg_ms(run.encoder, run.data.size) / 2 + read_ms * pixels(run.data.size)
+            stages["probes"] += backbones * (frames * ms / 1000 + RUN_OVERHEAD_S)
+            rendered.append((run.data, run.max_images))
             continue
         evaluated = _source_frames(run.data, run.eval.split)
         evaluated = min(evaluated, run.eval.max_images) if run.eval.max_images else evaluated
         evaluations = 1 + (run.train.epochs // run.train.eval_every if run.train.eval_every else 0)
-        stages["seg"] += backbones * (seconds("seg", _source_frames(run.data, "train") * run.train.epochs,
-                                              run.data.size)
-                                      + seconds("eval", evaluated * evaluations, run.data.size) + RUN_OVERHEAD_S)
+        ms = seg_ms(run.model.encoder, run.data.size)
+        reads = (_source_frames(run.data, "train") + evaluated) * read_ms * pixels(run.data.size)
+        stages["seg"] += backbones * ((images(run.data, run.train) * ms + evaluated * evaluations * ms / 3 + reads)
+                                      / 1000 + RUN_OVERHEAD_S)
+        rendered.append((run.data, run.eval.max_images))
+    if cfg.materialize:
+        frames = sum(_source_frames(d, "train") + min(_source_frames(d, "val"), n or math.inf) for d, n in rendered)
+        stages["frames"] = frames * (RENDER_MS + 2.0) / 1000  # + 2 ms of PNG encoding per frame
+    parallel = 2.0 if cfg.workers > 1 else TWO_THREADS
+    stages = {k: v / (1.0 if k == "frames" else parallel) for k, v in stages.items()}
     stages["total"] = sum(stages.values())
     return stages
 
@@ -269,3 +544,7 @@ def format_estimate(stages: dict[str, float]) -> str:
     """One line: ``~38 min (pretrain 12.0 + seg 20.1 + depth_probe 5.9 min)``."""
     parts = " + ".join(f"{k} {v / 60:.1f}" for k, v in stages.items() if k != "total")
     return f"~{stages['total'] / 60:.0f} min ({parts} min)"
+
+
+if __name__ == "__main__":
+    _worker_main(sys.argv[1], int(sys.argv[2]))
