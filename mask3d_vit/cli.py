@@ -101,7 +101,7 @@ def _fraction(text: str) -> float:
 
 def _add_synth(subparsers) -> None:
     """``mask3d-vit synth --out DIR [--num N] [--size HxW] [--seed S] [--no-noise] [--no-holes] [--val-fraction F]
-    [KEY=VALUE ...]``; ``KEY=VALUE`` set any other SynthRoomsConfig field (e.g. ``num_furniture=[2,5]``)."""
+    [--workers W] [KEY=VALUE ...]``; ``KEY=VALUE`` set any other SynthRoomsConfig field (e.g. ``num_furniture=[2,5]``)."""
     p = subparsers.add_parser(
         "synth", help="render SynthRooms RGB-D frames into a frames folder",
         description="Render procedural indoor RGB-D frames (NYU13 labels, instances) into a frames folder that "
@@ -115,6 +115,8 @@ def _add_synth(subparsers) -> None:
     p.add_argument("--no-holes", action="store_true", help="no depth holes (edges, grazing angles, patches)")
     p.add_argument("--val-fraction", type=_fraction, default=0.1, metavar="F",
                    help="share of frames in val.txt (default 0.1)")
+    p.add_argument("--workers", type=_int_at_least(1), default=1, metavar="W",
+                   help="processes rendering at once (default 1; up to the CPU cores)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="other SynthRoomsConfig fields")
     p.set_defaults(func=Handler("mask3d_vit.cli:_synth_main"))
 
@@ -126,7 +128,8 @@ def _synth_main(args: argparse.Namespace) -> None:
     cfg = load_config(SynthRoomsConfig, overrides=args.overrides)
     cfg = dataclasses.replace(cfg, size=args.size or cfg.size, sensor_noise=cfg.sensor_noise and not args.no_noise,
                               holes=cfg.holes and not args.no_holes)
-    root = write_synthrooms(args.out, args.num, seed=args.seed, cfg=cfg, val_fraction=args.val_fraction)
+    root = write_synthrooms(args.out, args.num, seed=args.seed, cfg=cfg, val_fraction=args.val_fraction,
+                            workers=args.workers)
     print(f"wrote {args.num} SynthRooms frames ({cfg.size[0]}x{cfg.size[1]}, seed {args.seed}) to {root}")
 
 

@@ -46,6 +46,18 @@ def test_pyramid_strides_from_one_map_and_from_four(grid):
         [(2, 16, 4 * h, 4 * w), (2, 16, 2 * h, 2 * w), (2, 16, h, w), (2, 16, h // 2, w // 2)]
 
 
+def test_patch8_pyramid_keeps_strides_4_to_32():
+    neck = SimpleFeaturePyramid(in_channels=64, out_channels=16, in_stride=8, scale_factors=(2.0, 1.0, 0.5, 0.25))
+    out = neck(torch.randn(2, 64, 12, 16))
+    assert neck.strides == {"p2": 4, "p3": 8, "p4": 16, "p5": 32}
+    assert [tuple(v.shape[-2:]) for v in out.values()] == [(24, 32), (12, 16), (6, 8), (3, 4)]
+    # A dense model on a patch-8 ViT builds that pyramid: its output keeps the stride-4 grid, not a stride-2 one.
+    model = DenseModel.from_config(micro_cfg(encoder="vit_tiny_patch8", img_size=(32, 48)), task="seg", num_classes=5)
+    assert model.backbone.patch_size == 8 and model.neck.strides == {"p2": 4, "p3": 8, "p4": 16, "p5": 32}
+    main, _ = model.eval().forward_raw(batch(32, 48)["rgb"])
+    assert main.shape == (2, 5, 8, 12)
+
+
 def test_pyramid_levels_use_their_own_input():
     neck = SimpleFeaturePyramid(in_channels=64, out_channels=16).eval()
     maps = [torch.randn(1, 64, 4, 4) for _ in range(4)]

@@ -1,4 +1,4 @@
-"""The evidence benchmark's protocol (benchmarks/transfer.py) end to end at smoke size; the real run takes ~45 min."""
+"""The evidence benchmark (benchmarks/transfer.py): its --quick form end to end, resuming, and its statistics."""
 import importlib.util
 import json
 import math
@@ -8,12 +8,11 @@ import pytest
 
 from mask3d_vit.config import load_config
 from mask3d_vit.tasks.compare import CompareConfig, estimate_seconds, objective_variants, summarize
-from smoke import COMPARISON_SMOKE
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-SMOKE = ["objectives=[depth, rgb]", "seeds=[0, 1]", "fractions=[1.0, 0.5]", *COMPARISON_SMOKE]
+REAL_FRAMES = SHARED if (SHARED / "nyuv2_train_mini").is_dir() and (SHARED / "sunrgbd_kv2_mini").is_dir() else None
+BACKBONES = ["scratch", "Mask3D", "MAE-RGB", "RGB+depth", "MAE-RGB → Mask3D", "MAE-RGB → MAE-RGB"]
 
 
 def _load_script():
@@ -23,61 +22,82 @@ def _load_script():
     return module
 
 
-REAL_FRAMES = SHARED if (SHARED / "nyuv2_train_mini").is_dir() and (SHARED / "sunrgbd_kv2_mini").is_dir() else None
-
-
 @pytest.fixture(scope="module")
-def transfer(tmp_path_factory):
-    """One smoke-size run of the protocol (with the real-frames part where the sample frames exist)."""
+def quick(tmp_path_factory):
+    """``python benchmarks/transfer.py --quick`` (with the real-frames part where the sample frames exist)."""
     bench = _load_script()
-    cfg = load_config(CompareConfig, bench.RECIPE, SMOKE)
-    tmp_path = tmp_path_factory.mktemp("transfer")
-    result = bench.run_transfer(tmp_path / "runs", cfg=cfg, shared=REAL_FRAMES, log=lambda line: None)
-    return bench, cfg, result, tmp_path
+    tmp = tmp_path_factory.mktemp("transfer")
+    args = ["--quick", "--out", str(tmp / "runs"), "--report", str(tmp / "docs" / "results.md"),
+            "--shared", str(REAL_FRAMES or tmp / "absent")]
+    bench._main(args)
+    return bench, tmp, args
 
 
-def test_transfer_protocol_and_report(transfer):
-    bench, cfg, result, tmp_path = transfer
+def test_quick_protocol_writes_the_report(quick):
+    bench, tmp, _ = quick
+    result = json.loads((tmp / "runs" / "results.json").read_text())
     rows = result["rows"]
-    assert [(r["backbone"], r["seed"]) for r in rows] == [(b, s) for s in (0, 1) for b in ("scratch", "Mask3D", "MAE-RGB")]
+    assert [(r["backbone"], r["seed"]) for r in rows] == [(b, s) for s in (0, 1) for b in BACKBONES]
     for r in rows:
         assert 0 <= r["seg/miou"] <= 100 and 0 <= r["seg@50%/miou"] <= 100 and r["depth_probe/abs_rel"] > 0
-        assert 0 <= r["depth_probe/delta1_med"] <= 100
-        assert 0 <= r["depth_probe_floor/position/delta1"] <= 100 and r["depth_probe_floor/constant/abs_rel"] > 0
-    # Rows are saved as each backbone finishes (a stopped run keeps them), the last write holds them all.
-    saved = json.loads((tmp_path / "runs" / "rows.json").read_text())["rows"]
-    assert [(r["backbone"], r["seed"]) for r in saved] == [(r["backbone"], r["seed"]) for r in rows]
-    # Seeds change the runs: two seeds of one backbone must not give the same numbers.
-    assert rows[1]["depth_probe/abs_rel"] != rows[4]["depth_probe/abs_rel"]
-    mean, std = next(e for e in result["summary"] if e["backbone"] == "Mask3D")["seg/miou"]
-    assert math.isclose(mean, (rows[1]["seg/miou"] + rows[4]["seg/miou"]) / 2) and std >= 0
+        assert 0 <= r["seg_probe/miou"] <= 100 and 0 <= r["seg_probe_floor/position/miou"] <= 100
+        assert r["depth_probe_floor/constant/abs_rel"] > 0
+    # Seeds change the runs; the continued backbones start from their seed's MAE-RGB run.
+    assert rows[1]["depth_probe/abs_rel"] != rows[7]["depth_probe/abs_rel"]
+    continued = json.loads((Path(rows[4]["pretrain_run"]) / "result.json").read_text())
+    assert continued["config"]["init_from"] == rows[2]["pretrain_run"] and continued["config"]["train"]["max_steps"]
+    assert "pretrain/rgb_reliance" in rows[1] and "pretrain/rgb_reliance" not in rows[2]
+    assert result["ceiling"]["seg_ceiling/miou"] >= 0 and result["ceiling"]["depth_ceiling/abs_rel"] > 0
 
-    report = tmp_path / "docs" / "results.md"
-    text = bench.write_report(result, cfg, command="python benchmarks/transfer.py ...", out=tmp_path / "runs",
-                              report=report, estimate="~1 min", real_note="note")
-    assert "| Mask3D | 2 |" in text and "seg mIoU (50 % labels)" in text and "Mask3D vs MAE-RGB" in text
-    assert f"position-only AbsRel {rows[0]['depth_probe_floor/position/abs_rel']:.3f}" in text
-    for name in ("transfer_metrics.png", "transfer_data_efficiency.png"):
-        assert (report.parent / "figures" / name).stat().st_size > 1000
-    # --real only rewrites the real-frames section alone and keeps the comparison above it.
-    rewritten = bench.replace_real_section(report, rows[:1], "new note")
-    assert rewritten.startswith(text.split(bench.REAL_HEADING)[0].rstrip("\n"))
-    assert rewritten.count(bench.REAL_HEADING) == 1 and "new note" in rewritten and "\nnote\n" not in rewritten
-    assert report.read_text() == rewritten
-    # A later run without the real-frames part (--real off) keeps that section as it is.
-    again = bench.write_report(result | {"real_rows": []}, cfg, command="python benchmarks/transfer.py --real off",
-                               out=tmp_path / "runs", report=report, estimate="~1 min", real_note="Skipped")
-    assert again.count(bench.REAL_HEADING) == 1 and "new note" in again and "Skipped" not in again
+    text = (tmp / "docs" / "results.md").read_text()
+    assert "| Mask3D | 2 |" in text and "seg mIoU, 50 % labels" in text and "Mask3D − MAE-RGB" in text
+    assert "MAE-RGB → Mask3D − MAE-RGB → MAE-RGB" in text and "*floor: position-only (depth probe)*" in text
+    assert "*ceiling: supervised fine-tuning, 3 steps*" in text and "## What this run shows" in text
+    assert "over 1 invocation(s)" in text and "Command: `python benchmarks/transfer.py --quick" in text
+    figures = tmp / "docs" / "figures"
+    for name in ("transfer_segmentation.png", "transfer_data_efficiency.png", "transfer_probes.png",
+                 "transfer_reconstruction_mask3d.png"):
+        assert (figures / name).stat().st_size > 1000
+    if REAL_FRAMES is not None:
+        real = result["real_rows"]
+        assert [r["backbone"] for r in real[:6]] == BACKBONES
+        assert all(r["sim2real/frames"] == 1 and r["depth_probe/abs_rel"] > 0 for r in real)
+    else:
+        assert "Skipped: `../shared/data` is absent" in text
 
 
-def test_transfer_real_frames_rows(transfer):
-    if REAL_FRAMES is None:
-        pytest.skip(f"real sample frames (nyuv2_train_mini, sunrgbd_kv2_mini) not present at {SHARED} "
-                    f"(developer-only data)")
-    real = transfer[2]["real_rows"]
-    assert [r["backbone"] for r in real] == ["scratch", "Mask3D", "MAE-RGB"]
-    for r in real:
-        assert r["sim2real/frames"] == 1 and 0 <= r["sim2real/miou"] <= 100 and r["depth_probe/abs_rel"] > 0
+def test_rerun_keeps_finished_runs_and_redoes_changed_ones(quick):
+    bench, tmp, args = quick
+    results = sorted((tmp / "runs").glob("*/result.json"))
+    before = {p: p.stat().st_mtime_ns for p in results}
+    bench._main(args)  # everything finished: nothing runs again
+    assert {p: p.stat().st_mtime_ns for p in results} == before
+    assert "over 2 invocation(s)" in (tmp / "docs" / "results.md").read_text()
+    bench._main(args + ["seg_steps=[3,1]"])  # only the 50 % fine-tunings change
+    changed = {p.parent.name for p in results if p.stat().st_mtime_ns != before[p]}
+    assert changed == {f"seg_50pct-{b}-s{s}" for b in ("scratch", "mask3d", "mae-rgb", "rgb_depth",
+                                                      "mae-rgb-then-mask3d", "mae-rgb-then-mae-rgb") for s in (0, 1)}
+
+
+def test_out_that_is_not_a_protocol_is_refused(tmp_path):
+    (tmp_path / "stray.txt").write_text("x")
+    with pytest.raises(SystemExit, match="not empty and holds no protocol"):
+        _load_script()._main(["--quick", "--out", str(tmp_path), "--real", "off"])
+
+
+def test_paired_differences_and_calls():
+    bench = _load_script()
+    rows = [{"backbone": b, "seed": s, "m/miou": v, "d/abs_rel": a}
+            for s, (v1, v2) in enumerate([(10.0, 8.0), (11.0, 8.5), (12.0, 9.5)])
+            for b, v, a in (("Mask3D", v1, 0.40), ("scratch", v2, 0.40 + 0.01 * (s - 1)))]
+    mean, half, n = bench.paired(rows, "Mask3D", "scratch", "m/miou")
+    assert n == 3 and math.isclose(mean, 7 / 3) and math.isclose(half, 4.303 * math.sqrt(1 / 12) / math.sqrt(3))
+    assert bench.call((mean, half, n), "m/miou") == "better"
+    assert bench.call((-mean, half, n), "m/miou") == "worse"
+    assert bench.call((-0.5, 0.1, 3), "d/abs_rel") == "better"  # lower AbsRel is better
+    assert bench.call(bench.paired(rows, "Mask3D", "scratch", "d/abs_rel"), "d/abs_rel") == "within noise"
+    assert math.isnan(bench.paired(rows[:2], "Mask3D", "scratch", "m/miou")[1])
+    assert bench.paired(rows, "Mask3D", "MAE-RGB", "m/miou") is None
 
 
 def test_summary_statistics_and_estimate():
@@ -87,30 +107,44 @@ def test_summary_statistics_and_estimate():
     assert a["seeds"] == 3 and a["x"] == (2.0, 1.0)
     assert b["x"][0] == 5.0 and math.isnan(b["x"][1])
     cfg = load_config(CompareConfig, "transfer_cpu")
-    variants = objective_variants(cfg.objectives)
+    variants = objective_variants(cfg.objectives, cfg)
+    assert list(variants) == BACKBONES[1:]
     full = estimate_seconds(cfg, variants=variants)
     one_seed = estimate_seconds(load_config(CompareConfig, "transfer_cpu", ["seeds=[0]"]), variants=variants)
-    assert math.isclose(full["total"], 3 * one_seed["total"])
+    assert math.isclose(full["total"] - full["frames"], 5 * (one_seed["total"] - one_seed["frames"]))
     # Each variant is priced with its own overrides: one that pre-trains 4x longer costs ~4x the pre-training.
-    longer = estimate_seconds(cfg, variants={"Mask3D": ["train.epochs=64"]})
+    longer = estimate_seconds(cfg, variants={"Mask3D": ["train.epochs=4"]})
     shorter = estimate_seconds(cfg, variants={"Mask3D": []})
     assert 3.5 < longer["pretrain"] / shorter["pretrain"] < 4.0
     assert longer["seg"] == shorter["seg"]
-    assert 20 * 60 < full["total"] < 45 * 60, "the default protocol must fit the 45-minute CPU budget"
+    # A Mask3D step (every colour patch encoded) costs more than an MAE step (a quarter of them).
+    mae = estimate_seconds(cfg, variants={"MAE-RGB": variants["MAE-RGB"]})
+    assert 2.0 < shorter["pretrain"] / mae["pretrain"] < 5.0
+    assert 60 * 60 < full["total"] < 95 * 60, "the default protocol must fit the ~90-minute CPU budget"
 
 
-def test_scale_multiplies_frames_not_epochs():
+def test_scale_multiplies_frames_and_steps_not_epochs():
     bench = _load_script()
     cfg = load_config(CompareConfig, bench.RECIPE)
     big = bench.scaled(cfg, 4)
-    for run in ("pretrain", "seg", "depth_probe"):
+    for run in ("pretrain", "seg", "depth_probe", "seg_probe"):
         small, large = getattr(cfg, run), getattr(big, run)
         assert [s.num_frames * 4 for s in small.data.sources] == [s.num_frames for s in large.data.sources]
         assert large.data.size == small.data.size
-    assert big.pretrain.train.epochs == cfg.pretrain.train.epochs and big.seg.train.epochs == cfg.seg.train.epochs
+    assert big.pretrain.train.epochs == cfg.pretrain.train.epochs
+    assert big.seg_steps == [4 * n for n in cfg.seg_steps] and big.continue_steps == 4 * cfg.continue_steps
     assert big.seg.eval.max_images == 4 * cfg.seg.eval.max_images
     assert big.depth_probe.max_images == 4 * cfg.depth_probe.max_images
     # so the scaled protocol costs ~4x on the same machine (a GPU brings it back to the CPU run's wall time)
-    variants = objective_variants(cfg.objectives)
+    variants = objective_variants(cfg.objectives, cfg)
     ratio = estimate_seconds(big, variants=variants)["total"] / estimate_seconds(cfg, variants=variants)["total"]
     assert 3.5 < ratio < 4.1
+
+
+def test_continued_variants_need_their_base():
+    from mask3d_vit.config import ConfigError
+    cfg = load_config(CompareConfig, "transfer_cpu", ["objectives=[depth]"])
+    with pytest.raises(ConfigError, match="continue_from='rgb' must be one of the objectives"):
+        objective_variants(cfg.objectives, cfg)
+    with pytest.raises(ConfigError, match="continue_steps=0"):
+        objective_variants(["rgb"], load_config(CompareConfig, "transfer_cpu", ["continue_steps=0"]))

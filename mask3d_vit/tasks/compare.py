@@ -397,7 +397,8 @@ def materialize(cfg: CompareConfig, root: str | Path, log: Callable[[str], None]
         if not (path / "meta.json").is_file() or len(open_source(
                 SourceConfig("frames", root=str(path), split="all"), split=None)) < num:
             log(f"rendering {num} {src.format} frames (seed {seed}) once -> {path}")
-            write_synthrooms(path, num, seed=seed, cfg=settings, val_fraction=0.0, progress=False)
+            write_synthrooms(path, num, seed=seed, cfg=settings, val_fraction=0.0, progress=False,
+                             workers=os.cpu_count() or 1)
         return SourceConfig("frames", root=str(path), split="all", seed=src.seed, fraction=src.fraction)
 
     def data(d: DataConfig, val_frames: int) -> DataConfig:
