@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mask3d_vit.config import load_config, save_config
+from mask3d_vit.config import load_config, save_config, to_dict
 from mask3d_vit.data.build import DataConfig, SourceConfig, build_dataset, open_source
 from mask3d_vit.data.classes import get_class_set
 from mask3d_vit.eval.dense import DenseEvaluator, EvalConfig, SegmentationScore
@@ -547,7 +547,8 @@ def _main(argv: list[str] | None = None) -> None:
                                                    "protocol folder is continued")
     parser.add_argument("--report", default=str(ROOT / "docs" / "results.md"), help="markdown report to rewrite")
     parser.add_argument("--quick", action="store_true", help="the protocol at smoke size (about a minute)")
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply every frame and step count (GPU: 10)")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply every frame and step count (GPU: 10); key=value overrides apply after it")
     parser.add_argument("--real", choices=("auto", "on", "off"), default="auto",
                         help="the real-frames experiment: auto = when ../shared/data exists; when it is not run, "
                              "the report keeps the section it already has")
@@ -556,7 +557,9 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seeds=[0,1]")
     args = parser.parse_args(argv)
 
-    cfg = scaled(load_config(CompareConfig, args.config, (QUICK if args.quick else []) + args.overrides), args.scale)
+    # Overrides apply after --scale: `--scale 10 seg_steps=[200,100,50]` runs those steps.
+    cfg = scaled(load_config(CompareConfig, args.config, QUICK if args.quick else []), args.scale)
+    cfg = load_config(CompareConfig, None, args.overrides, base=to_dict(cfg))
     shared = Path(args.shared)
     if args.real == "on" and not shared.is_dir():
         raise SystemExit(f"--real on: {shared} does not exist")

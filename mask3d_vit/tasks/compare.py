@@ -532,9 +532,16 @@ def estimate_seconds(cfg: CompareConfig, *, variants: dict[str, list[str]], scra
         stages["seg"] += backbones * ((images(run.data, run.train) * ms + evaluated * evaluations * ms / 3 + reads)
                                       / 1000 + RUN_OVERHEAD_S)
         rendered.append((run.data, run.eval.max_images))
+    if cfg.ceiling_steps and transfer:  # seg and depth from scratch, once
+        run = cfg.seg
+        evaluated = min(_source_frames(run.data, run.eval.split), run.eval.max_images or math.inf)
+        ms = seg_ms(run.model.encoder, run.data.size)
+        stages["seg"] += 2 * ((cfg.ceiling_steps * run.train.batch_size * ms + evaluated * ms / 3) / 1000
+                              + RUN_OVERHEAD_S)
     if cfg.materialize:
         frames = sum(_source_frames(d, "train") + min(_source_frames(d, "val"), n or math.inf) for d, n in rendered)
-        stages["frames"] = frames * (RENDER_MS + 2.0) / 1000  # + 2 ms of PNG encoding per frame
+        # + 2 ms of PNG encoding per frame; every core renders
+        stages["frames"] = frames * (RENDER_MS + 2.0) / 1000 / (os.cpu_count() or 1)
     parallel = 2.0 if cfg.workers > 1 else TWO_THREADS
     stages = {k: v / (1.0 if k == "frames" else parallel) for k, v in stages.items()}
     stages["total"] = sum(stages.values())
