@@ -411,7 +411,7 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
         command, estimate, real_note: shown as they are.
         out: the protocol's run folder.
         report: the markdown file (its real-frames section is kept when ``result`` has no real rows).
-        timing: one ``{"commit", "minutes", "started"}`` per invocation of the protocol on ``out``.
+        timing: one ``{"command", "commit", "minutes", "started"}`` per invocation of the protocol on ``out``.
     """
     rows, summary, ceiling = result["rows"], result["summary"], result["ceiling"]
     seg_cols, figures = seg_columns(cfg), report.parent / "figures"
@@ -458,13 +458,15 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
         *findings(rows, cfg), "",
         "## How they were made", "",
         f"- Command: `{command}` (resolved config: `{out / 'transfer_config.yaml'}`; every run directory under "
-        f"`{out}` holds its own `config.yaml` and `result.json`).",
-        f"- Commit: {', '.join(dict.fromkeys(t['commit'] for t in timing)) or commit()}. Hardware: {hardware()}; "
-        f"{cfg.workers} worker process(es).",
-        f"- Wall time: {wall:.1f} min over {len(timing)} invocation(s) (predicted before starting: {estimate}); "
-        f"the runs themselves took {cpu_minutes:.0f} worker-minutes.",
+        f"`{out}` holds its own `config.yaml` and `result.json`). Hardware: {hardware()}; {cfg.workers} worker "
+        "process(es).",
+        f"- Wall time: {wall:.1f} min over {len(timing)} invocation(s) (predicted for the whole protocol: "
+        f"{estimate}); the runs themselves took {cpu_minutes:.0f} worker-minutes. Invocations: "
+        + "; ".join(f"`{t.get('command', command)}` at commit {t['commit']}, started {t['started']}, "
+                    f"{t['minutes']:.1f} min" for t in timing) + ".",
         f"- Pre-training: {p.model.encoder} at {p.data.size[0]}x{p.data.size[1]} "
-        f"({p.data.size[0] // _patch_of(p.model.encoder)}x{p.data.size[1] // _patch_of(p.model.encoder)} tokens) on "
+        f"({p.data.size[0] // _patch_of(p.model.encoder)}x{p.data.size[1] // _patch_of(p.model.encoder)} tokens; "
+        "why this grid: docs/benchmarks.md, \"Token grid\") on "
         f"{pretrain_frames:,} distinct SynthRooms frames (scene seed {p.data.sources[0].seed}), "
         f"{p.train.epochs} epoch(s) of batch {p.train.batch_size} = {steps_per_run} steps for every objective. "
         f"Mask3D is the default design (colour mask {p.model.rgb_mask_ratio}, depth mask "
@@ -587,7 +589,7 @@ def _main(argv: list[str] | None = None) -> None:
             REAL_NOTE.format(frames=frame_count(real_sources(shared)[0])))
     command = shlex.join(["python", "benchmarks/transfer.py", *(argv if argv is not None else sys.argv[1:])])
     result = run_transfer(out, cfg=cfg, shared=shared, log=log)
-    timing.append({"commit": commit(), "minutes": (time.time() - started) / 60,
+    timing.append({"command": command, "commit": commit(), "minutes": (time.time() - started) / 60,
                    "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started))})
     write_json(timing_file, {"invocations": timing})
     text = write_report(result, cfg, command=command, out=out, report=Path(args.report), estimate=estimate,
