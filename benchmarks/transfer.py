@@ -504,7 +504,7 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
         "`rgb_reliance`: the depth loss on hidden patches with the colour of another image, over the loss with the "
         "true colour (1 = colour ignored); `vs_interpolation`: the model's loss over that of interpolating the "
         "visible depth patches (< 1 = better than interpolation). Measured on the pre-training validation frames at "
-        "the end of each run.", "",
+        "the end of each run; MAE-RGB predicts no depth, so it has none.", "",
         metric_table([e for e in summary if e["backbone"] != SCRATCH],
                      DIAGNOSTIC_COLUMNS + [("pretrain_s", "pre-training time (s)", 0)]), "",
         *[f"![reconstruction {name}](figures/{path.name})" for name, path in recon], "",
