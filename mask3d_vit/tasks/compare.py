@@ -1,22 +1,29 @@
 """The comparison protocol shared by ``mask3d-vit demo`` and ``benchmarks/transfer.py`` / ``benchmarks/ablations.py``.
 
-For every pre-training variant (an objective, or an ablation's config change) and every seed: pre-train once, then
-fine-tune semantic segmentation on each fraction of the labelled frames and fit the closed-form frozen depth probe
-(:func:`mask3d_vit.tasks.finetune.run_probe`) on that backbone; ``scratch`` (no pre-training) goes through the same
-transfer runs. Every run uses the same recipe except for what the variant changes, so rows differ only by the
-backbone::
+For every pre-training variant (an objective, an objective continued from another's backbone, or an ablation's
+config change) and every seed: pre-train once, then fine-tune semantic segmentation on each fraction of the
+labelled frames and fit the closed-form frozen probes (:func:`mask3d_vit.tasks.finetune.run_probe`) on that
+backbone; ``scratch`` (no pre-training) goes through the same transfer runs. Every run uses the same recipe except
+for what the variant changes, so rows differ only by the backbone::
 
     cfg = load_config(CompareConfig, "transfer_cpu")
-    rows = run_comparison(cfg, "runs/transfer", variants=objective_variants(cfg.objectives))
-    print(summary_table(summarize(rows)))
+    rows = run_comparison(cfg, "runs/transfer", variants=objective_variants(cfg.objectives, cfg))
+    print(summarize(rows))
+
+Every run writes ``result.json`` (its metrics, seconds, and the recipe it ran) when it finishes, so a protocol that
+is stopped and started again runs only what is missing, and a run whose recipe changed runs again. With
+``workers > 1`` the runs are shared out to that many processes (``python -m mask3d_vit.tasks.compare``); with
+``materialize`` the SynthRooms frames are rendered once into frames folders that every run reads.
 
 A row is one (backbone, seed): ``pretrain_s``/``pretrain_run`` and, per transfer run ``key`` (``seg`` on all the
-labelled frames, ``seg@10%`` on a tenth of them, ``depth_probe``), ``<key>_s``, ``<key>_run`` and the run's final
-evaluation metrics as ``<key>/<metric>`` (``miou``, ``pixel_acc``... in percent; ``abs_rel``, ``delta1``,
-``delta1_med``... for depth). The probe's image-blind floors, fit on the same frames, follow as
-``depth_probe_floor/constant/<metric>`` and ``depth_probe_floor/position/<metric>``. ``pretrain/<metric>`` holds
-the pre-training run's final validation figures (``loss_depth``, ``rgb_reliance``, ``vs_interpolation``... of
-:mod:`mask3d_vit.eval.pretext`).
+labelled frames, ``seg@10%`` on a tenth of them, ``depth_probe``, ``seg_probe``), ``<key>_s``, ``<key>_run`` and
+the run's final evaluation metrics as ``<key>/<metric>`` (``miou``, ``pixel_acc``... in percent; ``abs_rel``,
+``delta1``, ``delta1_med``... for depth). A probe's image-blind floors, fit on the same frames, follow as
+``<probe>_floor/constant/<metric>`` and ``<probe>_floor/position/<metric>``. ``pretrain/<metric>`` holds the
+pre-training run's final validation figures (``loss_depth``, ``rgb_reliance``, ``vs_interpolation``... of
+:mod:`mask3d_vit.eval.pretext`). With ``ceiling_steps`` a last row, backbone ``supervised``, holds
+``seg_ceiling/<metric>`` and ``depth_ceiling/<metric>``: both tasks fine-tuned from scratch on all the labelled
+frames for that many steps.
 """
 from __future__ import annotations
 
