@@ -54,7 +54,8 @@ CONTINUED = ("MAE-RGB → Mask3D", "MAE-RGB → MAE-RGB")  # the paired comparis
 # --quick: the whole protocol at smoke size (a micro ViT at 32x48, 2 seeds, a few steps per run): about a minute.
 QUICK = ["seeds=[0,1]", "fractions=[1.0,0.5]", "seg_steps=[3,2]", "continue_steps=2", "ceiling_steps=3"]
 for _section in ("pretrain", "seg", "depth_probe", "seg_probe"):
-    QUICK += [f"{_section}.data.sources=[{{format: synthrooms, num_frames: 16, seed: {0 if _section == 'pretrain' else 100}}}]",
+    _seed = 0 if _section == "pretrain" else 100
+    QUICK += [f"{_section}.data.sources=[{{format: synthrooms, num_frames: 16, seed: {_seed}}}]",
               f"{_section}.data.size=[32,48]"]
 for _section in ("pretrain", "seg"):
     QUICK += [f"{_section}.model.encoder=vit_micro_patch16", f"{_section}.train.batch_size=8"]
@@ -181,7 +182,8 @@ def seg_columns(cfg: CompareConfig) -> list[tuple[str, str, int]]:
 PROBE_COLUMNS = [("depth_probe/abs_rel", "depth AbsRel", 3), ("depth_probe/delta1", "depth delta1", 1),
                  ("depth_probe/delta1_med", "depth delta1 (median-scaled)", 1), ("seg_probe/miou", "seg mIoU", 1),
                  ("seg_probe/pixel_acc", "seg pixel acc", 1)]
-DIAGNOSTIC_COLUMNS = [("pretrain/rgb_reliance", "rgb_reliance", 3), ("pretrain/vs_interpolation", "vs_interpolation", 2),
+DIAGNOSTIC_COLUMNS = [("pretrain/rgb_reliance", "rgb_reliance", 3),
+                      ("pretrain/vs_interpolation", "vs_interpolation", 2),
                       ("pretrain/loss_depth_hidden", "depth loss (hidden patches)", 3),
                       ("pretrain/loss_rgb", "colour loss", 3)]
 
@@ -433,8 +435,8 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
     probe_refs += [(f"ceiling: supervised fine-tuning, {steps} steps", probe_ceiling)] if probe_ceiling else []
     names = [e["backbone"] for e in summary]
     pairs = comparisons(names)
-    effic_refs = [(name.split(" (")[0], v[f"{transfer_key('seg', 1.0)}/miou"]) for name, v in seg_floor[:1] + seg_ceiling
-                  if f"{transfer_key('seg', 1.0)}/miou" in v]
+    full = f"{transfer_key('seg', 1.0)}/miou"
+    effic_refs = [(name.split(" (")[0], v[full]) for name, v in seg_floor[:1] + seg_ceiling if full in v]
     bars = bar_figure(summary, rows, seg_cols[:-1], figures / "transfer_segmentation.png", seg_floor[:1] + seg_ceiling)
     effic = efficiency_figure(summary, cfg.fractions, figures / "transfer_data_efficiency.png", effic_refs)
     probes = bar_figure(summary, rows, PROBE_COLUMNS, figures / "transfer_probes.png",

@@ -101,7 +101,8 @@ def _fraction(text: str) -> float:
 
 def _add_synth(subparsers) -> None:
     """``mask3d-vit synth --out DIR [--num N] [--size HxW] [--seed S] [--no-noise] [--no-holes] [--val-fraction F]
-    [--workers W] [KEY=VALUE ...]``; ``KEY=VALUE`` set any other SynthRoomsConfig field (e.g. ``num_furniture=[2,5]``)."""
+    [--workers W] [KEY=VALUE ...]``; ``KEY=VALUE`` set any other SynthRoomsConfig field (e.g.
+    ``num_furniture=[2,5]``)."""
     p = subparsers.add_parser(
         "synth", help="render SynthRooms RGB-D frames into a frames folder",
         description="Render procedural indoor RGB-D frames (NYU13 labels, instances) into a frames folder that "

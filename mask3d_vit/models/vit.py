@@ -21,7 +21,8 @@ from torch import nn
 __all__ = [
     "TIMM_NAMES", "ENCODER_NAMES", "build_encoder", "check_image", "normalize_rgb", "set_attention_backend",
     "AttentionBackendHook",
-    "vit_micro_patch16", "vit_tiny_patch16", "vit_tiny_patch8", "vit_small_patch16", "vit_base_patch16", "vit_large_patch16",
+    "vit_micro_patch16", "vit_tiny_patch16", "vit_tiny_patch8", "vit_small_patch16", "vit_base_patch16",
+    "vit_large_patch16",
 ]
 
 # Our encoder name -> the timm model whose architecture (and therefore state-dict layout) it shares.
