@@ -476,7 +476,8 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
         "hides 0.75 of the colour and reconstructs it; RGB+depth does both. Equal steps and frames, not equal "
         "FLOPs: a Mask3D step encodes every colour patch, an MAE step a quarter of them (the time column).",
         f"- Continued pre-training: from each seed's MAE-RGB backbone, {cfg.continue_steps} more steps of Mask3D "
-        f"(`--init-from`), against {cfg.continue_steps} more steps of MAE-RGB, on the same frames."
+        f"(`--init-from`), against {cfg.continue_steps} more steps of MAE-RGB, on the same frames. Only the encoder "
+        "is carried over, as from an ImageNet MAE checkpoint: both continued runs start a new decoder."
         if cfg.continued else "- No continued pre-training.",
         f"- Segmentation: UperNet fine-tuned on {labelled:,} labelled SynthRooms frames of other scenes (seed "
         f"{cfg.seg.data.sources[0].seed}) and on " + ", ".join(f"{f * 100:g} %" for f in cfg.fractions if f < 1)
