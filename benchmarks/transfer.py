@@ -292,6 +292,30 @@ def findings(rows: list[dict], cfg: CompareConfig) -> list[str]:
     return lines
 
 
+def floor_findings(summary: list[dict], rows: list[dict], ceiling: dict) -> list[str]:
+    """Where the backbones' probes stand between their floors and ceiling, one line per probe metric."""
+    lines = []
+    for probe, metric, title, lower in (("depth_probe", "abs_rel", "Depth probe AbsRel", True),
+                                        ("seg_probe", "miou", "Segmentation probe mIoU", False)):
+        key = f"{probe}/{metric}"
+        means = {e["backbone"]: e[key][0] for e in summary if key in e}
+        row = next((r for r in rows if f"{probe}_floor/position/{metric}" in r), None)
+        if not means or row is None:
+            continue
+        position, constant = row[f"{probe}_floor/position/{metric}"], row[f"{probe}_floor/constant/{metric}"]
+        above = [n for n, v in means.items() if (v < position if lower else v > position)]
+        best = min(means, key=means.get) if lower else max(means, key=means.get)
+        task = "depth" if probe == "depth_probe" else "seg"
+        top = ceiling.get(f"{task}_ceiling/{metric}")
+        lines.append(f"- {title}: backbones from {min(means.values()):.3g} to {max(means.values()):.3g} (best "
+                     f"{best}); image-blind floors: position-only {position:.3g}, constant {constant:.3g}"
+                     + (f"; supervised ceiling {top:.3g}" if top is not None else "") + ". "
+                     + (f"{len(above)} of {len(means)} backbones beat the position-only floor"
+                        + (f" ({', '.join(above)})." if above else ": no frozen encoder here carries more of this "
+                           "task than knowing each pixel's position.")))
+    return lines
+
+
 def _figure_module():
     import matplotlib
     matplotlib.use("Agg")
@@ -457,7 +481,7 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
         "Paired by seed (the same seed sets initialisation, masks and data order of both backbones); ± is the "
         "half-width of the 95 % confidence interval of the mean difference (Student's t); *better* / *worse* "
         "when that interval excludes zero, *within noise* otherwise.", "",
-        *findings(rows, cfg), "",
+        *findings(rows, cfg), *floor_findings(summary, rows, ceiling), "",
         "## How they were made", "",
         f"- Command: `{command}` (resolved config: `{out / 'transfer_config.yaml'}`; every run directory under "
         f"`{out}` holds its own `config.yaml` and `result.json`). Hardware: {hardware()}; {cfg.workers} worker "
