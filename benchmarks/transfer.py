@@ -440,6 +440,10 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
         timing: one ``{"command", "commit", "minutes", "started"}`` per invocation of the protocol on ``out``.
     """
     rows, summary, ceiling = result["rows"], result["summary"], result["ceiling"]
+    # The docs name the run folder relative to the repository; one outside it is this machine's and reads <out>.
+    resolved = out.resolve()
+    shown = str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else "<out>"
+    outside = "" if shown != "<out>" else "`<out>`: the run folder it was given, outside the repository; "
     seg_cols, figures = seg_columns(cfg), report.parent / "figures"
     seg_floor = floors(rows, "seg_probe", ["miou", "pixel_acc"],
                        as_key=lambda m: "seg/pixel_acc" if m == "pixel_acc" else f"{transfer_key('seg', 1.0)}/miou")
@@ -483,7 +487,7 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
         "when that interval excludes zero, *within noise* otherwise.", "",
         *findings(rows, cfg), *floor_findings(summary, rows, ceiling), "",
         "## How they were made", "",
-        f"- Command: `{command}` (resolved config: `{out / 'transfer_config.yaml'}`; every run directory under "
+        f"- Command: `{command}` ({outside}resolved config: `{out / 'transfer_config.yaml'}`; every run directory under "
         f"`{out}` holds its own `config.yaml` and `result.json`). Hardware: {hardware()}; {cfg.workers} worker "
         "process(es).",
         f"- Wall time: {wall:.1f} min over {len(timing)} invocation(s) (predicted for the whole protocol: "
@@ -539,6 +543,7 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
     ]
     kept = _split_report(report)[1] if not result["real_rows"] and report.is_file() else None
     text = "\n".join(lines + ([kept] if kept else real_section(result["real_rows"], real_note)))
+    text = text.replace(str(resolved), shown).replace(str(out), shown)
     write_text(report, text)
     write_json(out / "results.json", {**result, "command": command, "timing": list(timing)})
     return text
