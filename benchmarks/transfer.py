@@ -10,7 +10,7 @@ segmentation of every 100 % model on the labelled NYUv2 frame. It rewrites ``doc
 differences with confidence intervals, PNG figures under ``docs/figures/``, the command, commit, hardware, wall
 time)::
 
-    python benchmarks/transfer.py                      # ~90 min on 2 CPU cores (the estimate is printed first)
+    python benchmarks/transfer.py                      # 95 min on 2 CPU cores (the estimate is printed first)
     python benchmarks/transfer.py --quick              # the same protocol at smoke size (~1 min; a test runs it)
     python benchmarks/transfer.py --dry-run            # print the plan and the time estimate only
     python benchmarks/transfer.py --scale 10 workers=1 # 10x the frames and steps, for a GPU (docs/paper_scale.md)
