@@ -240,13 +240,26 @@ def _recorded(unit: RunSpec) -> dict:
     return json.loads(json.dumps({"config": to_dict(unit.config), "init": unit.init}))
 
 
+# Train keys that change what a run writes, not what it computes: a recipe that changes only these keeps its runs.
+BOOKKEEPING = ("log_every", "ckpt_every", "keep_ckpts", "figure_every")
+
+
+def _without_bookkeeping(recorded: dict) -> dict:
+    config = dict(recorded["config"])
+    if isinstance(config.get("train"), dict):
+        config["train"] = {k: v for k, v in config["train"].items() if k not in BOOKKEEPING}
+    return {**recorded, "config": config}
+
+
 def _cached(unit: RunSpec) -> dict | None:
     """The result of ``unit`` from an earlier run of the protocol, or None (never run, or run with another recipe)."""
     if not unit.result_file.is_file():
         return None
     result = json.loads(unit.result_file.read_text())
     recorded = _recorded(unit)
-    same = all(result.get(k, v) == v for k, v in recorded.items())  # results without a record predate it
+    if "config" not in result:  # a result written before runs recorded their recipe
+        return result
+    same = _without_bookkeeping({k: result.get(k) for k in recorded}) == _without_bookkeeping(recorded)
     return result if same else None
 
 
