@@ -42,9 +42,11 @@ from mask3d_vit.data.build import DataConfig, SourceConfig, build_dataset, open_
 from mask3d_vit.data.classes import get_class_set
 from mask3d_vit.eval.dense import DenseEvaluator, EvalConfig, SegmentationScore
 from mask3d_vit.io import atomic_save, write_json, write_text
+from mask3d_vit.models.vit import encoder_patch_size
 from mask3d_vit.tasks.compare import (CEILING, SCRATCH, CompareConfig, RunSpec, estimate_seconds, format_estimate,
                                       objective_variants, run_comparison, run_once, slug, summarize, transfer_key)
 from mask3d_vit.tasks.finetune import load_dense_model
+from mask3d_vit.viz.panels import pyplot
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -316,18 +318,11 @@ def floor_findings(summary: list[dict], rows: list[dict], ceiling: dict) -> list
     return lines
 
 
-def _figure_module():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def bar_figure(summary: list[dict], rows: list[dict], columns: list[tuple[str, str, int]], path: Path,
                references: list[tuple[str, dict]] = ()) -> Path:
     """One panel per metric: mean over seeds as bars, standard deviation as error bars, each seed as a dot, and the
     ``references`` (floors, ceiling) as labelled horizontal lines."""
-    plt = _figure_module()
+    plt = pyplot()
     names = [e["backbone"] for e in summary]
     fig, axes = plt.subplots(1, len(columns), figsize=(3.3 * len(columns), 3.6), squeeze=False)
     styles = ["--", ":", "-."]
@@ -360,7 +355,7 @@ def bar_figure(summary: list[dict], rows: list[dict], columns: list[tuple[str, s
 def efficiency_figure(summary: list[dict], fractions: list[float], path: Path,
                       references: list[tuple[str, float]] = ()) -> Path:
     """Segmentation mIoU against the fraction of labelled frames, one line per backbone (error bars: std)."""
-    plt = _figure_module()
+    plt = pyplot()
     xs = sorted(fractions)
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
     for e in summary:
@@ -471,6 +466,7 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
                         [r for r in probe_refs if not r[0].startswith("floor: constant")])
     recon = reconstruction_figures(rows, figures)
     p = cfg.pretrain
+    patch = encoder_patch_size(p.model.encoder)
     pretrain_frames = sum(s.num_frames for s in p.data.sources)
     labelled = sum(s.num_frames for s in cfg.seg.data.sources)
     steps_per_run = p.train.max_steps or pretrain_frames * p.train.epochs // p.train.batch_size
@@ -495,7 +491,7 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
         + "; ".join(f"`{t.get('command', command)}` at commit {t['commit']}, started {t['started']}, "
                     f"{t['minutes']:.1f} min" for t in timing) + ".",
         f"- Pre-training: {p.model.encoder} at {p.data.size[0]}x{p.data.size[1]} "
-        f"({p.data.size[0] // _patch_of(p.model.encoder)}x{p.data.size[1] // _patch_of(p.model.encoder)} tokens; "
+        f"({p.data.size[0] // patch}x{p.data.size[1] // patch} tokens; "
         "why this grid: docs/benchmarks.md, \"Token grid\") on "
         f"{pretrain_frames:,} distinct SynthRooms frames (scene seed {p.data.sources[0].seed}), "
         f"{p.train.epochs} epoch(s) of batch {p.train.batch_size} = {steps_per_run} steps for every objective. "
@@ -547,10 +543,6 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
     write_text(report, text)
     write_json(out / "results.json", {**result, "command": command, "timing": list(timing)})
     return text
-
-
-def _patch_of(encoder: str) -> int:
-    return int(encoder.rsplit("patch", 1)[1]) if "patch" in encoder else 16
 
 
 def real_section(real_rows: list[dict], note: str) -> list[str]:

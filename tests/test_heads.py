@@ -11,7 +11,7 @@ from mask3d_vit.models.backbone import ViTBackbone, default_out_indices, prefix_
 from mask3d_vit.models.dense import DenseModel, DenseModelConfig
 from mask3d_vit.models.heads import FCNHead, LinearHead, UperNetHead
 from mask3d_vit.models.necks import SimpleFeaturePyramid
-from mask3d_vit.models.vit import build_encoder
+from mask3d_vit.models.vit import build_encoder, encoder_patch_size
 
 SIZES = [(32, 32), (48, 64), (40, 56)]  # the last is not a multiple of the patch size
 
@@ -53,7 +53,10 @@ def test_patch8_pyramid_keeps_strides_4_to_32():
     assert [tuple(v.shape[-2:]) for v in out.values()] == [(24, 32), (12, 16), (6, 8), (3, 4)]
     # A dense model on a patch-8 ViT builds that pyramid: its output keeps the stride-4 grid, not a stride-2 one.
     model = DenseModel.from_config(micro_cfg(encoder="vit_tiny_patch8", img_size=(32, 48)), task="seg", num_classes=5)
-    assert model.backbone.patch_size == 8 and model.neck.strides == {"p2": 4, "p3": 8, "p4": 16, "p5": 32}
+    assert model.backbone.patch_size == 8 == encoder_patch_size("vit_tiny_patch8")
+    assert model.neck.strides == {"p2": 4, "p3": 8, "p4": 16, "p5": 32}
+    with pytest.raises(ValueError, match="unknown encoder 'vit_tiny_patch9'"):
+        encoder_patch_size("vit_tiny_patch9")
     main, _ = model.eval().forward_raw(batch(32, 48)["rgb"])
     assert main.shape == (2, 5, 8, 12)
 

@@ -284,6 +284,14 @@ def class_set_of(cfg: DataConfig) -> str:
     return next(iter(found))
 
 
+def val_sources(cfg: DataConfig) -> list[SourceConfig]:
+    """The sources of every split but ``train``: ``cfg.val_sources``, or when that is empty ``cfg.sources``, where a
+    generated source renders scenes of a disjoint seed."""
+    return list(cfg.val_sources) or [
+        dataclasses.replace(s, seed=s.seed + _VAL_SEED_OFFSET) if get_format(s.format).generator else s
+        for s in cfg.sources]
+
+
 def build_dataset(cfg: DataConfig, *, split: str = "train", train: bool = True, require_labels: bool = False,
                   require_instances: bool = False) -> Dataset:
     """Datasets of samples at ``cfg.size`` (see :mod:`mask3d_vit.data.sample`), one per source, concatenated.
@@ -297,11 +305,7 @@ def build_dataset(cfg: DataConfig, *, split: str = "train", train: bool = True, 
             ``label`` key is dropped so sources with and without labels batch together (pre-training).
         require_instances: samples carry ``instance`` maps and every frame must have one (instance tasks).
     """
-    sources = list(cfg.sources)
-    if split != "train":
-        sources = list(cfg.val_sources) or [
-            dataclasses.replace(s, seed=s.seed + _VAL_SEED_OFFSET) if get_format(s.format).generator else s
-            for s in cfg.sources]
+    sources = list(cfg.sources) if split == "train" else val_sources(cfg)
     if not sources:
         raise ConfigError("data.sources is empty: name at least one data source")
     size = tuple(int(s) for s in cfg.size)

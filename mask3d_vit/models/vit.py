@@ -19,7 +19,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 __all__ = [
-    "TIMM_NAMES", "ENCODER_NAMES", "build_encoder", "check_image", "normalize_rgb", "set_attention_backend",
+    "TIMM_NAMES", "ENCODER_NAMES", "build_encoder", "encoder_patch_size", "check_image", "normalize_rgb", "set_attention_backend",
     "AttentionBackendHook",
     "vit_micro_patch16", "vit_tiny_patch16", "vit_tiny_patch8", "vit_small_patch16", "vit_base_patch16",
     "vit_large_patch16",
@@ -117,6 +117,13 @@ def build_encoder(name: str, **kwargs) -> VisionTransformer:
     if name not in _FACTORIES:
         raise ValueError(f"unknown encoder {name!r}; valid names: {', '.join(ENCODER_NAMES)}")
     return _FACTORIES[name](**kwargs)
+
+
+def encoder_patch_size(name: str) -> int:
+    """Patch side of a named encoder (``vit_tiny_patch8`` -> 8), without building it."""
+    if name not in _FACTORIES:
+        raise ValueError(f"unknown encoder {name!r}; valid names: {', '.join(ENCODER_NAMES)}")
+    return int(name.rsplit("patch", 1)[1])
 
 
 def normalize_rgb(rgb: torch.Tensor) -> torch.Tensor:

@@ -43,9 +43,10 @@ from typing import Callable
 import numpy as np
 
 from ..config import ConfigError, from_dict, load_config, save_config, to_dict
-from ..data.build import _VAL_SEED_OFFSET, DataConfig, SourceConfig, open_source
+from ..data.build import DataConfig, SourceConfig, open_source, val_sources
 from ..data.registry import get_format
 from ..io import write_json
+from ..models.vit import encoder_patch_size
 from .finetune import FinetuneConfig, ProbeConfig, run_finetune, run_probe
 from .pretrain import PretrainConfig, run_pretrain
 
@@ -427,9 +428,8 @@ def materialize(cfg: CompareConfig, root: str | Path, log: Callable[[str], None]
         if not any(get_format(s.format).generator for s in list(d.sources) + list(d.val_sources)):
             return d
         sources = [folder(s, d.size, s.seed, s.num_frames) if get_format(s.format).generator else s for s in d.sources]
-        val = list(d.val_sources) or [dataclasses.replace(s, seed=s.seed + _VAL_SEED_OFFSET) for s in d.sources]
         val = [folder(s, d.size, s.seed, min(s.num_frames, val_frames) if val_frames else s.num_frames)
-               if get_format(s.format).generator else s for s in val]
+               if get_format(s.format).generator else s for s in val_sources(d)]
         return dataclasses.replace(d, sources=sources, val_sources=val)
 
     p = cfg.pretrain
@@ -489,11 +489,6 @@ def _source_frames(data: DataConfig, split: str) -> float:
     return total
 
 
-def _patch(encoder: str) -> int:
-    """Patch side of a named encoder (``vit_tiny_patch8`` -> 8)."""
-    return int(encoder.rsplit("patch", 1)[1]) if "patch" in encoder else 16
-
-
 def estimate_seconds(cfg: CompareConfig, *, variants: dict[str, list[str]], scratch: bool = True,
                      transfer: bool = True) -> dict[str, float]:
     """Predicted wall time of :func:`run_comparison` on the 2-core reference CPU, per stage and in total.
@@ -521,7 +516,7 @@ def estimate_seconds(cfg: CompareConfig, *, variants: dict[str, list[str]], scra
         return min(total, train.max_steps * train.batch_size) if train.max_steps else total
 
     def pretrain_seconds(p: PretrainConfig) -> float:
-        patches = p.data.size[0] * p.data.size[1] / _patch(p.model.encoder) ** 2
+        patches = p.data.size[0] * p.data.size[1] / encoder_patch_size(p.model.encoder) ** 2
         seen = patches * (1 - p.model.rgb_mask_ratio)
         a, b, c, d = PRETRAIN_MS
         ms = (a + b * seen + c * patches + d * seen ** 2) * OBJECTIVE_COST.get(p.model.objective, 1.0) \
@@ -531,7 +526,7 @@ def estimate_seconds(cfg: CompareConfig, *, variants: dict[str, list[str]], scra
         return (n * ms + val * ms / 3) / 1000 + RUN_OVERHEAD_S
 
     def seg_ms(encoder: str, size) -> float:
-        return SEG_MS[0] * pixels(size) + SEG_MS[1] * size[0] * size[1] / _patch(encoder) ** 2
+        return SEG_MS[0] * pixels(size) + SEG_MS[1] * size[0] * size[1] / encoder_patch_size(encoder) ** 2
 
     seeds = len(cfg.seeds)
     pretrain = seeds * sum(pretrain_seconds(variant_pretrain(cfg, overrides)) for overrides in variants.values())
@@ -554,7 +549,8 @@ def estimate_seconds(cfg: CompareConfig, *, variants: dict[str, list[str]], scra
         reads = (_source_frames(run.data, "train") + evaluated) * read_ms * pixels(run.data.size)
         stages["seg"] += backbones * ((images(run.data, run.train) * ms + evaluated * evaluations * ms / 3 + reads)
                                       / 1000 + RUN_OVERHEAD_S)
-        rendered.append((run.data, run.eval.max_images))
+    if transfer:  # every fraction reads the one labelled folder
+        rendered.append((cfg.seg.data, cfg.seg.eval.max_images))
     if cfg.ceiling_steps and transfer:  # seg and depth from scratch, once
         run = cfg.seg
         evaluated = min(_source_frames(run.data, run.eval.split), run.eval.max_images or math.inf)
