@@ -154,6 +154,7 @@ def _add_data(subparsers) -> None:
         mask3d-vit data check nyu_depth_v2_labeled.mat
         mask3d-vit data convert nyuv2 nyu_depth_v2_labeled.mat --out data/nyuv2 --class-set nyu13
         mask3d-vit data convert scannet scans/ --out data/scannet --frame-skip 25 --skip-bad
+        mask3d-vit data convert frames captures/ --out data/captures_labelled --labelled-only
         mask3d-vit data check data/scannet --split train
     """
     data = subparsers.add_parser("data", help="convert and check RGB-D datasets",
@@ -167,6 +168,8 @@ def _add_data(subparsers) -> None:
     convert.add_argument("--splits", default="",
                          help="comma-separated splits to convert (default: the format's official ones that the "
                               "source has; 'all' = every frame)")
+    convert.add_argument("--labelled-only", action="store_true",
+                         help="write only the frames that have a label map (fine-tuning on partly labelled data)")
     convert.add_argument("--skip-bad", action="store_true", help="log and skip unreadable frames")
     _source_options(convert)
     convert.set_defaults(func=Handler("mask3d_vit.data.convert:run_convert"))

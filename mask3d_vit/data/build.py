@@ -272,13 +272,17 @@ def source_class_set(src: SourceConfig) -> str | None:
 
 
 def class_set_of(cfg: DataConfig) -> str:
-    """The one label space of every source (training and validation) of ``cfg``; tasks size their heads with it."""
+    """The one label space of every source (training and validation) of ``cfg``; tasks size their heads with it.
+
+    Class sets declared the same classes (:attr:`ClassSet.same_as`: SynthRooms labels are NYU13 ids) go together,
+    under the name the first training source gives them.
+    """
     found = {}
     for src in list(cfg.sources) + list(cfg.val_sources):
         found.setdefault(source_class_set(src), []).append(src.root or src.format)
     if None in found:
         raise ConfigError(f"data sources {', '.join(found[None])} have no labels (no class set)")
-    if len(found) != 1:
+    if len({get_class_set(name).classes for name in found}) != 1:
         listing = "; ".join(f"{name}: {', '.join(roots)}" for name, roots in found.items())
         raise ConfigError(f"data sources use different class sets ({listing}); convert them to one class set")
     return next(iter(found))
@@ -315,9 +319,12 @@ def build_dataset(cfg: DataConfig, *, split: str = "train", train: bool = True, 
     datasets = []
     for src in sources:
         name = f"{src.format} source {src.root}" if src.root else f"{src.format} source"
-        reader = open_source(src, split=split, size=size, require_labels=require_labels or require_instances)
+        needs_maps = require_labels or require_instances
+        reader = open_source(src, split=split, size=size, require_labels=needs_maps)
         if cfg.check_units and not get_format(src.format).generator:
-            check_depth_units(reader, name)
+            # Depth units are a property of the depth files: probed on frames read without asking for labels, so a
+            # frame without a label map is reported by training, naming the file, not as a failed probe.
+            check_depth_units(open_source(src, split=split, size=size) if needs_maps else reader, name)
         reader = _fraction(reader, src)
         class_set = source_class_set(src) if require_labels else None
         num_classes = get_class_set(class_set).num_classes if class_set else None

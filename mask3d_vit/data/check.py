@@ -1,8 +1,9 @@
 """``mask3d-vit data check``: read every frame of a source and report what is in it and what is wrong.
 
 The report gives counts, resolutions, the depth range, the median depth (a warning when it is outside the format's
-plausible range, usually a wrong depth scale), the hole fraction and the class histogram, then every problem with
-its file: a missing partner file, an unreadable or truncated file, mismatched sizes, label ids outside the class set,
+plausible range, usually a wrong depth scale), the hole fraction, the class histogram and, per split, how many frames
+it has and how many of them carry labels, then every problem with its file: a missing partner file, a split list
+naming a frame without files, an unreadable or truncated file, mismatched sizes, label ids outside the class set,
 a source without any valid depth (errors); a frame without valid depth, a grayscale colour image (warnings).
 The command exits non-zero when there are errors.
 """
@@ -18,7 +19,7 @@ import torch
 from ..config import ConfigError, parse_override
 from .build import SourceConfig, open_source
 from .classes import get_class_set
-from .formats.common import units_problem, valid_median
+from .formats.common import NoFramesError, units_problem, valid_median
 from .frames import INDOOR_DEPTH_RANGE
 from .registry import detect_format, get_format
 from .sample import DEPTH, LABEL, RGB, VALID
@@ -37,6 +38,7 @@ class CheckReport:
     class_set: str | None = None
     class_pixels: Counter = field(default_factory=Counter)   # label id -> pixel count
     labelled: int = 0
+    splits: dict = field(default_factory=dict)               # split -> (frames, labelled frames or None) or a reason
     no_depth: list[str] = field(default_factory=list)        # ids of frames without any valid depth pixel
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -56,6 +58,15 @@ class CheckReport:
             top = ", ".join(f"{names[i] if i < len(names) else i} {100 * n / total:.1f}%"
                             for i, n in self.class_pixels.most_common(12))
             lines.append(f"  labels ({self.class_set}): {self.labelled}/{self.frames} frames; {top}")
+        for name, counts in self.splits.items():
+            if isinstance(counts, str):
+                lines.append(f"  split {name}: unavailable ({counts})")
+                continue
+            frames, labelled = counts
+            said = f"{frames} frames" if frames else "no frames"
+            if frames and self.class_set:
+                said += ", labels not counted" if labelled is None else f", {labelled} with labels"
+            lines.append(f"  split {name}: {said}")
         lines += [f"  ERROR {e}" for e in self.errors]
         lines += [f"  WARNING {w}" for w in self.warnings]
         return "\n".join(lines)
@@ -101,7 +112,24 @@ def check_source(src: SourceConfig, *, split: str | None = None, limit: int | No
         problem = units_problem(float(np.median(report.medians)), getattr(reader, "depth_range", INDOOR_DEPTH_RANGE))
         if problem:
             report.warnings.append(f"{src.root}: {problem}")
+    names = [split] if split is not None else get_format(src.format).splits_of(src.root)
+    report.splits = {name: _split_counts(src, name) for name in names if name != "all"}
     return report
+
+
+def _split_counts(src: SourceConfig, split: str) -> tuple[int, int | None] | str:
+    """(frames, frames with a label map) of one split, the count None where the reader cannot tell without decoding;
+    or why the split cannot be opened."""
+    try:
+        reader = open_source(src, split=split)
+    except NoFramesError:
+        return 0, 0
+    except Exception as e:  # a split list the source lacks: said in the report, not an error of the data
+        return str(e)
+    try:
+        return len(reader), sum(reader.labelled(i) for i in range(len(reader)))
+    except (AttributeError, NotImplementedError):  # a registered reader without labelled(index)
+        return len(reader), None
 
 
 def _add_frame(report: CheckReport, sample: dict, top: int | None) -> None:

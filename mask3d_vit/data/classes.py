@@ -34,9 +34,22 @@ SUN37 = ("unlabeled", "wall", "floor", "cabinet", "bed", "chair", "sofa", "table
 
 @dataclass(frozen=True)
 class ClassSet:
-    """A label space. ``names[0]`` is "unlabeled" and id 0 is ignored by every loss and metric."""
+    """A label space. ``names[0]`` is "unlabeled" and id 0 is ignored by every loss and metric.
+
+    Args:
+        name: how sources and runs name it.
+        names: class names, index = label id.
+        same_as: the class set whose classes these are under another name (the same ids mean the same classes), so
+            sources of both train and evaluate one model together; "" = its own classes.
+    """
     name: str
     names: tuple[str, ...]
+    same_as: str = ""
+
+    @property
+    def classes(self) -> str:
+        """The name of the classes it labels: ``same_as``, or its own name."""
+        return self.same_as or self.name
 
     @property
     def num_classes(self) -> int:
@@ -64,8 +77,9 @@ def make_palette(n: int) -> np.ndarray:
 CLASS_SETS = {cs.name: cs for cs in (
     ClassSet("nyu13", NYU13), ClassSet("nyu40", NYU40), ClassSet("scannet20", SCANNET20),
     ClassSet("cityscapes19", CITYSCAPES19), ClassSet("sun37", SUN37),
-    # SynthRooms renders NYU13 labels; a separate name keeps runs self-describing.
-    ClassSet("synthrooms", NYU13),
+    # SynthRooms renders NYU13 labels; a separate name keeps runs self-describing, `same_as` lets a model trained on
+    # them be scored on real NYUv2 frames (sim-to-real).
+    ClassSet("synthrooms", NYU13, same_as="nyu13"),
 )}
 
 

@@ -131,6 +131,11 @@ def read_meta(root: str | Path) -> dict:
     return meta
 
 
+def split_names(root: str | Path) -> tuple[str, ...]:
+    """The split lists of a frames folder: the ``<name>.txt`` files beside ``meta.json``."""
+    return tuple(sorted(p.stem for p in Path(root).glob("*.txt")))
+
+
 def read_split(root: str | Path, split: str | None) -> list[str]:
     """Frame ids of ``split`` (its ``<split>.txt``), or every frame in ``rgb/`` when ``split`` is None."""
     root = Path(root)
@@ -138,9 +143,15 @@ def read_split(root: str | Path, split: str | None) -> list[str]:
         return sorted(p.stem for p in (root / "rgb").iterdir() if p.suffix.lower() in RGB_SUFFIXES)
     path = root / f"{split}.txt"
     if not path.is_file():
-        have = ", ".join(sorted(p.stem for p in root.glob("*.txt"))) or "none"
+        have = ", ".join(split_names(root)) or "none"
         raise FileNotFoundError(f"{path}: split {split!r} not found (splits here: {have})")
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def missing_label(path: Path, frame_id: str) -> FileNotFoundError:
+    """The error of a frame without the label map that fine-tuning needs, with the way out for partly labelled data."""
+    return FileNotFoundError(f"{path}: missing label map for frame {frame_id!r} (labels are required here; to "
+                             f"fine-tune on the labelled frames only, `mask3d-vit data convert ... --labelled-only`)")
 
 
 def find_rgb(root: Path, frame_id: str) -> Path:
@@ -193,14 +204,26 @@ class FramesDataset(torch.utils.data.Dataset):
 
     @property
     def problems(self) -> list[str]:
-        """Files of the folder without their RGB partner (a depth, label or instance map of no frame)."""
+        """Files of the folder without their RGB partner (a depth, label or instance map of no frame), and split
+        list entries naming a frame without its RGB image or depth map."""
         stems = {p.stem for p in (self.root / "rgb").iterdir()} if (self.root / "rgb").is_dir() else set()
-        return [f"{p}: no matching rgb/{p.stem}.* (orphan file)"
-                for kind in ("depth", "label", "instance") if (self.root / kind).is_dir()
-                for p in sorted((self.root / kind).iterdir()) if p.suffix == ".png" and p.stem not in stems]
+        found = [f"{p}: no matching rgb/{p.stem}.* (orphan file)"
+                 for kind in ("depth", "label", "instance") if (self.root / kind).is_dir()
+                 for p in sorted((self.root / kind).iterdir()) if p.suffix == ".png" and p.stem not in stems]
+        for split in split_names(self.root):
+            for fid in read_split(self.root, split):
+                missing = [f"{kind}/{fid}.png" for kind, present in (
+                    ("rgb", fid in stems), ("depth", (self.root / "depth" / f"{fid}.png").is_file())) if not present]
+                if missing:
+                    found.append(f"{self.root / split}.txt: lists frame {fid!r}, which has no {' or '.join(missing)}")
+        return found
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def labelled(self, index: int) -> bool:
+        """Whether frame ``index`` has a label map (read from the file listing, not decoded)."""
+        return (self.root / "label" / f"{self.ids[index]}.png").is_file()
 
     def intrinsics(self, frame_id: str):
         k = self.meta.get("frame_intrinsics", {}).get(frame_id) or self.meta.get("intrinsics")
@@ -223,7 +246,7 @@ class FramesDataset(torch.utils.data.Dataset):
             if p.is_file():
                 optional[key] = read_image(p)
             elif key == "label" and self.require_labels:
-                raise FileNotFoundError(f"{p}: missing label map for frame {fid!r} (labels are required here)")
+                raise missing_label(p, fid)
         depth = raw.astype(np.float32) / self.depth_scale
         try:
             sample = make_sample(rgb, depth, self.intrinsics(fid), fid, max_depth=self.max_depth, **optional)
@@ -236,4 +259,5 @@ DATASET_FORMAT = DatasetFormat(
     "frames", open=lambda src, *, root, split, depth_scale, require_labels, **_: FramesDataset(
         root, split, require_labels=require_labels, depth_scale=depth_scale),
     class_set=lambda src: read_meta(Path(src.root).expanduser()).get("class_set"),
-    default_splits=("all",), scaled_depth=True, detect=lambda path: (path / "meta.json").is_file())
+    default_splits=lambda root: split_names(root) or ("all",), scaled_depth=True,
+    detect=lambda path: (path / "meta.json").is_file())

@@ -86,6 +86,9 @@ class Cityscapes(Reader):
     def frame_id(self, rgb_path: Path) -> str:
         return rgb_path.stem[: -len("_leftImg8bit")]
 
+    def labelled(self, index: int) -> bool:
+        return self._paths(self.frames[index])["label"].is_file()
+
     def load(self, rgb_path: Path) -> dict:
         paths = self._paths(rgb_path)
         try:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..frames import INDOOR_DEPTH_RANGE, read_image
+from ..frames import INDOOR_DEPTH_RANGE, missing_label, read_image
 from ..sample import make_sample
 
 logger = logging.getLogger("mask3d_vit.data")
@@ -19,12 +19,17 @@ logger = logging.getLogger("mask3d_vit.data")
 UNKNOWN_INTRINSICS = (float("nan"),) * 4
 
 
+class NoFramesError(ValueError):
+    """The source holds no frame of the split asked for (``data convert`` passes over such a default split)."""
+
+
 class Reader(torch.utils.data.Dataset):
     """Base of the format readers: an indexed list of frames, each decoded on demand into a sample dict.
 
     Samples come at the source's native resolution with invalid depth as 0 and no depth range applied
     (:func:`mask3d_vit.data.build.build_dataset` crops, resizes and limits the range). Subclasses fill ``frames``
-    (one entry per frame, whatever the format needs to load it) and implement :meth:`load` and :meth:`frame_id`.
+    (one entry per frame, whatever the format needs to load it) and implement :meth:`load` and :meth:`frame_id`,
+    and :meth:`labelled` when their frames may carry labels.
 
     Class attributes:
         class_set: name of the label space of ``label`` maps (see :mod:`mask3d_vit.data.classes`), None = no labels.
@@ -56,14 +61,21 @@ class Reader(torch.utils.data.Dataset):
         """Stable id of one entry of ``frames`` (a valid file stem), known without decoding the frame."""
         raise NotImplementedError
 
+    def labelled(self, index: int) -> bool:
+        """Whether frame ``index`` has a label map, told from the files without decoding them (``data check`` counts
+        labelled frames, ``data convert --labelled-only`` keeps them)."""
+        if self.class_set is None:
+            return False
+        raise NotImplementedError(f"{type(self).__name__} cannot tell its labelled frames from their files")
+
     def _require_frames(self, what: str) -> None:
         if not self.frames:
-            raise ValueError(f"{self.root}: no frames found ({what})")
+            raise NoFramesError(f"{self.root}: no frames found ({what})")
 
     def _missing_label(self, path: Path, frame_id: str) -> None:
         """Call when a frame has no label map; raises only when labels are required."""
         if self.require_labels:
-            raise FileNotFoundError(f"{path}: missing label map for frame {frame_id!r} (labels are required here)")
+            raise missing_label(path, frame_id)
 
 
 def read_rgb(path: Path) -> np.ndarray:

@@ -136,6 +136,9 @@ class NYUv2Mat(Reader):
     def frame_id(self, index: int) -> str:
         return f"{index:04d}"
 
+    def labelled(self, index: int) -> bool:
+        return True  # the file labels every frame
+
     def load(self, index: int) -> dict:
         f = self._open()
         i = index - 1
@@ -187,6 +190,9 @@ class NYUv2Folder(Reader):
 
     def frame_id(self, rgb_path: Path) -> str:
         return rgb_path.stem
+
+    def labelled(self, index: int) -> bool:
+        return (self.label_dir / f"{self.frames[index].stem}.png").is_file()
 
     def load(self, rgb_path: Path) -> dict:
         stem = rgb_path.stem

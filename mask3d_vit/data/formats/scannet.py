@@ -189,6 +189,9 @@ class ScanNetSens(Reader):
         self.frames = [(f, i) for f in self.files for i in range(0, len(f), frame_skip)]
         self._require_frames(f"split {split!r}, frame_skip {frame_skip}")
 
+    def labelled(self, index: int) -> bool:
+        return False  # .sens streams carry no labels
+
     def frame_id(self, frame: tuple[SensFile, int]) -> str:
         return f"{frame[0].path.stem}_{frame[1]:06d}"
 
@@ -257,6 +260,15 @@ class ScanNetFrames(Reader):
     def frame_id(self, rgb_path: Path) -> str:
         return f"{rgb_path.parent.parent.name}_{rgb_path.stem}"
 
+    @staticmethod
+    def _label_files(rgb_path: Path) -> tuple[Path, Path]:
+        """The frame's ``label-filt`` map (raw ids) and ``label`` map (NYU40 ids, frames_25k): either labels it."""
+        scene, stem = rgb_path.parent.parent, rgb_path.stem
+        return scene / "label-filt" / f"{stem}.png", scene / "label" / f"{stem}.png"
+
+    def labelled(self, index: int) -> bool:
+        return any(p.is_file() for p in self._label_files(self.frames[index]))
+
     def load(self, rgb_path: Path) -> dict:
         scene, stem = rgb_path.parent.parent, rgb_path.stem
         depth_path = scene / "depth" / f"{stem}.png"
@@ -264,7 +276,7 @@ class ScanNetFrames(Reader):
         h, w = depth.shape
         rgb = resize_to(read_rgb(rgb_path), h, w, nearest=False, path=rgb_path)
         extra = {}
-        filtered, exported = scene / "label-filt" / f"{stem}.png", scene / "label" / f"{stem}.png"
+        filtered, exported = self._label_files(rgb_path)
         if filtered.is_file():
             raw = read_ids(filtered, "label")
             lut = self.raw_to_nyu40

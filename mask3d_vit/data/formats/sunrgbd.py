@@ -149,6 +149,10 @@ class SUNRGBD(Reader):
             return rgb_path.stem
         return re.sub(r"[^A-Za-z0-9_.\-]", "_", folder.relative_to(self.root).as_posix()) or folder.name
 
+    def labelled(self, index: int) -> bool:
+        folder = self.frames[index][2]
+        return folder is not None and (folder / "seg.mat").is_file()
+
     def load(self, frame) -> dict:
         rgb_path, depth_path, folder = frame
         depth = decode_depth(read_uint16(depth_path)).astype(np.float32) / self.depth_scale
