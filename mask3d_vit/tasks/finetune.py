@@ -39,7 +39,7 @@ from ..eval.dense import DenseEvaluator, DepthScore, EvalConfig, SegmentationSco
 from ..eval.probe import RIDGES, format_report, load_ceiling, load_probe_encoder, probe_backbone
 from ..io import write_json, write_text
 from ..models.dense import TASKS, DenseModel, DenseModelConfig
-from ..viz.dense import DenseFigure, depth_cells, segmentation_cells
+from ..viz.dense import DenseFigure
 from .registry import get_task
 from .train import TrainData, restore, train_task
 
@@ -107,13 +107,13 @@ def build_depth_evaluator(cfg: FinetuneConfig, *, device: torch.device | str, ou
 
 
 def build_seg_figures(cfg: FinetuneConfig) -> DenseFigure:
-    """RGB | labels | prediction rows, classes in the class set's colours."""
-    return DenseFigure(functools.partial(segmentation_cells, palette=get_class_set(cfg.class_set).palette))
+    """RGB | labels | prediction rows of validation frames, with a legend of the classes."""
+    return DenseFigure(cfg.data, split=cfg.eval.split, class_set=get_class_set(cfg.class_set))
 
 
 def build_depth_figures(cfg: FinetuneConfig) -> DenseFigure:
-    """RGB | depth | prediction rows, on the ground truth's colour scale."""
-    return DenseFigure(depth_cells)
+    """RGB | depth | prediction rows of validation frames, with one depth colour bar in metres."""
+    return DenseFigure(cfg.data, split=cfg.eval.split)
 
 
 def run_finetune(cfg: FinetuneConfig, run_dir: str | Path, *, init_from: str | None = None,

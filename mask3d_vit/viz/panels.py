@@ -30,6 +30,12 @@ def colorize_depth(depth: np.ndarray, valid: np.ndarray | None = None, vmin: flo
     return rgb
 
 
+def masked_black(name: str):
+    """Colour map ``name`` drawing masked (invalid or hidden) pixels black."""
+    from matplotlib import colormaps
+    return colormaps[name].with_extremes(bad="black")
+
+
 def _drawing(canvas: np.ndarray):
     """PIL image, drawing context and Pillow's built-in font over a uint8 ``(H, W, 3)`` canvas."""
     from PIL import Image, ImageDraw, ImageFont

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..io import atomic_save
-from .panels import depth_range, pyplot
+from .panels import depth_range, masked_black, pyplot
 
 
 def patch_mask_to_pixels(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -58,7 +58,7 @@ def build_reconstruction_figure(batch: dict, out: dict, max_rows: int = 4):
     lo, hi = depth_range(depth, valid)
     err = np.where(valid, np.abs(pred - depth), 0.0) if pred is not None else None
     err_hi = max(float(np.percentile(err[valid], 98)), 1e-3) if pred is not None and valid.any() else 1.0
-    depth_style = dict(cmap=_masked_black("turbo"), vmin=lo, vmax=hi)
+    depth_style = dict(cmap=masked_black("turbo"), vmin=lo, vmax=hi)
     fig, axes = plt.subplots(n, len(cols), figsize=(2.2 * len(cols), 2.2 * n * size[0] / size[1] + 1.0),
                              squeeze=False, layout="constrained")
     for i in range(n):
@@ -68,7 +68,7 @@ def build_reconstruction_figure(batch: dict, out: dict, max_rows: int = 4):
                   (np.ma.masked_where(~valid[i] | hidden_d[i], depth[i]), depth_style)]
         if pred is not None:
             panels += [(pred[i], depth_style), (np.ma.masked_where(~valid[i], depth[i]), depth_style),
-                       (np.ma.masked_where(~valid[i], err[i]), dict(cmap=_masked_black("magma"), vmin=0.0,
+                       (np.ma.masked_where(~valid[i], err[i]), dict(cmap=masked_black("magma"), vmin=0.0,
                                                                      vmax=err_hi))]
         if pred_rgb is not None:
             panels.append((pred_rgb[i], {}))
@@ -84,12 +84,6 @@ def build_reconstruction_figure(batch: dict, out: dict, max_rows: int = 4):
     if pred is not None:
         fig.colorbar(axes[0, 5].images[0], ax=axes[:, 5].tolist(), location="bottom", label="|error| (m)")
     return fig
-
-
-def _masked_black(name: str):
-    """Colour map ``name`` drawing masked (invalid or hidden) pixels black."""
-    from matplotlib import colormaps
-    return colormaps[name].with_extremes(bad="black")
 
 
 def reconstruction_visualizer(model, batch: dict, path: Path) -> None:
