@@ -195,6 +195,11 @@ class DenseModel(nn.Module, ViTHooks, abc.ABC):
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """Training step: ``batch`` as in :mod:`mask3d_vit.data.sample` -> ``{"loss", "loss_<main>"[, "loss_aux"]}``."""
+        frames, least = batch[RGB].shape[0], getattr(self.head, "min_batch", 1)
+        if self.training and frames < least:
+            raise ValueError(f"training batches of {frames} frame per process, but the head's BatchNorm "
+                             f"(model.norm=BN) normalises its globally pooled context over the batch and needs {least} "
+                             f"or more: set model.norm=LN (any batch size) or train.batch_size >= {least} per process")
         main, aux = self.forward_raw(batch[RGB])
         target = self.loss_target(batch)
         out = {f"loss_{self.loss_name}": self.criterion(main, target)}

@@ -88,6 +88,8 @@ class UperNetHead(nn.Module):
         if num_levels < 1:
             raise ValueError(f"UperNetHead needs at least one level, got num_levels={num_levels}")
         self.num_levels = num_levels
+        # A BatchNorm after the 1x1 global pool sees one value per channel and frame: training needs 2+ frames.
+        self.min_batch = 2 if norm == "BN" and 1 in pool_scales else 1
         self.psp = nn.Sequential(
             PyramidPooling(in_channels=in_channels, channels=channels, pool_scales=pool_scales, norm=norm),
             conv_norm_act(in_channels + len(pool_scales) * channels, channels, kernel_size=3, norm=norm))
