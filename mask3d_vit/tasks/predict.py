@@ -17,7 +17,7 @@ prints what it did.
 Outputs: with one image, ``--out`` may name the PNG; otherwise it is a folder receiving ``<stem>_<task>.png`` per
 input. ``--raw-out`` (a file, or a folder of ``<stem>_<task>_raw.png``) also writes the raw prediction: class ids as
 an 8-bit PNG, or depth in millimetres as a 16-bit PNG. Segmentation PNGs carry a legend of the classes present,
-depth PNGs a colour bar in metres, both beside the unscaled image.
+depth PNGs a colour bar in metres, both beside the unscaled image, their text scaled with the image's height.
 """
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ from ..data.classes import get_class_set
 from ..io import write_png
 from ..models.dense import DenseModel
 from ..viz.detection import draw_instances
-from ..viz.panels import attach_panel, colorbar_panel, colorize_depth, depth_range, legend_panel, overlay_labels
+from ..viz.panels import (attach_panel, colorbar_panel, colorize_depth, depth_range, legend_panel, overlay_labels,
+                          text_size)
 from .detection import run_class_set
 from .registry import TASKS
 from .train import restore
@@ -178,7 +179,7 @@ def _draw_seg(image: np.ndarray, ids: np.ndarray, cfg, args: argparse.Namespace
     """Class overlay + legend of the classes present; raw = 8-bit class ids."""
     class_set = get_class_set(cfg.class_set)
     present = [i for i in np.unique(ids) if i > 0]
-    legend = legend_panel([(class_set.names[i], class_set.palette[i]) for i in present])
+    legend = legend_panel([(class_set.names[i], class_set.palette[i]) for i in present], size=text_size(len(image)))
     png = attach_panel(overlay_labels(image, ids, class_set.palette, alpha=args.alpha), legend)
     return png, ids.astype(np.uint8), f"{len(present)} classes"
 

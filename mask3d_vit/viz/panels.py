@@ -36,42 +36,66 @@ def masked_black(name: str):
     return colormaps[name].with_extremes(bad="black")
 
 
+def text_size(height: int) -> int:
+    """Pixel size of panel text beside an image ``height`` pixels high: about 1/40 of it, never under 11 px, so a
+    legend or colour bar reads the same on a 1080-pixel photo as on a training crop."""
+    return max(11, round(height / 40))
+
+
+def _font(size: int):
+    """Pillow's built-in scalable font at ``size`` pixels."""
+    from PIL import ImageFont
+    return ImageFont.load_default(size=size)
+
+
 def _drawing(canvas: np.ndarray):
-    """PIL image, drawing context and Pillow's built-in font over a uint8 ``(H, W, 3)`` canvas."""
-    from PIL import Image, ImageDraw, ImageFont
+    """PIL image and drawing context over a uint8 ``(H, W, 3)`` canvas."""
+    from PIL import Image, ImageDraw
     image = Image.fromarray(canvas)
-    return image, ImageDraw.Draw(image), ImageFont.load_default()
+    return image, ImageDraw.Draw(image)
 
 
-def legend_panel(entries: list[tuple[str, np.ndarray]], *, row: int = 16) -> np.ndarray:
-    """A legend: one row per ``(name, uint8 RGB colour)``, a swatch then the name. Returns uint8 (H, W, 3)."""
-    width = 28 + 7 * max((len(name) for name, _ in entries), default=8)
-    image, draw, font = _drawing(np.full((8 + row * len(entries), width, 3), 255, np.uint8))
+def legend_panel(entries: list[tuple[str, np.ndarray]], *, size: int = 11) -> np.ndarray:
+    """A legend: one row per ``(name, uint8 RGB colour)``, a swatch then the name, in ``size``-pixel text
+    (:func:`text_size` of the image it goes beside). Returns uint8 (H, W, 3)."""
+    font, row, pad = _font(size), round(1.5 * size), max(4, size // 3)
+    text_width = max((font.getlength(name) for name, _ in entries), default=8 * size)
+    image, draw = _drawing(np.full((2 * pad + row * len(entries), round(4 * pad + size + text_width), 3), 255,
+                                   np.uint8))
     for i, (name, colour) in enumerate(entries):
-        top = 4 + i * row
-        draw.rectangle([4, top + 2, 16, top + 14], fill=tuple(int(c) for c in colour), outline=(0, 0, 0))
-        draw.text((22, top + 2), name, fill=(0, 0, 0), font=font)
+        top = pad + i * row
+        draw.rectangle([pad, top + 2, pad + size, top + 2 + size], fill=tuple(int(c) for c in colour),
+                       outline=(0, 0, 0))
+        draw.text((2 * pad + size, top + 2 + size / 2), name, fill=(0, 0, 0), font=font, anchor="lm")
     return np.asarray(image)
 
 
 def colorbar_panel(height: int, vmin: float, vmax: float, *, cmap: str = "turbo", label: str = "depth (m)",
                    ticks: int = 5) -> np.ndarray:
-    """A vertical colour bar from ``vmax`` (top) to ``vmin`` (bottom), titled ``label``, with ``ticks`` values.
+    """A vertical colour bar from ``vmax`` (top) to ``vmin`` (bottom), titled ``label``, with ``ticks`` values, its
+    text :func:`text_size` of ``height`` (the title ends above the top tick's value).
 
     Returns:
-        uint8 ``(max(height, 96), 80, 3)``.
+        uint8 ``(max(height, 96), W, 3)``, W fitting the title and the values.
     """
     from matplotlib import colormaps
     height = max(height, 96)
-    top, bottom = 16, height - 8
-    canvas = np.full((height, 80, 3), 255, np.uint8)
-    canvas[top:bottom, 6:20] = (colormaps[cmap](np.linspace(1, 0, bottom - top))[:, None, :3] * 255).astype(np.uint8)
-    image, draw, font = _drawing(canvas)
-    draw.text((4, 2), label, fill=(0, 0, 0), font=font)
-    for k in range(ticks):
+    size = text_size(height)
+    font, pad = _font(size), max(4, size // 3)
+    values = [f"{vmax - k * (vmax - vmin) / (ticks - 1):.2f}" for k in range(ticks)]
+    bar_left, bar_right = pad, pad + size
+    tick_end = bar_right + pad // 2
+    width = round(max(font.getlength(label) + 2 * pad, tick_end + pad + max(map(font.getlength, values)) + pad))
+    top, bottom = 2 * pad + round(1.8 * size), height - pad - size // 2  # a tick value is centred on its tick
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    canvas[top:bottom, bar_left:bar_right] = (colormaps[cmap](np.linspace(1, 0, bottom - top))[:, None, :3]
+                                              * 255).astype(np.uint8)
+    image, draw = _drawing(canvas)
+    draw.text((pad, pad), label, fill=(0, 0, 0), font=font, anchor="lt")
+    for k, value in enumerate(values):
         y = top + round(k * (bottom - top - 1) / (ticks - 1))
-        draw.line([20, y, 24, y], fill=(0, 0, 0))
-        draw.text((27, y - 5), f"{vmax - k * (vmax - vmin) / (ticks - 1):.2f}", fill=(0, 0, 0), font=font)
+        draw.line([bar_right, y, tick_end, y], fill=(0, 0, 0), width=max(1, size // 12))
+        draw.text((tick_end + pad, y), value, fill=(0, 0, 0), font=font, anchor="lm")
     return np.asarray(image)
 
 
