@@ -91,7 +91,7 @@ def test_depth_writes_a_colour_bar_in_metres(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "resized 40x100 -> 32x80 (the training scale of the model trained at 32x48, aspect kept)" in printed
     out = np.asarray(Image.open(tmp_path / "d.png"))
-    assert out.shape == (96, 100 + 80, 3)  # the bar is at least 96 px high; the image keeps its pixels
+    assert out.shape[0] == 96 and out.shape[1] > 100 + 40  # the bar is at least 96 px high, as wide as its text
     millimetres = np.asarray(Image.open(tmp_path / "mm.png"))
     lo, hi = (float(v) for v in printed.split("depth ")[1].split(" m")[0].split("-"))
     assert millimetres.shape == (40, 100) and lo <= np.median(millimetres) / 1000 <= hi
