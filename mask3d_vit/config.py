@@ -227,8 +227,11 @@ def resolve_recipe(recipe: str | Path) -> Path:
     for candidate in (RECIPES_DIR / f"{recipe}.yaml", RECIPES_DIR / str(recipe)):
         if candidate.is_file():
             return candidate
-    names = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
-    raise ConfigError(f"config {recipe!r} is neither a YAML file nor a packaged recipe; packaged recipes: {names}")
+    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    close = difflib.get_close_matches(Path(str(recipe)).stem, names, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise ConfigError(f"config {recipe!r} is neither a YAML file nor a packaged recipe{hint}; packaged recipes: "
+                      f"{', '.join(names)}")
 
 
 # The command a packaged recipe is written for, as its header comment shows it ("mask3d-vit finetune seg --out ...",
