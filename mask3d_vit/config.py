@@ -300,14 +300,15 @@ def to_saved(cfg: Any) -> dict:
     return {VERSION_KEY: SCHEMA_VERSION, **(cfg if isinstance(cfg, dict) else to_dict(cfg))}
 
 
-_MISSING = object()
+MISSING = object()
 
 
-def _lookup(section: dict, path: str) -> Any:
+def lookup(section: dict, path: str) -> Any:
+    """The value at the dotted ``path`` ("model.encoder") of plain config data, or :data:`MISSING`."""
     node: Any = section
     for key in path.split("."):
         if not isinstance(node, dict) or key not in node:
-            return _MISSING
+            return MISSING
         node = node[key]
     return node
 
@@ -321,8 +322,8 @@ def _follow(cls: type, data: dict, given: dict, parents: tuple[dict, ...] = ()) 
         leader = f.metadata.get("follows")
         if leader and f.name not in given:
             for section in (data, *parents):
-                value = _lookup(section, leader)
-                if value is not _MISSING:
+                value = lookup(section, leader)
+                if value is not MISSING:
                     data[f.name] = value
                     break
         if dataclasses.is_dataclass(hints[f.name]) and isinstance(data.get(f.name), dict):

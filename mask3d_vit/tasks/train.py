@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from ..config import ConfigError, load_config, parse_override, save_config, to_dict
+from ..config import MISSING, ConfigError, load_config, lookup, parse_override, save_config, to_dict
 from ..data.build import build_dataset
 from ..engine import distributed as D
 from ..checkpoint import CKPT_DIR, load_latest
@@ -97,7 +97,6 @@ def train_main(args: argparse.Namespace, *, task: str) -> None:
 
 # What a checkpoint's weights are shaped by: a resumed run cannot change them.
 FIXED_ON_RESUME = ("task", "model", "class_set")
-_MISSING = object()
 
 
 def check_resumable(args: argparse.Namespace, task: Task) -> None:
@@ -122,10 +121,8 @@ def check_resumable(args: argparse.Namespace, task: Task) -> None:
     contradicted = []
     for text in args.overrides:
         keys, value = parse_override(text)
-        node = saved
-        for key in keys:
-            node = node.get(key, _MISSING) if isinstance(node, dict) else _MISSING
-        if keys[0] in FIXED_ON_RESUME and node is not _MISSING and node != value:
+        node = lookup(saved, ".".join(keys))
+        if keys[0] in FIXED_ON_RESUME and node is not MISSING and node != value:
             contradicted.append(f"{'.'.join(keys)}={value} (the run has {node})")
     if contradicted:
         raise ConfigError(f"--resume: {', '.join(contradicted)}: a resumed run keeps its {'/'.join(FIXED_ON_RESUME)}"
