@@ -88,3 +88,29 @@ def test_a_stopped_demo_prints_the_command_that_finishes_it(tmp_path):
     assert rc == 0, text
     assert "continuing the demo" in text and f"at step {step}" in text, text
     assert (out / "results.md").is_file()
+
+
+def test_a_signal_in_the_final_evaluation_still_stops_and_the_resumed_run_evaluates(tmp_path):
+    from mask3d_vit.engine.optim import OptimConfig
+    from mask3d_vit.engine.trainer import TrainConfig, Trainer, TrainingInterrupted
+    from toy import ToyData, ToyModel
+
+    calls = []
+
+    def evaluator(model):
+        calls.append(len(calls) + 1)
+        if len(calls) == 1:  # the preemption notice arrives while the end-of-run evaluation runs
+            os.kill(os.getpid(), signal.SIGTERM)
+        return {"score": float(calls[-1])}
+
+    def trainer():
+        torch.manual_seed(0)
+        return Trainer(ToyModel(), ToyData(), train=TrainConfig(epochs=1, batch_size=4, precision="fp32",
+                                                                device="cpu", eval_every=0),
+                       optim=OptimConfig(), run_dir=tmp_path, config={}, evaluator=evaluator)
+
+    with pytest.raises(TrainingInterrupted) as stop:
+        trainer().fit()
+    assert stop.value.step == 6 == load_latest(tmp_path)[1]["step"] and stop.value.signum == signal.SIGTERM
+    result = trainer().fit(resume="auto")  # nothing left to train: the final evaluation runs again
+    assert result["eval/score"] == 2.0 and calls == [1, 2]

@@ -338,6 +338,9 @@ class Trainer:
         ckpt_every = self.cfg.ckpt_every or self.steps_per_epoch
         clock = TrainClock()
         first = self.step + 1
+        # A run resumed after its last step was stopped after its last checkpoint (in its final evaluation or
+        # figure): it does those again, so its result is complete.
+        finished = self.step == self.total_steps
         self.model.train()
         with contextlib.ExitStack() as stack:
             stack.callback(logger.close)
@@ -378,11 +381,15 @@ class Trainer:
                 last = self.step == self.total_steps
                 if self.evaluator and (last or (self.cfg.eval_every and epoch_done % self.cfg.eval_every == 0)):
                     with clock.paused():
-                        metrics = self._evaluate()
-                        result.update(metrics)
-                        logger.log(self.step, metrics)
+                        result.update(self._evaluate(logger))
+            if self.evaluator and finished:
+                result.update(self._evaluate(logger))
             if fixed is not None:
                 self._figure(fixed, logger)
+            # A signal during the final evaluation or figure came after the last step's check: the caller must
+            # still stop (the last step's checkpoint is saved).
+            if self._stop_requested(received):
+                raise TrainingInterrupted(received[0] if received else signal.SIGTERM, self.step, self.run_dir)
         result["skipped_steps"] = self.skipped
         return result
 
@@ -475,10 +482,13 @@ class Trainer:
             self.model.train()
         logger.image("figures", path, self.step)
 
-    def _evaluate(self) -> dict:
+    def _evaluate(self, logger: RunLogger) -> dict:
+        """Run the evaluator, log its metrics at this step and return them (as ``eval/<name>``)."""
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), \
                 torch.no_grad(), self._autocast():
             self.model.eval()
             metrics = self.evaluator(self.model)
             self.model.train()
-        return {k if k.startswith("eval/") else f"eval/{k}": float(v) for k, v in metrics.items()}
+        metrics = {k if k.startswith("eval/") else f"eval/{k}": float(v) for k, v in metrics.items()}
+        logger.log(self.step, metrics)
+        return metrics
