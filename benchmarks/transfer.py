@@ -40,6 +40,7 @@ import torch
 from mask3d_vit.config import load_config, save_config, to_dict
 from mask3d_vit.data.build import DataConfig, SourceConfig, build_dataset, open_source
 from mask3d_vit.data.classes import get_class_set
+from mask3d_vit.engine.launch import exit_on_stop
 from mask3d_vit.eval.dense import DenseEvaluator, EvalConfig, SegmentationScore
 from mask3d_vit.io import atomic_save, write_json, write_text
 from mask3d_vit.models.vit import encoder_patch_size
@@ -612,7 +613,8 @@ def _main(argv: list[str] | None = None) -> None:
     note = ("Skipped: `../shared/data` is absent (or `--real off`)." if shared is None else
             REAL_NOTE.format(frames=frame_count(real_sources(shared)[0])))
     command = shlex.join(["python", "benchmarks/transfer.py", *(argv if argv is not None else sys.argv[1:])])
-    result = run_transfer(out, cfg=cfg, shared=shared, log=log)
+    with exit_on_stop(command if args.out else f"{command} --out {shlex.quote(str(out))}"):
+        result = run_transfer(out, cfg=cfg, shared=shared, log=log)
     timing.append({"command": command, "commit": commit(), "minutes": (time.time() - started) / 60,
                    "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started))})
     write_json(timing_file, {"invocations": timing})

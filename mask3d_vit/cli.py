@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import __version__
-from .config import ConfigError, load_config, recipe_command
+from .config import ConfigError, load_config, parse_override, recipe_command, resolve_recipe
 from .data.registry import format_names
 from .extras import MissingExtraError
 from .tasks.registry import TASKS, Task, resolve
@@ -40,7 +40,29 @@ class Handler:
         return resolve(self.target)
 
     def __call__(self, args: argparse.Namespace):
+        preflight(args)
         return self.resolve()(args, **self.kwargs)
+
+
+# The arguments that name an existing file or run directory, by their attribute: how the error names them.
+PATH_ARGUMENTS = {"init_from": "--init-from", "ceiling": "--ceiling", "ckpt": "--ckpt", "run": "RUN",
+                  "source": "RUN_OR_CKPT"}
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """Check what needs no torch before a handler imports it (seconds, on a loaded machine): the recipe exists,
+    overrides are ``key=value``, and every file or run the arguments name exists (``--resume`` a path, too)."""
+    for recipe in (getattr(args, "config", None), getattr(args, "recipe", None)):
+        if recipe:
+            resolve_recipe(recipe)
+    for text in getattr(args, "overrides", None) or ():
+        parse_override(text)
+    named = {flag: getattr(args, attr, None) for attr, flag in PATH_ARGUMENTS.items()}
+    if getattr(args, "resume", None) not in (None, "auto"):
+        named["--resume"] = args.resume
+    for flag, value in named.items():
+        if value and not Path(value).exists():
+            raise FileNotFoundError(f"{flag} {value}: no such file or run directory")
 
 
 def module_doc(module: str) -> str:
@@ -246,7 +268,8 @@ def _add_eval(subparsers) -> None:
     p = subparsers.add_parser("eval", help="evaluate a fine-tuned run (mIoU table, depth metrics or AP table)",
                               description=module_doc("mask3d_vit.tasks.finetune"), formatter_class=_RAW)
     p.add_argument("--ckpt", required=True, help="fine-tuning run directory or checkpoint file")
-    p.add_argument("--out", default=None, help="folder for eval_<split>.json/.md (default: the run directory)")
+    p.add_argument("--out", default=None, help="folder for eval_<split>.json/.md and the settings used "
+                   "(default: <run>/evals/<checkpoint name>; the run's own eval_<split>.json is kept)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="evaluation overrides, e.g. eval.split=test eval.window=128 data.val_sources=...")
     p.set_defaults(func=Handler("mask3d_vit.tasks.train:eval_main"))

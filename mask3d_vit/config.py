@@ -227,8 +227,11 @@ def resolve_recipe(recipe: str | Path) -> Path:
     for candidate in (RECIPES_DIR / f"{recipe}.yaml", RECIPES_DIR / str(recipe)):
         if candidate.is_file():
             return candidate
-    names = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
-    raise ConfigError(f"config {recipe!r} is neither a YAML file nor a packaged recipe; packaged recipes: {names}")
+    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    close = difflib.get_close_matches(Path(str(recipe)).stem, names, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise ConfigError(f"config {recipe!r} is neither a YAML file nor a packaged recipe{hint}; packaged recipes: "
+                      f"{', '.join(names)}")
 
 
 # The command a packaged recipe is written for, as its header comment shows it ("mask3d-vit finetune seg --out ...",
@@ -297,14 +300,15 @@ def to_saved(cfg: Any) -> dict:
     return {VERSION_KEY: SCHEMA_VERSION, **(cfg if isinstance(cfg, dict) else to_dict(cfg))}
 
 
-_MISSING = object()
+MISSING = object()
 
 
-def _lookup(section: dict, path: str) -> Any:
+def lookup(section: dict, path: str) -> Any:
+    """The value at the dotted ``path`` ("model.encoder") of plain config data, or :data:`MISSING`."""
     node: Any = section
     for key in path.split("."):
         if not isinstance(node, dict) or key not in node:
-            return _MISSING
+            return MISSING
         node = node[key]
     return node
 
@@ -318,8 +322,8 @@ def _follow(cls: type, data: dict, given: dict, parents: tuple[dict, ...] = ()) 
         leader = f.metadata.get("follows")
         if leader and f.name not in given:
             for section in (data, *parents):
-                value = _lookup(section, leader)
-                if value is not _MISSING:
+                value = lookup(section, leader)
+                if value is not MISSING:
                     data[f.name] = value
                     break
         if dataclasses.is_dataclass(hints[f.name]) and isinstance(data.get(f.name), dict):

@@ -15,6 +15,7 @@ differences between rows are small and noisy (one seed); ``benchmarks/transfer.p
 from __future__ import annotations
 
 import argparse
+import shlex
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import torch
 from .config import load_config, save_config
 from .data.build import build_dataset
 from .data.classes import get_class_set
+from .engine.launch import exit_on_stop
 from .engine.logger import read_metrics
 from .io import write_json, write_png, write_text
 from .tasks.compare import CompareConfig, objective_variants, probe_floor_note, run_comparison
@@ -124,6 +126,11 @@ def _caption(canvas: np.ndarray, titles: list[str], cell_width: int) -> np.ndarr
 
 def _main(args: argparse.Namespace) -> None:
     out = Path(args.out or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S"))
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} is not empty; pick another --out")
-    run_demo(out, quick=args.quick, overrides=args.overrides)
+    if (out / "demo_config.yaml").is_file():
+        print(f"[demo] continuing the demo in {out}: finished runs are kept, a stopped one resumes", flush=True)
+    elif out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out} is not empty and holds no demo; pick another --out")
+    again = shlex.join(["mask3d-vit", "demo", "--out", str(out), *(["--quick"] if args.quick else []),
+                        *args.overrides])
+    with exit_on_stop(again):
+        run_demo(out, quick=args.quick, overrides=args.overrides)

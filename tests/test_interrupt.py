@@ -13,6 +13,7 @@ import torch
 from mask3d_vit.checkpoint import list_checkpoints, load_latest
 from mask3d_vit.engine.logger import read_metrics
 
+from smoke import COMPARISON_SMOKE
 from test_resume_kill import ARGS
 
 # No periodic checkpoints: the only one before the end is the one the signal asks for.
@@ -64,3 +65,52 @@ def test_signal_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, strai
     assert a["step"] == b["step"] == 32
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_a_stopped_demo_prints_the_command_that_finishes_it(tmp_path):
+    out = tmp_path / "demo"
+    # A pre-training long enough to be stopped in (80 steps); log every step to see it under way.
+    args = ["demo", "--out", str(out), *COMPARISON_SMOKE, "pretrain.train.epochs=40", "pretrain.train.log_every=1"]
+    victim = pretrain(*args)
+    deadline = time.time() + 300
+    while not any(read_metrics(run) for run in out.glob("pretrain-*")):
+        assert victim.poll() is None, victim.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGTERM)
+    rc, text = finish(victim)
+    assert rc == 128 + signal.SIGTERM, text
+    assert "Traceback" not in text, text
+    step = int(text.split("stopped by SIGTERM at step ")[1].split(";")[0])
+    command = shlex.split(text.split("Resume with:")[1].strip().splitlines()[0])
+    assert command[:4] == ["mask3d-vit", "demo", "--out", str(out)] and command[4:] == args[3:]
+    rc, text = finish(pretrain(*command[1:]))
+    assert rc == 0, text
+    assert "continuing the demo" in text and f"at step {step}" in text, text
+    assert (out / "results.md").is_file()
+
+
+def test_a_signal_in_the_final_evaluation_still_stops_and_the_resumed_run_evaluates(tmp_path):
+    from mask3d_vit.engine.optim import OptimConfig
+    from mask3d_vit.engine.trainer import TrainConfig, Trainer, TrainingInterrupted
+    from toy import ToyData, ToyModel
+
+    calls = []
+
+    def evaluator(model):
+        calls.append(len(calls) + 1)
+        if len(calls) == 1:  # the preemption notice arrives while the end-of-run evaluation runs
+            os.kill(os.getpid(), signal.SIGTERM)
+        return {"score": float(calls[-1])}
+
+    def trainer():
+        torch.manual_seed(0)
+        return Trainer(ToyModel(), ToyData(), train=TrainConfig(epochs=1, batch_size=4, precision="fp32",
+                                                                device="cpu", eval_every=0),
+                       optim=OptimConfig(), run_dir=tmp_path, config={}, evaluator=evaluator)
+
+    with pytest.raises(TrainingInterrupted) as stop:
+        trainer().fit()
+    assert stop.value.step == 6 == load_latest(tmp_path)[1]["step"] and stop.value.signum == signal.SIGTERM
+    result = trainer().fit(resume="auto")  # nothing left to train: the final evaluation runs again
+    assert result["eval/score"] == 2.0 and calls == [1, 2]

@@ -41,13 +41,20 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Ada
     return torch.optim.AdamW(groups, lr=cfg.base_lr, betas=tuple(cfg.betas), fused=fused or None)
 
 
-def lr_at(step: int, *, peak: float, total: int, warmup: int, cfg: OptimConfig) -> float:
-    """Learning rate at optimizer step ``step`` (0-based): linear warm-up, then the configured decay to min_lr."""
+def lr_at(step: int, *, peak: float, total: int, warmup: int, cfg: OptimConfig,
+          decay_from: tuple[int, float] | None = None) -> float:
+    """Learning rate at optimizer step ``step`` (0-based): linear warm-up, then the configured decay to min_lr.
+
+    Args:
+        decay_from: (step, rate) the decay starts from; None = (``warmup``, ``peak``). A run whose length changed on
+            resume decays from its last step's rate, so the rate does not jump.
+    """
     if step < warmup:
         return peak * (step + 1) / warmup
     if cfg.schedule == "constant":
         return peak
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    start, peak = decay_from or (warmup, peak)
+    progress = min(1.0, (step - start) / max(1, total - start))
     if cfg.schedule == "cosine":
         factor = 0.5 * (1.0 + math.cos(math.pi * progress))
     elif cfg.schedule == "poly":

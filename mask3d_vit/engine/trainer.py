@@ -12,6 +12,7 @@ import logging
 import random
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -22,20 +23,22 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import CKPT_DIR, CheckpointError, list_checkpoints, load_latest, save_checkpoint
-from ..config import to_saved
+from ..config import save_config, to_saved
 from . import distributed as D
 from .data import ResumableSampler, SeededDataset, make_loader, seed_all
 from .logger import RunLogger, TrainClock
 from .optim import OptimConfig, build_optimizer, lr_at, set_lr
 
 log = logging.getLogger(__name__)
+CONFIG_FILE = "config.yaml"
 
 
 @dataclass
 class TrainConfig:
     """How to train (the loop's knobs, shared by every task)."""
     epochs: int = 10
-    max_steps: int = 0                # > 0: stop after this many optimizer steps (the lr schedule ends there too)
+    max_steps: int = 0                # > 0: the run's length in optimizer steps (epochs then do not count; the
+                                      # data repeats as often as needed); 0: train.epochs over the training set
     batch_size: int = 32              # global: summed over processes and accumulation steps
     accum_steps: int = 1
     precision: str = "auto"           # auto (bf16 where the hardware has it, else fp32) | bf16 | fp16 (CUDA) | fp32
@@ -106,11 +109,12 @@ class TrainingInterrupted(Exception):
     Args:
         signum: the signal this process received (SIGTERM where only another rank got one).
         step: the optimizer step the checkpoint holds.
+        run_dir: the run directory the checkpoint is in.
     """
 
-    def __init__(self, signum: int, step: int):
-        super().__init__(f"{signal.Signals(signum).name} at step {step}: checkpoint saved")
-        self.signum, self.step = signum, step
+    def __init__(self, signum: int, step: int, run_dir: Path):
+        super().__init__(f"{signal.Signals(signum).name} at step {step}: checkpoint saved in {run_dir}")
+        self.signum, self.step, self.run_dir = signum, step, run_dir
 
 
 @contextlib.contextmanager
@@ -186,9 +190,9 @@ class Trainer:
         if train.max_steps < 0:
             raise ValueError(f"train.max_steps={train.max_steps}: use a positive number of steps, or 0 for all of "
                              f"train.epochs")
-        self.total_steps = train.epochs * self.steps_per_epoch
-        if train.max_steps:
-            self.total_steps = min(self.total_steps, train.max_steps)
+        # max_steps is what a user asks for when they name a number of steps (README: "a short run: 200 steps"):
+        # it replaces the epochs instead of capping them.
+        self.total_steps = train.max_steps or train.epochs * self.steps_per_epoch
 
         # Training-time randomness (masks, dropout): reproducible, and different on every rank.
         seed_all(train.seed + self.rank)
@@ -212,6 +216,8 @@ class Trainer:
             self.forward = torch.compile(self.forward)
         self.peak_lr = optim.base_lr * train.batch_size / 256
         self.warmup = min(round(optim.warmup_epochs * self.steps_per_epoch), self.total_steps)
+        # (step, lr) the decay starts from when a resume changed the run's length; None: the peak after warm-up.
+        self.decay_from: tuple[int, float] | None = None
         self.step, self.skipped = 0, 0
 
     # -- checkpoints -------------------------------------------------------------------------------------------
@@ -226,7 +232,9 @@ class Trainer:
         return {"format": "mask3d-vit-checkpoint", "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                 "step": self.step, "epoch": self.step // self.steps_per_epoch, "skipped_steps": self.skipped,
-                "world_size": self.world, "rng": rng, "config": to_saved(self.config)}
+                "world_size": self.world, "rng": rng, "config": to_saved(self.config),
+                "schedule": {"total": self.total_steps, "warmup": self.warmup,
+                             "decay_from": list(self.decay_from) if self.decay_from else None}}
 
     def save(self) -> None:
         state = self.state_dict()  # collective under DDP: every rank builds it, rank 0 writes it
@@ -262,6 +270,30 @@ class Trainer:
                         path, len(state["rng"]), self.world)
         if D.is_main():
             print(f"resumed from {path} at step {self.step}", flush=True)
+        if "schedule" in state:  # checkpoints written before it recorded its schedule rebuild it from the config
+            self._resume_schedule(state["schedule"])
+
+    def _resume_schedule(self, saved: dict) -> None:
+        """Take over the schedule a checkpoint ran; when this run's length differs from it (``train.max_steps`` or
+        ``train.epochs`` changed to extend a run), decay from the rate of the last step taken to ``min_lr`` at the
+        new end: the rate goes on without a jump and does not warm up again."""
+        self.warmup = saved["warmup"]
+        self.decay_from = tuple(saved["decay_from"]) if saved["decay_from"] else None
+        if saved["total"] == self.total_steps:
+            return
+        last = self.step - 1
+        if last >= self.warmup and self.optim_cfg.schedule != "constant":
+            self.decay_from = (last, lr_at(last, peak=self.peak_lr, total=saved["total"], warmup=self.warmup,
+                                           cfg=self.optim_cfg, decay_from=self.decay_from))
+        if D.is_main():
+            start = (f"from {self.decay_from[1]:.3g}, the rate of step {self.decay_from[0] + 1}" if self.decay_from
+                     else f"from the warm-up's end at step {self.warmup}")
+            how = ("stays at the peak" if self.optim_cfg.schedule == "constant" else
+                   f"decays ({self.optim_cfg.schedule}) {start}, to optim.min_lr={self.optim_cfg.min_lr:g} at step "
+                   f"{self.total_steps}")
+            print(f"schedule: this run was {saved['total']} steps and is now {self.total_steps}; the learning rate "
+                  f"{how}, without warming up again (to warm up again, start a new run from these weights: --out "
+                  f"NEW_DIR --init-from {self.run_dir})", flush=True)
 
     # -- the loop ----------------------------------------------------------------------------------------------
     def _to_device(self, batch):
@@ -290,6 +322,11 @@ class Trainer:
         """
         if resume:
             self.load(resume)
+        if D.is_main():
+            # Written once everything is built and checked: a command that failed before leaves no config that
+            # --resume would take for a run's.
+            save_config(self.config, self.run_dir / CONFIG_FILE)
+            self._print_plan()
         logger = RunLogger(self.run_dir, total_steps=self.total_steps, start_step=self.step)
         loader = make_loader(self.dataset, batch_size=self.micro_batch, sampler=self.sampler,
                              num_workers=self.cfg.num_workers, seed=self.cfg.seed, collate_fn=self.collate_fn,
@@ -300,6 +337,10 @@ class Trainer:
         count = images = 0
         ckpt_every = self.cfg.ckpt_every or self.steps_per_epoch
         clock = TrainClock()
+        first = self.step + 1
+        # A run resumed after its last step was stopped after its last checkpoint (in its final evaluation or
+        # figure): it does those again, so its result is complete.
+        finished = self.step == self.total_steps
         self.model.train()
         with contextlib.ExitStack() as stack:
             stack.callback(logger.close)
@@ -310,8 +351,12 @@ class Trainer:
                 self.sampler.set_epoch(epoch, start=in_epoch * self.cfg.accum_steps * self.micro_batch)
                 batches = iter(loader)
                 for _ in range(in_epoch, min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)):
+                    started = time.perf_counter()
                     losses = self._train_step(batches)
                     self.step += 1
+                    if self.step == first and D.is_main():
+                        print(f"step {self.step} took {time.perf_counter() - started:.1f} s (the first is the slowest: "
+                              f"start-up costs); the log prints every {self.cfg.log_every} steps", flush=True)
                     if losses is not None:
                         for k, v in losses.items():
                             sums[k] = sums.get(k, 0.0) + v
@@ -330,23 +375,37 @@ class Trainer:
                     if self._stop_requested(received):
                         if not saved:
                             self.save()
-                        raise TrainingInterrupted(received[0] if received else signal.SIGTERM, self.step)
+                        raise TrainingInterrupted(received[0] if received else signal.SIGTERM, self.step,
+                                                  self.run_dir)
                 epoch_done = self.step // self.steps_per_epoch
                 last = self.step == self.total_steps
                 if self.evaluator and (last or (self.cfg.eval_every and epoch_done % self.cfg.eval_every == 0)):
                     with clock.paused():
-                        metrics = self._evaluate()
-                        result.update(metrics)
-                        logger.log(self.step, metrics)
+                        result.update(self._evaluate(logger))
+            if self.evaluator and finished:
+                result.update(self._evaluate(logger))
             if fixed is not None:
                 self._figure(fixed, logger)
+            # A signal during the final evaluation or figure came after the last step's check: the caller must
+            # still stop (the last step's checkpoint is saved).
+            if self._stop_requested(received):
+                raise TrainingInterrupted(received[0] if received else signal.SIGTERM, self.step, self.run_dir)
         result["skipped_steps"] = self.skipped
         return result
+
+    def _print_plan(self) -> None:
+        """The run's length and which setting set it, before the first step."""
+        per_epoch = f"{self.steps_per_epoch} steps per epoch ({len(self.dataset)} frames)"
+        why = (f"train.max_steps={self.cfg.max_steps}, {self.total_steps / self.steps_per_epoch:.3g} epochs of "
+               f"{per_epoch}; train.epochs is not used" if self.cfg.max_steps else
+               f"train.epochs={self.cfg.epochs} x {per_epoch}; train.max_steps=N sets a number of steps instead")
+        print(f"training {self.total_steps} steps of {self.cfg.batch_size} frames ({why}) on {self.device}, "
+              f"{self.precision}", flush=True)
 
     def _train_step(self, batches) -> dict[str, float] | None:
         """One optimizer step over ``accum_steps`` micro-batches; None when the NaN guard skipped it."""
         set_lr(self.optimizer, lr_at(self.step, peak=self.peak_lr, total=self.total_steps, warmup=self.warmup,
-                                     cfg=self.optim_cfg))
+                                     cfg=self.optim_cfg, decay_from=self.decay_from))
         logged: dict[str, float] = {}
         ok = True
         for micro in range(self.cfg.accum_steps):
@@ -423,10 +482,13 @@ class Trainer:
             self.model.train()
         logger.image("figures", path, self.step)
 
-    def _evaluate(self) -> dict:
+    def _evaluate(self, logger: RunLogger) -> dict:
+        """Run the evaluator, log its metrics at this step and return them (as ``eval/<name>``)."""
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), \
                 torch.no_grad(), self._autocast():
             self.model.eval()
             metrics = self.evaluator(self.model)
             self.model.train()
-        return {k if k.startswith("eval/") else f"eval/{k}": float(v) for k, v in metrics.items()}
+        metrics = {k if k.startswith("eval/") else f"eval/{k}": float(v) for k, v in metrics.items()}
+        logger.log(self.step, metrics)
+        return metrics

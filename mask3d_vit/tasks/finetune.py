@@ -7,15 +7,16 @@ image-blind floors (constant, position only) and, with ``--ceiling``, a supervis
 
     mask3d-vit finetune seg --config finetune_synth_seg --out runs/seg_m3d --init-from runs/m3d
     mask3d-vit probe depth --out runs/depth_probe_m3d --init-from runs/m3d --ceiling runs/depth_ceiling
-    mask3d-vit eval --ckpt runs/seg_m3d eval.window=128         # re-evaluate, e.g. with sliding windows
+    mask3d-vit eval --ckpt runs/seg_m3d eval.window=128         # re-evaluate into runs/seg_m3d/evals/step_*/
 
 Several GPUs (``train.batch_size`` stays the global batch)::
 
     torchrun --nproc_per_node 8 -m mask3d_vit finetune seg --config finetune_nyuv2_seg_base --init-from m3d.safetensors
 
 A fine-tuning run directory holds ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``figures/``, ``checkpoints/`` and the
-latest evaluation as ``eval_<split>.json`` (+ ``eval_<split>.md``, the per-class table, for segmentation). A probe
-directory holds ``config.yaml``, ``probe.json`` (probe, floors, ceiling, chosen ridge strength) and ``probe.md``
+latest evaluation as ``eval_<split>.json`` (+ ``eval_<split>.md``, the per-class table, for segmentation);
+``mask3d-vit eval`` writes its own under ``evals/<checkpoint>/``, with the settings it used (``eval_config.yaml``).
+A probe directory holds ``config.yaml``, ``probe.json`` (probe, floors, ceiling, chosen ridge strength) and ``probe.md``
 (the printed table).
 """
 from __future__ import annotations
@@ -241,9 +242,6 @@ def probe_main(args: argparse.Namespace, *, task: str) -> None:
     """The handler of ``mask3d-vit probe seg|depth`` (``task`` = ``probe-seg`` / ``probe-depth``)."""
     spec = get_task(task)
     cfg = load_config(spec.part("config"), args.config, list(spec.overrides) + list(args.overrides))
-    for flag, value in (("--init-from", args.init_from), ("--ceiling", args.ceiling)):
-        if value and not Path(value).exists():
-            raise FileNotFoundError(f"{flag} {value}: no such file or run directory")
     cfg = dataclasses.replace(cfg, init_from=args.init_from or cfg.init_from, ceiling=args.ceiling or cfg.ceiling)
     run_dir = Path(args.out or Path("runs") / resolve_recipe(args.config).stem)
     result = run_probe(cfg, run_dir)

@@ -85,14 +85,15 @@ def load_pretrain_model(path: str | Path, overrides: list[str] | tuple[str, ...]
 
 def diagnose_run(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, batches: int = 4,
                  batch_size: int = 32) -> dict[str, float]:
-    """The pretext diagnostics (:mod:`mask3d_vit.eval.pretext`) of a pre-training run on its validation frames."""
+    """The pretext diagnostics (:mod:`mask3d_vit.eval.pretext`) of a pre-training run on its first
+    ``batches * batch_size`` validation frames (fewer when the split is smaller), and ``frames``: how many."""
     model, cfg, _ = load_pretrain_model(path, overrides)
     if not model.predicts_depth:
         raise ConfigError(f"{path}: objective {cfg.model.objective!r} predicts no depth; nothing to diagnose")
     val_set = build_dataset(cfg.data, split="val", train=False)
     n = min(len(val_set), batches * batch_size)
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(val_set, range(n)), batch_size=batch_size)
-    return diagnose(model, loader)
+    return {**diagnose(model, loader), "frames": n}
 
 
 def format_diagnostics(metrics: dict[str, float]) -> str:
@@ -116,5 +117,8 @@ def headline(key: str) -> bool:
 
 def _diagnose_main(args: argparse.Namespace) -> None:
     metrics = diagnose_run(args.run, args.overrides, batches=args.batches, batch_size=args.batch_size)
-    print(f"pretext diagnostics of {args.run} ({args.batches} validation batches of {args.batch_size}):")
+    n = metrics["frames"]
+    batches = -(-n // args.batch_size)
+    print(f"pretext diagnostics of {args.run} ({n} validation frames: {batches} batch{'es' if batches > 1 else ''} "
+          f"of up to {args.batch_size}):")
     print(format_diagnostics(metrics), flush=True)

@@ -14,13 +14,13 @@ from typing import Callable
 
 import torch
 
-from ..config import ConfigError, load_config, to_dict
+from ..config import MISSING, ConfigError, load_config, lookup, parse_override, save_config, to_dict
 from ..data.build import build_dataset
 from ..engine import distributed as D
 from ..checkpoint import CKPT_DIR, load_latest
 from ..engine.data import seed_all
-from ..engine.launch import run_command
-from ..engine.trainer import Trainer
+from ..engine.launch import command_words, resumed_config, run_command, run_dir_of
+from ..engine.trainer import CONFIG_FILE, Trainer
 from .registry import TASKS, Task, get_task, task_of_config
 
 
@@ -62,7 +62,17 @@ def train_task(task: Task | str, cfg, run_dir: str | Path, *, resume: str | None
     # on a run without checkpoints must start from them.
     seed_all(cfg.train.seed)
     model = task.part("model")(cfg)
+    if D.is_main():
+        params = sum(p.numel() for p in model.parameters())
+        trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        encoder = getattr(getattr(cfg, "model", None), "encoder", "")
+        print(f"model: {type(model).__name__}{f' ({encoder})' if encoder else ''}, {params / 1e6:.2f} M parameters"
+              f"{f' ({trained / 1e6:.2f} M trained)' if trained != params else ''}", flush=True)
     data = task.part("train_data")(cfg)
+    if D.is_main() and hasattr(cfg, "data"):
+        sources = ", ".join(s.format + (f" {s.root}" if s.root else "") for s in cfg.data.sources)
+        print(f"data: {len(data.dataset)} training frames at {cfg.data.size[0]}x{cfg.data.size[1]} from {sources}",
+              flush=True)
     device = D.init_distributed(cfg.train.device)
     evaluator = task.part("evaluator")(cfg, device=device, out_dir=run_dir) if task.evaluator else None
     visualizer = task.part("figures")(cfg) if task.figures else None
@@ -80,8 +90,44 @@ def train_main(args: argparse.Namespace, *, task: str) -> None:
     spec = get_task(task)
     # The command fixes what its task needs (e.g. task=seg); later overrides still win.
     args.overrides = list(spec.overrides) + list(args.overrides)
+    check_resumable(args, spec)
     run_command(args, spec.part("config"), lambda cfg, run_dir, resume: train_task(spec, cfg, run_dir, resume=resume),
                 **({"shown": spec.part("shown")} if spec.shown else {}))
+
+
+# What a checkpoint's weights are shaped by: a resumed run cannot change them.
+FIXED_ON_RESUME = ("task", "model", "class_set")
+
+
+def check_resumable(args: argparse.Namespace, task: Task) -> None:
+    """Refuse, in one line and before anything is built or written, a ``--resume`` that cannot continue the run:
+    the run is another task's, or an override contradicts a key of :data:`FIXED_ON_RESUME` of its saved config.
+
+    Args:
+        args: the training command's arguments (overrides already headed by the task's own).
+        task: the task the command runs.
+    """
+    saved = resumed_config(args)
+    if saved is None:
+        return
+    run_dir = run_dir_of(args)
+    typed = "mask3d-vit " + " ".join(command_words(args))
+    theirs = task_of_config(saved)
+    if theirs.name != task.name:
+        raise ConfigError(f"{run_dir} is a run of task {theirs.name!r} (mask3d-vit {' '.join(theirs.command)}), not "
+                          f"of task {task.name!r} that `{typed}` trains; continue it with `mask3d-vit "
+                          f"{' '.join(theirs.command)} --out {run_dir} --resume auto`, or start a {task.name} run from "
+                          f"its weights with `{typed} --out NEW_DIR --init-from {run_dir}`")
+    contradicted = []
+    for text in args.overrides:
+        keys, value = parse_override(text)
+        node = lookup(saved, ".".join(keys))
+        if keys[0] in FIXED_ON_RESUME and node is not MISSING and node != value:
+            contradicted.append(f"{'.'.join(keys)}={value} (the run has {node})")
+    if contradicted:
+        raise ConfigError(f"--resume: {', '.join(contradicted)}: a resumed run keeps its {'/'.join(FIXED_ON_RESUME)}"
+                          f" ({run_dir / CONFIG_FILE}); drop the override(s), or start a new run from its weights "
+                          f"with `{typed} --out NEW_DIR --init-from {run_dir}`")
 
 
 def restore(path: str | Path, overrides: list[str] | tuple[str, ...] = (), *, expect: tuple[str, ...] = (),
@@ -119,12 +165,17 @@ def eval_main(args: argparse.Namespace) -> None:
         f"a fine-tuning checkpoint ({', '.join(fine_tuned)})"))
     cfg = task.prepared(cfg)
     device = D.init_distributed(cfg.train.device)
-    out_dir = Path(args.out) if args.out else ckpt.parent.parent if ckpt.parent.name == CKPT_DIR else ckpt.parent
+    # By default beside the run, in a folder named by the checkpoint: the run's own eval_<split>.json (its final
+    # evaluation) is kept, and the settings this evaluation used are saved with its result.
+    run_dir = ckpt.parent.parent if ckpt.parent.name == CKPT_DIR else ckpt.parent
+    out_dir = Path(args.out) if args.out else run_dir / "evals" / ckpt.stem
     evaluator = task.part("evaluator")(cfg, device=device, out_dir=out_dir)
     with torch.no_grad():
         metrics = evaluator(model.to(device))
     if D.is_main():
         print(f"{ckpt} on split {cfg.eval.split!r}:")
         print(evaluator.table or "\n".join(f"  {k}: {v:.4g}" for k, v in metrics.items()), flush=True)
-        print(f"wrote {out_dir / f'eval_{cfg.eval.split}.json'}", flush=True)
+        save_config(cfg, out_dir / "eval_config.yaml")
+        print(f"wrote {out_dir / f'eval_{cfg.eval.split}.json'} (settings: {out_dir / 'eval_config.yaml'})",
+              flush=True)
     D.cleanup()
