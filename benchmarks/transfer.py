@@ -41,6 +41,7 @@ from mask3d_vit.config import load_config, save_config, to_dict
 from mask3d_vit.data.build import DataConfig, SourceConfig, build_dataset, open_source
 from mask3d_vit.data.classes import get_class_set
 from mask3d_vit.eval.dense import DenseEvaluator, EvalConfig, SegmentationScore
+from mask3d_vit.extras import optional_import
 from mask3d_vit.io import atomic_save, write_json, write_text
 from mask3d_vit.models.vit import encoder_patch_size
 from mask3d_vit.tasks.compare import (CEILING, SCRATCH, CompareConfig, RunSpec, estimate_seconds, format_estimate,
@@ -170,9 +171,6 @@ def run_real_frames(out: Path, rows: list[dict], *, cfg: CompareConfig, shared: 
 
 # ---------------------------------------------------------------------------------------------------- the report
 LOWER_IS_BETTER = ("abs_rel", "rmse", "log10")
-# Two-sided 95 % quantiles of Student's t by degrees of freedom (the paired differences have seeds - 1).
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-       15: 2.131, 20: 2.086, 30: 2.042}
 
 
 def seg_columns(cfg: CompareConfig) -> list[tuple[str, str, int]]:
@@ -197,8 +195,10 @@ def _mean_std(entry: dict, key: str, decimals: int) -> str:
     return f"{mean:.{decimals}f}" + ("" if math.isnan(std) else f" ± {std:.{decimals}f}")
 
 
-def _t95(df: int) -> float:
-    return T95.get(df) or next((T95[k] for k in sorted(T95) if k >= df), 1.96)
+def t95(df: int) -> float:
+    """The two-sided 95 % quantile of Student's t with ``df`` degrees of freedom (exact, any ``df`` >= 1)."""
+    stats = optional_import("scipy.stats", "The report's confidence intervals (benchmarks/transfer.py)")
+    return float(stats.t.ppf(0.975, df))
 
 
 def paired(rows: list[dict], ref: str, other: str, key: str) -> tuple[float, float, int] | None:
@@ -210,7 +210,7 @@ def paired(rows: list[dict], ref: str, other: str, key: str) -> tuple[float, flo
     if not diffs:
         return None
     d = np.array(diffs, dtype=np.float64)
-    half = _t95(len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else math.nan
+    half = t95(len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else math.nan
     return float(d.mean()), float(half), len(d)
 
 

@@ -91,7 +91,7 @@ def test_paired_differences_and_calls():
             for s, (v1, v2) in enumerate([(10.0, 8.0), (11.0, 8.5), (12.0, 9.5)])
             for b, v, a in (("Mask3D", v1, 0.40), ("scratch", v2, 0.40 + 0.01 * (s - 1)))]
     mean, half, n = bench.paired(rows, "Mask3D", "scratch", "m/miou")
-    assert n == 3 and math.isclose(mean, 7 / 3) and math.isclose(half, 4.303 * math.sqrt(1 / 12) / math.sqrt(3))
+    assert n == 3 and math.isclose(mean, 7 / 3) and math.isclose(half, 4.302653 * math.sqrt(1 / 12) / math.sqrt(3), rel_tol=1e-6)
     assert bench.call((mean, half, n), "m/miou") == "better"
     assert bench.call((-mean, half, n), "m/miou") == "worse"
     assert bench.call((-0.5, 0.1, 3), "d/abs_rel") == "better"  # lower AbsRel is better
@@ -153,3 +153,11 @@ def test_continued_variants_need_their_base():
         objective_variants(cfg.objectives, cfg)
     with pytest.raises(ConfigError, match="continue_steps=0"):
         objective_variants(["rgb"], load_config(CompareConfig, "transfer_cpu", ["continue_steps=0"]))
+
+
+def test_t_quantile_is_exact_for_every_degree_of_freedom():
+    bench = _load_script()
+    # Student's t, two-sided 95 %: df 11-14 lay between the old table's rows and took the narrower df 15 value.
+    for df, quantile in ((1, 12.7062), (2, 4.3027), (4, 2.7764), (11, 2.2010), (12, 2.1788), (13, 2.1604),
+                         (14, 2.1448), (40, 2.0211), (1000, 1.9623)):
+        assert math.isclose(bench.t95(df), quantile, abs_tol=5e-5), df
