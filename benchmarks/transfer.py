@@ -652,6 +652,7 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate, run nothing")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seeds=[0,1]")
     args = parser.parse_args(argv)
+    t95(1)  # the report's intervals need scipy: say so now, not after the protocol has run
 
     # Overrides apply after --scale: `--scale 10 seg_steps=[200,100,50]` runs those steps.
     cfg = scaled(load_config(CompareConfig, args.config, QUICK if args.quick else []), args.scale)
