@@ -235,3 +235,16 @@ def test_transfer_runs_must_fit_and_score_other_scenes():
     with pytest.raises(ConfigError, match=r"seg_probe.data: it is scored on the scenes it is fit on \(seed\(s\) \[100"):
         check_scenes(load_config(CompareConfig, "transfer_cpu",
                                  ["seg_probe.data.val_sources=[{format: synthrooms, num_frames: 8, seed: 100}]"]))
+
+
+def test_a_probe_beats_a_floor_only_on_every_metric():
+    bench = _load_script()
+    floor = {f"depth_probe_floor/{kind}/{m}": v for kind in ("position", "constant")
+             for m, v in (("abs_rel", 0.437), ("delta1", 32.2), ("delta1_med", 59.1))}
+    # Past the floor on AbsRel only (the first look at a default-recipe encoder), and on all three.
+    rows = [{"backbone": b, "seed": s, **floor, "depth_probe/abs_rel": 0.425 + 0.001 * s,
+             "depth_probe/delta1": d1 + 0.1 * s, "depth_probe/delta1_med": med + 0.1 * s}
+            for s in range(3) for b, d1, med in (("A", 33.7, 57.0), ("B", 34.0, 60.0))]
+    line = bench.floor_findings(rows, {})[0]
+    assert line.startswith("- Depth probe against its position-only floor (depth AbsRel 0.437")
+    assert "beaten on all 3 metrics by B; not by A (depth AbsRel, depth delta1 better)." in line
