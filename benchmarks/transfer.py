@@ -48,9 +48,9 @@ from mask3d_vit.extras import optional_import
 from mask3d_vit.io import atomic_save, write_json, write_text
 from mask3d_vit.models.vit import encoder_patch_size
 from mask3d_vit.tasks.compare import (CEILING, EQUAL_COMPUTE_NAME, PAPER_DESIGN, PAPER_NAME, SCRATCH, CompareConfig,
-                                      RunSpec, control_config, estimate_seconds, format_estimate, machine, materialize,
-                                      objective_variants, plan_runs, pretrain_steps, run_comparison, run_once, slug,
-                                      summarize, transfer_key, variant_pretrain)
+                                      RunSpec, check_scenes, control_config, estimate_seconds, format_estimate, machine,
+                                      materialize, objective_variants, plan_runs, pretrain_steps, run_comparison,
+                                      run_once, slug, summarize, transfer_key, variant_pretrain)
 from mask3d_vit.tasks.finetune import load_dense_model
 from mask3d_vit.viz.panels import pyplot
 
@@ -144,6 +144,7 @@ def run_transfer(out: str | Path, *, cfg: CompareConfig, shared: Path | None, lo
         without ``shared``) and ``minutes`` per part.
     """
     out = Path(out)
+    check_scenes(cfg)
     t = time.time()
     rows = run_comparison(cfg, out, variants=objective_variants(cfg.objectives, cfg), log=log)
     write_json(out / "rows.json", {"rows": rows})

@@ -188,7 +188,7 @@ def control_config(cfg: CompareConfig) -> CompareConfig | None:
 def check_scenes(cfg: CompareConfig) -> None:
     """Raise ConfigError when a transfer run would fit or score generated scenes that pre-training saw, or a probe
     would score the scenes it is fit on: every SynthRooms frame is its own scene, drawn from (seed, index), so
-    disjoint seeds mean disjoint scenes."""
+    disjoint seeds mean disjoint scenes. The evidence protocol (benchmarks/transfer.py) checks its config with it."""
     def seeds(d: DataConfig, split: str) -> set[int]:
         sources = d.sources if split == "train" else val_sources(d)
         return {s.seed for s in sources if get_format(s.format).generator}
@@ -448,7 +448,6 @@ def run_comparison(cfg: CompareConfig, out: str | Path, *, variants: dict[str, l
         One row per (backbone, seed), in the order scratch, then ``variants``, seed-major (see the module docstring).
     """
     out = Path(out)
-    check_scenes(cfg)
     if cfg.materialize:
         cfg = materialize(cfg, out / "frames", log=log)
     units, row_keys = plan_runs(cfg, out, variants, scratch=scratch, transfer=transfer)
