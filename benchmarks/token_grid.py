@@ -7,6 +7,8 @@ thread (what a worker of ``benchmarks/transfer.py`` has), bf16 autocast where th
   forward + backward + AdamW, batch 32;
 - segmentation fine-tuning steps (ViT + the narrow UperNet of the protocol), batch 16;
 - rendering a SynthRooms frame;
+- the cost of a Mask3D step over an MAE-RGB step, in wall time and in FLOPs (forward + backward, counted by
+  ``torch.utils.flop_counter``): ``compute_ratio`` of ``transfer_cpu`` gives MAE-RGB that many more steps;
 
 and the 6x8 grid of 96x128 / 16 for reference::
 
@@ -18,6 +20,7 @@ import argparse
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from mask3d_vit.data.synthrooms import SynthRoomsConfig, render_frame
 from mask3d_vit.engine.trainer import resolve_precision
@@ -47,6 +50,14 @@ def images_per_second(model: torch.nn.Module, batch: dict, precision: str, round
     return rounds * batch["rgb"].shape[0] / (time.perf_counter() - start)
 
 
+def train_flops(model: torch.nn.Module, batch: dict) -> float:
+    """FLOPs of one forward + backward pass on ``batch`` (matrix products and attention; float32, no autocast)."""
+    with FlopCounterMode(display=False) as counter:
+        model(batch)["loss"].backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=1)
@@ -55,16 +66,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     precision = resolve_precision("auto", torch.device("cpu"))
     print(f"{args.threads} thread(s), {precision}; images per second (higher is better)\n")
-    print("| grid (size / patch) | pre-train Mask3D | pre-train MAE-RGB | seg fine-tune | SynthRooms render |")
-    print("|---|---|---|---|---|")
+    print("| grid (size / patch) | pre-train Mask3D | pre-train MAE-RGB | seg fine-tune | SynthRooms render "
+          "| Mask3D / MAE step: time | Mask3D / MAE step: FLOPs |")
+    print("|---|---|---|---|---|---|---|")
     for name, (encoder, size) in GRIDS.items():
         g = torch.Generator().manual_seed(0)
-        rates = []
+        rates, flops = [], []
         for design in (MASK3D, MAE):
             model = Mask3D(encoder=encoder, img_size=size, **design)
-            model.set_attention_backend("cpu", precision)
             batch = {"rgb": torch.randint(0, 256, (32, 3, *size), dtype=torch.uint8, generator=g),
                      "depth": 0.5 + 5 * torch.rand(32, 1, *size, generator=g)}
+            flops.append(train_flops(model, batch))
+            model.set_attention_backend("cpu", precision)
             rates.append(images_per_second(model, batch, precision, args.rounds))
         seg = DenseModel.from_config(DenseModelConfig(encoder=encoder, img_size=size, neck_channels=64,
                                                       head_channels=64, aux_weight=0.0), task="seg", num_classes=14)
@@ -78,7 +91,8 @@ def main() -> None:
         for i in range(1, 21):
             render_frame(i, 0, cfg)
         rates.append(20 / (time.perf_counter() - start))
-        print(f"| {name} | " + " | ".join(f"{r:.1f}" for r in rates) + " |", flush=True)
+        print(f"| {name} | " + " | ".join(f"{r:.1f}" for r in rates)
+              + f" | {rates[1] / rates[0]:.2f} | {flops[0] / flops[1]:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,23 +1,28 @@
-"""The evidence benchmark (issue 15): does Mask3D pre-training transfer better than MAE-RGB, RGB+depth and scratch?
+"""The evidence benchmark (issue 23): does Mask3D pre-training give a better colour backbone than MAE-RGB and than no
+pre-training, and at what cost?
 
-From one config (``mask3d_vit/configs/transfer_cpu.yaml``): pre-train a ViT-Tiny/8 on 10,240 distinct SynthRooms
-frames (rendered once into ``<out>/frames``) with every objective at the same steps, plus MAE-RGB continued by
-Mask3D and by itself; from {scratch, those backbones} fine-tune segmentation on 100 %, 10 % and 1 % of the labelled
-frames (other scenes) and fit the closed-form frozen depth and segmentation probes beside their image-blind floors,
-for 5 seeds; fine-tune the supervised ceilings once. Where ``../shared/data`` exists, a real-frames section follows:
-the depth probe of every backbone fit on the real sample frames and scored on SUN RGB-D val, and sim-to-real NYU13
-segmentation of every 100 % model on the labelled NYUv2 frame. It rewrites ``docs/results.md`` (tables, paired
-differences with confidence intervals, PNG figures under ``docs/figures/``, the command, commit, hardware, wall
-time)::
+From one config (``mask3d_vit/configs/transfer_cpu.yaml``): pre-train a ViT-Tiny/16 at 96x128 (a 6x8 token grid)
+for 3840 steps of 32 on 10,240 distinct SynthRooms frames (rendered once into ``<out>/frames``) as Mask3D (the
+default design), Mask3D as the paper reads it, MAE-RGB at the same steps and MAE-RGB at equal pre-training compute,
+plus MAE-RGB continued by Mask3D and by itself; from {scratch, those backbones} fine-tune segmentation on 100 %,
+10 % and 1 % of the labelled frames (other scenes) and fit the closed-form frozen depth and segmentation probes
+beside their image-blind floors, for 3 seeds; fine-tune the supervised ceilings once. The positive control follows:
+the same backbones at the first seed on headlamp frames (``camera_light``: colour carries depth), probes only. Where
+``../shared/data`` exists, a real-frames section follows: the depth probe of every backbone fit on the real sample
+frames and scored on SUN RGB-D val, and sim-to-real NYU13 segmentation of every 100 % model on the labelled NYUv2
+frame. It rewrites ``docs/results.md`` (tables, paired differences with confidence intervals, PNG figures under
+``docs/figures/``, the command, commits, hardware, wall time)::
 
-    python benchmarks/transfer.py                      # 95 min on 2 CPU cores (the estimate is printed first)
-    python benchmarks/transfer.py --quick              # the same protocol at smoke size (~1 min; a test runs it)
+    python benchmarks/transfer.py                      # ~150 min on 2 idle CPU cores (the estimate is printed first)
+    python benchmarks/transfer.py --quick              # the same protocol at smoke size (a test runs it)
     python benchmarks/transfer.py --dry-run            # print the plan and the time estimate only
     python benchmarks/transfer.py --scale 10 workers=1 # 10x the frames and steps, for a GPU (docs/paper_scale.md)
-    python benchmarks/transfer.py seeds=[0,1,2] seg_steps=[320,160,80]    # any config key=value
+    python benchmarks/transfer.py seeds=[0,1,2,3,4]    # any config key=value
 
-Every run writes ``result.json`` when it finishes: run the same command with the same ``--out`` again after an
-interruption and only what is missing runs (a run whose recipe changed runs again).
+Every run writes ``result.json`` (its metrics, the hardware it ran on, and the recipes it and the runs it starts from
+ran) when it finishes: run the same command with the same ``--out`` again after an interruption and only what is
+missing runs (a run whose recipe, or whose backbone's recipe, changed runs again), so the protocol may span
+sittings.
 """
 from __future__ import annotations
 
@@ -25,8 +30,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
-import platform
 import shlex
 import shutil
 import subprocess
@@ -38,14 +41,17 @@ import numpy as np
 import torch
 
 from mask3d_vit.config import load_config, save_config, to_dict
-from mask3d_vit.data.build import DataConfig, SourceConfig, build_dataset, open_source
+from mask3d_vit.data.build import DataConfig, SourceConfig, build_dataset, open_source, val_sources
 from mask3d_vit.data.classes import get_class_set
 from mask3d_vit.engine.launch import exit_on_stop
 from mask3d_vit.eval.dense import DenseEvaluator, EvalConfig, SegmentationScore
+from mask3d_vit.extras import optional_import
 from mask3d_vit.io import atomic_save, write_json, write_text
 from mask3d_vit.models.vit import encoder_patch_size
-from mask3d_vit.tasks.compare import (CEILING, SCRATCH, CompareConfig, RunSpec, estimate_seconds, format_estimate,
-                                      objective_variants, run_comparison, run_once, slug, summarize, transfer_key)
+from mask3d_vit.tasks.compare import (CEILING, EQUAL_COMPUTE_NAME, PAPER_DESIGN, PAPER_NAME, SCRATCH, CompareConfig,
+                                      RunSpec, check_scenes, control_config, estimate_seconds, format_estimate, machine,
+                                      materialize, objective_variants, plan_runs, pretrain_steps, run_comparison,
+                                      run_once, slug, summarize, transfer_key, variant_pretrain)
 from mask3d_vit.tasks.finetune import load_dense_model
 from mask3d_vit.viz.panels import pyplot
 
@@ -55,7 +61,8 @@ RECIPE = "transfer_cpu"
 REFERENCE = "Mask3D"
 CONTINUED = ("MAE-RGB → Mask3D", "MAE-RGB → MAE-RGB")  # the paired comparison of continued pre-training
 # --quick: the whole protocol at smoke size (a micro ViT at 32x48, 2 seeds, a few steps per run): about a minute.
-QUICK = ["seeds=[0,1]", "fractions=[1.0,0.5]", "seg_steps=[3,2]", "continue_steps=2", "ceiling_steps=3"]
+QUICK = ["seeds=[0,1]", "fractions=[1.0,0.5]", "seg_steps=[3,2]", "continue_steps=2", "ceiling_steps=3",
+         "pretrain.train.epochs=2", "pretrain.train.eval_every=1", "control_epochs=1"]
 for _section in ("pretrain", "seg", "depth_probe", "seg_probe"):
     _seed = 0 if _section == "pretrain" else 100
     QUICK += [f"{_section}.data.sources=[{{format: synthrooms, num_frames: 16, seed: {_seed}}}]",
@@ -122,32 +129,42 @@ def sim_to_real(seg_run: str | Path, shared: Path) -> dict[str, float]:
 
 
 def run_transfer(out: str | Path, *, cfg: CompareConfig, shared: Path | None, log=print) -> dict:
-    """The benchmark's protocol: the comparison, then (when ``shared`` is given) the real-frames experiment.
+    """The benchmark's protocol: the comparison, its positive control (``cfg.control_light``), then (when ``shared``
+    is given) the real-frames experiment.
 
     Args:
-        out: folder of every run (``<out>/real/`` for the real-frames probes).
+        out: folder of every run (``<out>/control/`` for the control, ``<out>/real/`` for the real-frames probes).
         cfg: the comparison config.
         shared: the shared sample-data folder, or None to skip the real-frames experiment.
         log: progress lines go here.
 
     Returns:
         ``rows`` (one per backbone and seed, see :mod:`mask3d_vit.tasks.compare`), ``ceiling`` (the supervised
-        row, or {}), ``summary`` of the rows, ``real_rows`` (one per backbone and seed with the real-frames probe
-        and ``sim2real/<metric>``; empty without ``shared``) and ``minutes`` per part.
+        row, or {}), ``summary`` of the rows, ``control_rows`` (the control's rows; empty without it),
+        ``real_rows`` (one per backbone and seed with the real-frames probe and ``sim2real/<metric>``; empty
+        without ``shared``) and ``minutes`` per part.
     """
     out = Path(out)
+    check_scenes(cfg)
     t = time.time()
     rows = run_comparison(cfg, out, variants=objective_variants(cfg.objectives, cfg), log=log)
     write_json(out / "rows.json", {"rows": rows})
     ceiling = next((r for r in rows if r["backbone"] == CEILING), {})
     rows = [r for r in rows if r["backbone"] != CEILING]
     minutes = {"comparison": (time.time() - t) / 60}
+    control, control_rows = control_config(cfg), []
+    if control is not None:
+        t = time.time()
+        control_rows = run_comparison(control, out / "control", log=lambda line: log(f"control: {line}"),
+                                      variants=objective_variants(control.objectives, control))
+        minutes["control"] = (time.time() - t) / 60
     real_rows: list[dict] = []
     if shared is not None:
         t = time.time()
         real_rows = run_real_frames(out, rows, cfg=cfg, shared=shared, log=log)
         minutes["real_frames"] = (time.time() - t) / 60
-    return {"rows": rows, "ceiling": ceiling, "summary": summarize(rows), "real_rows": real_rows, "minutes": minutes}
+    return {"rows": rows, "ceiling": ceiling, "summary": summarize(rows), "control_rows": control_rows,
+            "real_rows": real_rows, "minutes": minutes}
 
 
 def run_real_frames(out: Path, rows: list[dict], *, cfg: CompareConfig, shared: Path, log=print) -> list[dict]:
@@ -157,12 +174,18 @@ def run_real_frames(out: Path, rows: list[dict], *, cfg: CompareConfig, shared: 
     train, held_out = real_sources(shared)
     probe = dataclasses.replace(cfg.depth_probe, max_images=0, data=dataclasses.replace(
         cfg.depth_probe.data, sources=train, val_sources=held_out))
+    # The pre-training runs as the comparison planned them, so each probe's record holds its backbone's recipe.
+    planned = materialize(cfg, out / "frames", log=log) if cfg.materialize else cfg
+    pretrained = {str(u.run_dir): u for u in plan_runs(planned, out, objective_variants(cfg.objectives, cfg),
+                                                       transfer=False)[0]}
     real_rows = []
     for row in rows:
         name, seed = row["backbone"], row["seed"]
-        spec = RunSpec("depth_probe", name, seed, out / "real" / f"depth_probe-{slug(name)}-s{seed}", [], probe,
-                       row["pretrain_run"])
-        real = {"backbone": name, "seed": seed, **run_once(spec, lambda line: log(f"real frames: {line}"))["metrics"]}
+        backbone = pretrained.get(row["pretrain_run"])
+        spec = RunSpec("depth_probe", name, seed, out / "real" / f"depth_probe-{slug(name)}-s{seed}",
+                       [backbone] if backbone else [], probe, row["pretrain_run"])
+        done = run_once(spec, lambda line: log(f"real frames: {line}"))
+        real = {"backbone": name, "seed": seed, "machines": [done.get("machine", "not recorded")], **done["metrics"]}
         if "seg_run" in row:
             real.update({f"sim2real/{k}": v for k, v in sim_to_real(row["seg_run"], shared).items()})
         real_rows.append(real)
@@ -171,9 +194,6 @@ def run_real_frames(out: Path, rows: list[dict], *, cfg: CompareConfig, shared: 
 
 # ---------------------------------------------------------------------------------------------------- the report
 LOWER_IS_BETTER = ("abs_rel", "rmse", "log10")
-# Two-sided 95 % quantiles of Student's t by degrees of freedom (the paired differences have seeds - 1).
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-       15: 2.131, 20: 2.086, 30: 2.042}
 
 
 def seg_columns(cfg: CompareConfig) -> list[tuple[str, str, int]]:
@@ -198,21 +218,26 @@ def _mean_std(entry: dict, key: str, decimals: int) -> str:
     return f"{mean:.{decimals}f}" + ("" if math.isnan(std) else f" ± {std:.{decimals}f}")
 
 
-def _t95(df: int) -> float:
-    return T95.get(df) or next((T95[k] for k in sorted(T95) if k >= df), 1.96)
+def t95(df: int) -> float:
+    """The two-sided 95 % quantile of Student's t with ``df`` degrees of freedom (exact, any ``df`` >= 1)."""
+    stats = optional_import("scipy.stats", "The report's confidence intervals (benchmarks/transfer.py)")
+    return float(stats.t.ppf(0.975, df))
+
+
+def interval(values: list[float]) -> tuple[float, float, int]:
+    """(mean, 95 % half-width of the mean by Student's t, n); the half-width is NaN for a single value."""
+    d = np.array(values, dtype=np.float64)
+    half = t95(len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else math.nan
+    return float(d.mean()), float(half), len(d)
 
 
 def paired(rows: list[dict], ref: str, other: str, key: str) -> tuple[float, float, int] | None:
-    """Per-seed differences ``ref - other`` of ``key`` over the seeds both have: (mean, 95 % half-width, n);
-    half-width NaN for one seed, None when no seed has both."""
+    """Per-seed differences ``ref - other`` of ``key`` over the seeds both have: :func:`interval` of them, or None
+    when no seed has both."""
     by = {(r["backbone"], r["seed"]): r for r in rows}
     diffs = [by[(ref, s)][key] - by[(other, s)][key] for (name, s) in by
              if name == ref and (other, s) in by and key in by[(ref, s)] and key in by[(other, s)]]
-    if not diffs:
-        return None
-    d = np.array(diffs, dtype=np.float64)
-    half = _t95(len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else math.nan
-    return float(d.mean()), float(half), len(d)
+    return interval(diffs) if diffs else None
 
 
 def call(diff: tuple[float, float, int], key: str) -> str:
@@ -276,46 +301,49 @@ def floors(rows: list[dict], probe: str, metric_keys: list[str], as_key=lambda k
             for kind, title in (("position", "position-only"), ("constant", "constant"))]
 
 
-def findings(rows: list[dict], cfg: CompareConfig) -> list[str]:
-    """The done-when checks of issue 15 read off the paired differences, one line each."""
+# A probe beats a floor only when it does on every one of these metrics (issue 23): a depth probe that wins on
+# AbsRel by getting the scale right but loses on delta1 or on the median-scaled shape has not beaten it.
+FLOOR_RULE = {"depth_probe": ("abs_rel", "delta1", "delta1_med"), "seg_probe": ("miou", "pixel_acc")}
+
+
+def floor_findings(rows: list[dict], ceiling: dict) -> list[str]:
+    """Which backbones' probes beat each image-blind floor, one line per probe and floor, and the ceilings.
+
+    A backbone beats a floor when, on every metric of :data:`FLOOR_RULE`, the 95 % interval over seeds of its
+    probe's score minus the floor's lies on the better side of zero (one seed: its score does; no interval).
+    """
     names = list(dict.fromkeys(r["backbone"] for r in rows))
-    checks = [("depth_probe/abs_rel", "converged depth probe (AbsRel)")] + [
-        (f"{transfer_key('seg', f)}/miou", f"segmentation at {f * 100:g} % labels (mIoU)") for f in cfg.fractions
-        if f < 1]
+    titles = {key: title for key, title, _ in PROBE_COLUMNS}
     lines = []
-    for ref, base_names in ((REFERENCE, [SCRATCH, "MAE-RGB"]), (CONTINUED[0], [CONTINUED[1], SCRATCH])):
-        for key, what in checks:
-            for other in base_names:
-                if ref not in names or other not in names:
-                    continue
-                d = paired(rows, ref, other, key)
-                if d is not None:
-                    lines.append(f"- {what}: {ref} − {other} = {d[0]:+.3g} ± {d[1]:.2g} over {d[2]} seeds: "
-                                 f"**{call(d, key)}**.")
-    return lines
-
-
-def floor_findings(summary: list[dict], rows: list[dict], ceiling: dict) -> list[str]:
-    """Where the backbones' probes stand between their floors and ceiling, one line per probe metric."""
-    lines = []
-    for probe, metric, title, lower in (("depth_probe", "abs_rel", "Depth probe AbsRel", True),
-                                        ("seg_probe", "miou", "Segmentation probe mIoU", False)):
-        key = f"{probe}/{metric}"
-        means = {e["backbone"]: e[key][0] for e in summary if key in e}
-        row = next((r for r in rows if f"{probe}_floor/position/{metric}" in r), None)
-        if not means or row is None:
+    for probe, metrics in FLOOR_RULE.items():
+        ref = next((r for r in rows if f"{probe}_floor/position/{metrics[0]}" in r), None)
+        if ref is None:
             continue
-        position, constant = row[f"{probe}_floor/position/{metric}"], row[f"{probe}_floor/constant/{metric}"]
-        above = [n for n, v in means.items() if (v < position if lower else v > position)]
-        best = min(means, key=means.get) if lower else max(means, key=means.get)
+        what = "Depth probe" if probe == "depth_probe" else "Segmentation probe"
+        for kind, title in (("position", "position-only"), ("constant", "constant")):
+            floor = {m: ref[f"{probe}_floor/{kind}/{m}"] for m in metrics}
+            beaten, short, single = [], [], False
+            for name in names:
+                wins = []
+                for m in metrics:
+                    d = interval([r[f"{probe}/{m}"] - floor[m] for r in rows
+                                  if r["backbone"] == name and f"{probe}/{m}" in r])
+                    single |= d[2] == 1
+                    if call(d if d[2] > 1 else (d[0], 0.0, 1), m) == "better":  # one seed: the score itself
+                        wins.append(titles[f"{probe}/{m}"])
+                (beaten if len(wins) == len(metrics) else short).append((name, wins))
+            lines.append(
+                f"- {what} against its {title} floor ("
+                + ", ".join(f"{titles[f'{probe}/{m}']} {floor[m]:.3g}" for m in metrics) + "): "
+                + (f"beaten on all {len(metrics)} metrics by {', '.join(n for n, _ in beaten)}" if beaten else
+                   "beaten by no backbone on all its metrics")
+                + ("; not by " + ", ".join(f"{n} ({', '.join(w) if w else 'none'} better)" for n, w in short)
+                   if short else "") + (" (one seed: no interval)." if single else "."))
         task = "depth" if probe == "depth_probe" else "seg"
-        top = ceiling.get(f"{task}_ceiling/{metric}")
-        lines.append(f"- {title}: backbones from {min(means.values()):.3g} to {max(means.values()):.3g} (best "
-                     f"{best}); image-blind floors: position-only {position:.3g}, constant {constant:.3g}"
-                     + (f"; supervised ceiling {top:.3g}" if top is not None else "") + ". "
-                     + (f"{len(above)} of {len(means)} backbones beat the position-only floor"
-                        + (f" ({', '.join(above)})." if above else ": no frozen encoder here carries more of this "
-                           "task than knowing each pixel's position.")))
+        top = [f"{titles[f'{probe}/{m}']} {ceiling[f'{task}_ceiling/{m}']:.3g}" for m in metrics
+               if f"{task}_ceiling/{m}" in ceiling]
+        if top:
+            lines.append(f"- {what}'s supervised ceiling: {', '.join(top)}.")
     return lines
 
 
@@ -393,18 +421,6 @@ def reconstruction_figures(rows: list[dict], figures: Path) -> list[tuple[str, P
     return found
 
 
-def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}, GPU: {gpu}, "
-            f"Python {platform.python_version()}")
-
-
 def commit() -> str:
     """The checked-out commit (with ``+changes`` when the work tree differs from it), or "unknown"."""
     try:
@@ -470,36 +486,56 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
     patch = encoder_patch_size(p.model.encoder)
     pretrain_frames = sum(s.num_frames for s in p.data.sources)
     labelled = sum(s.num_frames for s in cfg.seg.data.sources)
-    steps_per_run = p.train.max_steps or pretrain_frames * p.train.epochs // p.train.batch_size
+    variants = objective_variants(cfg.objectives, cfg)
     wall = sum(t["minutes"] for t in timing)
-    cpu_minutes = sum(r.get(k, 0.0) for r in rows + [ceiling] for k in r if k.endswith("_s")) / 60
+    cpu_minutes = sum(r.get(k, 0.0) for r in rows + [ceiling] + result["control_rows"] for k in r
+                      if k.endswith("_s")) / 60
+    headline = PROBE_COLUMNS + seg_cols[:-1]
+    mask3d_pairs = [pair for pair in pairs if pair != CONTINUED]
+    cost = "; ".join(f"{e['backbone']} {e['pretrain_s'][0] / 60:.1f}" for e in summary if e["backbone"] != SCRATCH)
+    probe_seeds = (f"fit on SynthRooms seed {', '.join(str(x.seed) for x in cfg.depth_probe.data.sources)}, scored "
+                   f"on seed {', '.join(str(x.seed) for x in val_sources(cfg.depth_probe.data))}")
     lines = [
-        "# Results: Mask3D against its baselines (issue 15)", "",
+        "# Results: Mask3D against its baselines (issue 23)", "",
         f"Written by `benchmarks/transfer.py` on {time.strftime('%Y-%m-%d %H:%M')} from the runs in `{out}`. These "
         "are the numbers this run produced, favourable or not; every difference is read against the seed-to-seed "
         "spread, and every metric stands beside what a predictor that never looks at the image scores.", "",
         "## What this run shows", "",
-        "Paired by seed (the same seed sets initialisation, masks and data order of both backbones); ± is the "
-        "half-width of the 95 % confidence interval of the mean difference (Student's t); *better* / *worse* "
-        "when that interval excludes zero, *within noise* otherwise.", "",
-        *findings(rows, cfg), *floor_findings(summary, rows, ceiling), "",
+        "Does Mask3D pre-training (the default design) give a better colour backbone than no pre-training, than "
+        "MAE-RGB at the same steps, than MAE-RGB given the same pre-training compute, and than Mask3D as the paper "
+        "reads it? Paired by seed (the same seed sets initialisation, masks and data order of both backbones); ± is "
+        "the half-width of the 95 % confidence interval of the mean difference (Student's t, exact quantile); "
+        "*better* / *worse* when that interval excludes zero, *within noise* otherwise. Made on: "
+        f"{made_on(rows + ([ceiling] if ceiling else []))}.", "",
+        paired_table(rows, mask3d_pairs, headline), "",
+        *([f"Continued pre-training ({cfg.continue_steps} more steps from each seed's MAE-RGB backbone):", "",
+           paired_table(rows, [CONTINUED], headline), ""] if CONTINUED in pairs else []),
+        "Probes against their image-blind floors, on scenes used neither in pre-training nor in fitting the probe "
+        f"({probe_seeds}; pre-training seed {', '.join(str(x.seed) for x in p.data.sources)}):", "",
+        *floor_findings(rows, ceiling), "",
+        f"Cost: pre-training minutes per run (one worker thread, mean over seeds): {cost}.", "",
         "## How they were made", "",
-        f"- Command: `{command}` ({outside}resolved config: `{out / 'transfer_config.yaml'}`; every run directory under "
-        f"`{out}` holds its own `config.yaml` and `result.json`). Hardware: {hardware()}; {cfg.workers} worker "
-        "process(es).",
+        f"- Command: `{command}` ({outside}resolved config: `{out / 'transfer_config.yaml'}`; every run directory "
+        f"under `{out}` holds its own `config.yaml` and `result.json`, with the hardware it ran on). "
+        f"{cfg.workers} worker process(es). Each section names the hardware its runs ran on.",
         f"- Wall time: {wall:.1f} min over {len(timing)} invocation(s) (predicted for the whole protocol: "
         f"{estimate}); the runs themselves took {cpu_minutes:.0f} worker-minutes. Invocations: "
-        + "; ".join(f"`{t.get('command', command)}` at commit {t['commit']}, started {t['started']}, "
-                    f"{t['minutes']:.1f} min" for t in timing) + ".",
+        + "; ".join(f"`{t.get('command', command)}` at commit {t['commit']} on {t.get('machine', 'unrecorded')}, "
+                    f"started {t['started']}, {t['minutes']:.1f} min" for t in timing) + ".",
         f"- Pre-training: {p.model.encoder} at {p.data.size[0]}x{p.data.size[1]} "
         f"({p.data.size[0] // patch}x{p.data.size[1] // patch} tokens; "
         "why this grid: docs/benchmarks.md, \"Token grid\") on "
         f"{pretrain_frames:,} distinct SynthRooms frames (scene seed {p.data.sources[0].seed}), "
-        f"{p.train.epochs} epoch(s) of batch {p.train.batch_size} = {steps_per_run} steps for every objective. "
+        f"{p.train.epochs} epoch(s) of batch {p.train.batch_size} = {pretrain_steps(p)} steps. "
         f"Mask3D is the default design (colour mask {p.model.rgb_mask_ratio}, depth mask "
-        f"{p.model.depth_mask_ratio}, loss on {p.model.loss_region}, depth prior {p.model.depth_prior}); MAE-RGB "
-        "hides 0.75 of the colour and reconstructs it; RGB+depth does both. Equal steps and frames, not equal "
-        "FLOPs: a Mask3D step encodes every colour patch, an MAE step a quarter of them (the time column).",
+        f"{p.model.depth_mask_ratio}, loss on {p.model.loss_region}, depth prior {p.model.depth_prior}); "
+        + (f"{PAPER_NAME} is the `Mask3D` constructor's design ({', '.join(PAPER_DESIGN[1:])}), same steps; "
+           if PAPER_NAME in variants else "")
+        + "MAE-RGB hides 0.75 of the colour and reconstructs it, same steps"
+        + (f"; {EQUAL_COMPUTE_NAME} is MAE-RGB for {cfg.compute_ratio}x the steps "
+           f"({pretrain_steps(variant_pretrain(cfg, variants[EQUAL_COMPUTE_NAME]))}): a step of the default design "
+           f"costs {cfg.compute_ratio} MAE steps in wall time on one CPU thread (docs/benchmarks.md, \"Token "
+           "grid\"), so both spend the same pre-training time" if EQUAL_COMPUTE_NAME in variants else "") + ".",
         f"- Continued pre-training: from each seed's MAE-RGB backbone, {cfg.continue_steps} more steps of Mask3D "
         f"(`--init-from`), against {cfg.continue_steps} more steps of MAE-RGB, on the same frames. Only the encoder "
         "is carried over, as from an ImageNet MAE checkpoint: both continued runs start a new decoder."
@@ -510,9 +546,9 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
         + (f", for {', '.join(str(n) for n in cfg.seg_steps)} steps of batch {cfg.seg.train.batch_size}"
            if cfg.seg_steps else "") + f"; scored on {cfg.seg.eval.max_images} frames of unseen scenes (NYU13 "
         "classes, percent).",
-        f"- Frozen probes: the closed-form ridge probes (log depth; one-hot classes) on the final features, fit on "
-        f"{sum(s.num_frames for s in cfg.depth_probe.data.sources)} labelled frames and scored on "
-        f"{cfg.depth_probe.max_images} unseen ones. Their floors are fit on the same frames without the image "
+        f"- Frozen probes: the closed-form ridge probes (log depth; one-hot classes) on the final features, "
+        f"{probe_seeds} ({sum(s.num_frames for s in cfg.depth_probe.data.sources)} fit frames, "
+        f"{cfg.depth_probe.max_images} scored). Their floors are fit on the same frames without the image "
         "(position-only: a per-pixel mean; constant); the ceiling is the same encoder fine-tuned supervised "
         f"from scratch for {steps} steps on all {labelled:,} labelled frames (first seed).",
         f"- Seeds {cfg.seeds} set `train.seed` of every run; the scenes and the labelled subsets are the same for "
@@ -526,8 +562,7 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
         "Depth: AbsRel (lower is better), delta1 = % of pixels within 1.25x of the truth; the median-scaled delta1 "
         "rescales each prediction to the truth's median first, so it scores the shape of the depth map without its "
         "scale.", "", f"![probes](figures/{probes.name})", "",
-        "## Paired differences, per seed", "",
-        paired_table(rows, pairs, seg_cols[:-1] + PROBE_COLUMNS), "",
+        *control_section(result["control_rows"], cfg),
         "## Pre-training diagnostics and time", "",
         "`rgb_reliance`: the depth loss on hidden patches with the colour of another image, over the loss with the "
         "true colour (1 = colour ignored); `vs_interpolation`: the model's loss over that of interpolating the "
@@ -546,11 +581,36 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
     return text
 
 
+def made_on(rows: list[dict]) -> str:
+    """The hardware the runs of ``rows`` ran on (``machines`` of each row)."""
+    return "; ".join(sorted({m for r in rows for m in r.get("machines", [])})) or "not recorded"
+
+
+def control_section(rows: list[dict], cfg: CompareConfig) -> list[str]:
+    """The positive control: its probes beside their floors, the floor verdicts and the pretext diagnostics."""
+    control = control_config(cfg)
+    if not rows or control is None:
+        return []
+    summary = summarize(rows)
+    refs = floors(rows, "depth_probe", ["abs_rel", "delta1", "delta1_med"], as_key=lambda m: f"depth_probe/{m}") + \
+        floors(rows, "seg_probe", ["miou", "pixel_acc"], as_key=lambda m: f"seg_probe/{m}")
+    return [
+        "## Positive control: headlamp frames", "",
+        f"The same backbones at seed {control.seeds[0]}, pre-trained and probed on SynthRooms frames lit by a "
+        f"headlamp (`camera_light: {cfg.control_light:g}`: brightness falls with distance, so colour is known to "
+        f"carry depth) for {pretrain_steps(control.pretrain)} steps ({control.continue_steps} continued), the same "
+        "frame counts and probes. Where the answer is known, the instrument should respond: the depth probe of a "
+        f"backbone that learnt depth from colour beats its floors here. Made on: {made_on(rows)}.", "",
+        metric_table(summary, PROBE_COLUMNS, refs), "", *floor_findings(rows, {}), "",
+        metric_table([e for e in summary if e["backbone"] != SCRATCH], DIAGNOSTIC_COLUMNS[:2]), "",
+    ]
+
+
 def real_section(real_rows: list[dict], note: str) -> list[str]:
     if not real_rows:
         return [REAL_HEADING, "", note, ""]
     summary = summarize(real_rows)
-    return [REAL_HEADING, "", note, "", metric_table(summary, REAL_COLUMNS, floors(
+    return [REAL_HEADING, "", f"{note} Made on: {made_on(real_rows)}.", "", metric_table(summary, REAL_COLUMNS, floors(
         real_rows, "depth_probe", ["abs_rel", "delta1", "delta1_med"], as_key=lambda m: f"depth_probe/{m}")), ""]
 
 
@@ -565,6 +625,17 @@ REAL_NOTE = ("The same backbones (SynthRooms pre-training only), on {frames} rea
              "frames; each 100 % segmentation model is scored sim-to-real on the one labelled NYUv2 frame (NYU13). "
              "A handful of frames: these numbers say whether the backbones carry anything to real data, not how "
              "well the method does there.")
+
+
+def protocol_estimate(cfg: CompareConfig) -> dict[str, float]:
+    """Predicted wall time of :func:`run_transfer` on the 2-core reference CPU: the comparison and its control, per
+    stage (the real-frames part, a few dozen frames per backbone, is left out)."""
+    stages = estimate_seconds(cfg, variants=objective_variants(cfg.objectives, cfg))
+    control = control_config(cfg)
+    if control is not None:
+        extra = estimate_seconds(control, variants=objective_variants(control.objectives, control))
+        stages = {k: v + extra[k] for k, v in stages.items()}
+    return stages
 
 
 def _main(argv: list[str] | None = None) -> None:
@@ -583,6 +654,7 @@ def _main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate, run nothing")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seeds=[0,1]")
     args = parser.parse_args(argv)
+    t95(1)  # the report's intervals need scipy: say so now, not after the protocol has run
 
     # Overrides apply after --scale: `--scale 10 seg_steps=[200,100,50]` runs those steps.
     cfg = scaled(load_config(CompareConfig, args.config, QUICK if args.quick else []), args.scale)
@@ -591,9 +663,11 @@ def _main(argv: list[str] | None = None) -> None:
     if args.real == "on" and not shared.is_dir():
         raise SystemExit(f"--real on: {shared} does not exist")
     shared = shared if args.real != "off" and shared.is_dir() else None
-    estimate = format_estimate(estimate_seconds(cfg, variants=objective_variants(cfg.objectives, cfg)))
-    print(f"[transfer] {len(cfg.objectives)} objectives + {len(cfg.continued)} continued x {len(cfg.seeds)} seeds, "
-          f"seg fractions {cfg.fractions}, probes {cfg.probes}, real frames: {'yes' if shared else 'no'}", flush=True)
+    estimate = format_estimate(protocol_estimate(cfg))
+    variants = objective_variants(cfg.objectives, cfg)
+    print(f"[transfer] backbones: scratch, {', '.join(variants)} x {len(cfg.seeds)} seeds, seg fractions "
+          f"{cfg.fractions}, probes {cfg.probes}, positive control: {'yes' if control_config(cfg) else 'no'}, real "
+          f"frames: {'yes' if shared else 'no'}", flush=True)
     print(f"[transfer] estimated wall time on the 2-core reference CPU: {estimate}", flush=True)
     if args.dry_run:
         return
@@ -615,7 +689,8 @@ def _main(argv: list[str] | None = None) -> None:
     command = shlex.join(["python", "benchmarks/transfer.py", *(argv if argv is not None else sys.argv[1:])])
     with exit_on_stop(command if args.out else f"{command} --out {shlex.quote(str(out))}"):
         result = run_transfer(out, cfg=cfg, shared=shared, log=log)
-    timing.append({"command": command, "commit": commit(), "minutes": (time.time() - started) / 60,
+    timing.append({"command": command, "commit": commit(), "machine": machine(),
+                   "minutes": (time.time() - started) / 60,
                    "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started))})
     write_json(timing_file, {"invocations": timing})
     text = write_report(result, cfg, command=command, out=out, report=Path(args.report), estimate=estimate,

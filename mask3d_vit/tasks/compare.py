@@ -19,7 +19,8 @@ A row is one (backbone, seed): ``pretrain_s``/``pretrain_run`` and, per transfer
 labelled frames, ``seg@10%`` on a tenth of them, ``depth_probe``, ``seg_probe``), ``<key>_s``, ``<key>_run`` and
 the run's final evaluation metrics as ``<key>/<metric>`` (``miou``, ``pixel_acc``... in percent; ``abs_rel``,
 ``delta1``, ``delta1_med``... for depth). A probe's image-blind floors, fit on the same frames, follow as
-``<probe>_floor/constant/<metric>`` and ``<probe>_floor/position/<metric>``. ``pretrain/<metric>`` holds the
+``<probe>_floor/constant/<metric>`` and ``<probe>_floor/position/<metric>``; ``machines`` lists the hardware its
+runs ran on (:func:`machine`). ``pretrain/<metric>`` holds the
 pre-training run's final validation figures (``loss_depth``, ``rgb_reliance``, ``vs_interpolation``... of
 :mod:`mask3d_vit.eval.pretext`). With ``ceiling_steps`` a last row, backbone ``supervised``, holds
 ``seg_ceiling/<metric>`` and ``depth_ceiling/<metric>``: both tasks fine-tuned from scratch on all the labelled
@@ -29,9 +30,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import math
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -46,6 +49,7 @@ from ..config import ConfigError, from_dict, load_config, save_config, to_dict
 from ..data.build import DataConfig, SourceConfig, open_source, val_sources
 from ..data.registry import get_format
 from ..io import write_json
+from ..models.mask3d import Mask3D
 from ..models.vit import encoder_patch_size
 from .finetune import FinetuneConfig, ProbeConfig, run_finetune, run_probe
 from .pretrain import PretrainConfig, run_pretrain
@@ -55,6 +59,13 @@ OBJECTIVE_NAMES = {"depth": "Mask3D", "rgb": "MAE-RGB", "rgb+depth": "RGB+depth"
 # only depth-hidden patches and start from interpolated depth): MAE hides 0.75 of the colour and scores it all.
 MAE_RGB = ["model.objective=rgb", "model.rgb_mask_ratio=0.75", "model.loss_region=all", "model.depth_prior=none"]
 OBJECTIVE_OVERRIDES = {"rgb": MAE_RGB, "rgb+depth": ["model.objective=rgb+depth", "model.rgb_mask_ratio=0.75"]}
+# Mask3D as the paper reads it: the design keys at the `Mask3D` constructor's defaults (colour and depth masked at
+# 0.75, loss on all patches, no depth prior), read from the signature so the variant follows the library.
+PAPER_DESIGN_KEYS = ("rgb_mask_ratio", "depth_mask_ratio", "mask_scheme", "loss_region", "depth_prior")
+PAPER_DESIGN = ["model.objective=depth"] + [
+    f"model.{k}={inspect.signature(Mask3D.__init__).parameters[k].default}" for k in PAPER_DESIGN_KEYS]
+PAPER_NAME = "Mask3D (paper design)"
+EQUAL_COMPUTE_NAME = "MAE-RGB (equal compute)"
 SCRATCH = "scratch"
 CEILING = "supervised"
 # A cost model of ViT-Tiny runs on one thread of the 2-core reference CPU (bf16), used only to predict a protocol's
@@ -82,12 +93,21 @@ class CompareConfig:
     # Optimizer steps of the seg fine-tuning at each fraction (same order); [] = the seg recipe's epochs at every
     # fraction. Steps rather than epochs: 1 % of the frames for the epochs of 100 % would be a handful of steps.
     seg_steps: list[int] = field(default_factory=list)
+    # Mask3D as the paper reads it (PAPER_DESIGN), the same steps, beside the base recipe's design.
+    paper_design: bool = False
+    # > 0: MAE-RGB also pre-trained for this many times the steps of the others ("MAE-RGB (equal compute)"): the
+    # measured cost of a step of the base recipe's design over an MAE step, so that both spend the same compute.
+    compute_ratio: float = 0.0
     # Continued pre-training (the paper's setting: Mask3D on top of an MAE encoder): each objective here is
     # pre-trained for `continue_steps` more steps from the `continue_from` backbone of the same seed.
     continue_from: str = "rgb"
     continued: list[str] = field(default_factory=list)
     continue_steps: int = 0
     probes: list[str] = field(default_factory=lambda: ["depth"])  # closed-form frozen probes: depth, seg
+    # > 0: the positive control (:func:`control_config`): the same backbones on SynthRooms frames lit by a headlamp
+    # of this strength (`camera_light`: brightness falls with depth, so colour is known to carry depth).
+    control_light: float = 0.0
+    control_epochs: int = 0        # the control's pre-training epochs (0: as the comparison's)
     # > 0: the supervised ceilings (row "supervised"): seg and depth fine-tuned from scratch on all the labelled
     # frames for this many steps, first seed; they are scored on the same frames as the probes and fine-tunings.
     ceiling_steps: int = 0
@@ -104,9 +124,11 @@ class CompareConfig:
 def objective_variants(objectives: list[str], cfg: CompareConfig | None = None) -> dict[str, list[str]]:
     """Pre-training variants of a comparison of objectives: display name -> pre-training overrides.
 
-    With ``cfg``, its continued variants follow: ``"MAE-RGB → Mask3D"`` is the Mask3D objective pre-trained
-    ``cfg.continue_steps`` more steps from the MAE-RGB backbone of the same seed (``init_from=variant:MAE-RGB``, which
-    :func:`run_comparison` resolves and waits for).
+    With ``cfg``, its extra variants follow their objective: ``cfg.paper_design`` adds :data:`PAPER_NAME` after
+    Mask3D, ``cfg.compute_ratio`` adds :data:`EQUAL_COMPUTE_NAME` (MAE-RGB for that many times the steps) after
+    MAE-RGB, and the continued variants come last: ``"MAE-RGB → Mask3D"`` is the Mask3D objective pre-trained
+    ``cfg.continue_steps`` more steps from the MAE-RGB backbone of the same seed (``init_from=variant:MAE-RGB``,
+    which :func:`run_comparison` resolves and waits for).
     """
     def names(objs: list[str], key: str) -> list[str]:
         unknown = [o for o in objs if o not in OBJECTIVE_NAMES]
@@ -114,8 +136,18 @@ def objective_variants(objectives: list[str], cfg: CompareConfig | None = None) 
             raise ConfigError(f"{key} {unknown}: choose from {', '.join(OBJECTIVE_NAMES)}")
         return objs
 
-    variants = {OBJECTIVE_NAMES[o]: OBJECTIVE_OVERRIDES.get(o, [f"model.objective={o}"])
-                for o in names(objectives, "objectives")}
+    variants = {}
+    for o in names(objectives, "objectives"):
+        variants[OBJECTIVE_NAMES[o]] = OBJECTIVE_OVERRIDES.get(o, [f"model.objective={o}"])
+        if cfg is not None and o == "depth" and cfg.paper_design:
+            variants[PAPER_NAME] = PAPER_DESIGN
+        if cfg is not None and o == "rgb" and cfg.compute_ratio:
+            if cfg.compute_ratio < 1:
+                raise ConfigError(f"compute_ratio={cfg.compute_ratio}: a step of the recipe's design costs at "
+                                  "least an MAE step")
+            epochs = math.ceil(cfg.pretrain.train.epochs * cfg.compute_ratio)
+            steps = round(pretrain_steps(cfg.pretrain) * cfg.compute_ratio)
+            variants[EQUAL_COMPUTE_NAME] = MAE_RGB + [f"train.epochs={epochs}", f"train.max_steps={steps}"]
     if cfg is not None and cfg.continued:
         base = OBJECTIVE_NAMES[names([cfg.continue_from], "continue_from")[0]]
         if base not in variants:
@@ -126,6 +158,56 @@ def objective_variants(objectives: list[str], cfg: CompareConfig | None = None) 
             variants[f"{base} → {OBJECTIVE_NAMES[o]}"] = OBJECTIVE_OVERRIDES.get(o, [f"model.objective={o}"]) + [
                 f"train.max_steps={cfg.continue_steps}", f"init_from=variant:{base}"]
     return variants
+
+
+def control_config(cfg: CompareConfig) -> CompareConfig | None:
+    """The positive control of ``cfg``, or None without ``cfg.control_light``: the same backbones at the first seed
+    on SynthRooms frames lit by a headlamp of that strength (every generated source of every run), pre-trained for
+    ``cfg.control_epochs`` epochs (continued pre-training shortened in proportion), probes only."""
+    if cfg.control_light <= 0:
+        return None
+
+    def lit(d: DataConfig) -> DataConfig:
+        def light(sources: list[SourceConfig]) -> list[SourceConfig]:
+            return [dataclasses.replace(s, camera_light=cfg.control_light) if get_format(s.format).generator else s
+                    for s in sources]
+        return dataclasses.replace(d, sources=light(d.sources), val_sources=light(d.val_sources))
+
+    p = cfg.pretrain
+    share = (cfg.control_epochs or p.train.epochs) / p.train.epochs
+    train = dataclasses.replace(p.train, epochs=round(p.train.epochs * share),
+                                max_steps=round(p.train.max_steps * share))
+    return dataclasses.replace(
+        cfg, seeds=cfg.seeds[:1], fractions=[], seg_steps=[], ceiling_steps=0, control_light=0.0,
+        continue_steps=max(1, round(cfg.continue_steps * share)),
+        pretrain=dataclasses.replace(p, data=lit(p.data), train=train), seg=dataclasses.replace(cfg.seg, data=lit(
+            cfg.seg.data)), depth_probe=dataclasses.replace(cfg.depth_probe, data=lit(cfg.depth_probe.data)),
+        seg_probe=dataclasses.replace(cfg.seg_probe, data=lit(cfg.seg_probe.data)))
+
+
+def check_scenes(cfg: CompareConfig) -> None:
+    """Raise ConfigError when a transfer run would fit or score generated scenes that pre-training saw, or a probe
+    would score the scenes it is fit on: every SynthRooms frame is its own scene, drawn from (seed, index), so
+    disjoint seeds mean disjoint scenes. The evidence protocol (benchmarks/transfer.py) checks its config with it."""
+    def seeds(d: DataConfig, split: str) -> set[int]:
+        sources = d.sources if split == "train" else val_sources(d)
+        return {s.seed for s in sources if get_format(s.format).generator}
+
+    pretrained = seeds(cfg.pretrain.data, "train") | seeds(cfg.pretrain.data, "val")
+    for name, data, scored in (("seg", cfg.seg.data, cfg.seg.eval.split), ("depth_probe", cfg.depth_probe.data,
+                               cfg.depth_probe.split), ("seg_probe", cfg.seg_probe.data, cfg.seg_probe.split)):
+        fit, score = seeds(data, "train"), seeds(data, scored)
+        if (fit | score) & pretrained:
+            raise ConfigError(f"{name}.data: SynthRooms seed(s) {sorted((fit | score) & pretrained)} are pre-training "
+                              "scenes too; transfer runs must fit and score other scenes (another seed)")
+        if fit & score:
+            raise ConfigError(f"{name}.data: it is scored on the scenes it is fit on (seed(s) {sorted(fit & score)})")
+
+
+def pretrain_steps(p: PretrainConfig) -> int:
+    """Optimizer steps of a pre-training run: ``train.max_steps``, or every epoch of its training frames."""
+    per_epoch = int(_source_frames(p.data, "train")) // p.train.batch_size
+    return min(p.train.max_steps or math.inf, p.train.epochs * per_epoch)
 
 
 def transfer_key(task: str, fraction: float = 1.0) -> str:
@@ -174,8 +256,9 @@ def variant_pretrain(cfg: CompareConfig, overrides: list[str]) -> PretrainConfig
 
 
 def slug(name: str) -> str:
+    """A display name as a folder name: ``"MAE-RGB (equal compute)"`` -> ``mae-rgb_equal_compute``."""
     name = name.lower().replace("%", "pct").replace(" → ", "-then-")
-    return "".join(c if c.isalnum() or c in "-." else "_" for c in name)
+    return "_".join("".join(c if c.isalnum() or c in "-." else " " for c in name).split())
 
 
 @dataclass
@@ -185,7 +268,7 @@ class RunSpec:
     backbone: str
     seed: int
     run_dir: Path
-    needs: list[Path]                 # run dirs whose results must exist first
+    needs: list[RunSpec]              # the runs it starts from: their results must exist first
     config: object                    # PretrainConfig, FinetuneConfig or ProbeConfig
     init: str = ""                    # backbone weights of a transfer run ("" = scratch)
 
@@ -194,12 +277,12 @@ class RunSpec:
         return self.run_dir / "result.json"
 
 
-def _units(cfg: CompareConfig, out: Path, variants: dict[str, list[str]], *, scratch: bool, transfer: bool
-           ) -> tuple[list[RunSpec], list[tuple[int, str, Path | None]]]:
-    """Every run of the comparison in execution order, and the (seed, backbone, pre-training dir) of each row.
+def plan_runs(cfg: CompareConfig, out: Path, variants: dict[str, list[str]], *, scratch: bool = True,
+              transfer: bool = True) -> tuple[list[RunSpec], list[tuple[int, str, RunSpec | None]]]:
+    """Every run of the comparison in execution order, and the (seed, backbone, pre-training run) of each row.
 
     Pre-trainings come first in each seed, so a continued variant's base (``init_from=variant:<name>``) is always
-    listed before it.
+    listed before it. Every run's ``needs`` are the runs it starts from, so its recorded recipe holds theirs.
     """
     if not cfg.seeds:
         raise ConfigError("seeds is empty: give at least one seed")
@@ -207,26 +290,27 @@ def _units(cfg: CompareConfig, out: Path, variants: dict[str, list[str]], *, scr
     runs = transfer_runs(cfg) if transfer else {}
     units, rows = [], []
     for seed in cfg.seeds:
-        pretrained: dict[str, Path | None] = {SCRATCH: None} if scratch else {}
+        pretrained: dict[str, RunSpec | None] = {SCRATCH: None} if scratch else {}
         for name, overrides in variants.items():
             run_dir = out / f"pretrain-{slug(name)}{suffix(seed)}"
             overrides, needs = list(overrides), []
             for i, o in enumerate(overrides):
                 if o.startswith("init_from=variant:"):
-                    base = o[len("init_from=variant:"):]
-                    if pretrained.get(base) is None:
-                        raise ConfigError(f"variant {name!r} continues from {base!r}, which is not pre-trained "
-                                          "before it")
-                    overrides[i] = f"init_from={pretrained[base]}"
-                    needs.append(pretrained[base])
+                    base = pretrained.get(o[len("init_from=variant:"):])
+                    if base is None:
+                        raise ConfigError(f"variant {name!r} continues from {o[len('init_from=variant:'):]!r}, "
+                                          "which is not pre-trained before it")
+                    overrides[i] = f"init_from={base.run_dir}"
+                    needs.append(base)
             run_cfg = variant_pretrain(cfg, overrides + [f"train.seed={seed}"])
-            units.append(RunSpec("pretrain", name, seed, run_dir, needs, run_cfg))
-            pretrained[name] = run_dir
+            pretrained[name] = RunSpec("pretrain", name, seed, run_dir, needs, run_cfg)
+            units.append(pretrained[name])
         for name, init in pretrained.items():
             rows.append((seed, name, init))
             for key, task_cfg in runs.items():
                 run_dir = out / f"{slug(key)}-{slug(name)}{suffix(seed)}"
-                units.append(RunSpec(key, name, seed, run_dir, [init] if init else [], task_cfg, str(init or "")))
+                units.append(RunSpec(key, name, seed, run_dir, [init] if init else [], task_cfg,
+                                     str(init.run_dir) if init else ""))
     if cfg.ceiling_steps and transfer:
         seed = cfg.seeds[0]
         rows.append((seed, CEILING, None))
@@ -237,8 +321,11 @@ def _units(cfg: CompareConfig, out: Path, variants: dict[str, list[str]], *, scr
 
 
 def _recorded(unit: RunSpec) -> dict:
-    """What ``result.json`` records of how ``unit`` ran (its config and starting weights), JSON-normalised."""
-    return json.loads(json.dumps({"config": to_dict(unit.config), "init": unit.init}))
+    """What ``result.json`` records of how ``unit`` ran, JSON-normalised: its config, its starting weights and,
+    transitively, the records of the runs it starts from (a fine-tuning holds its backbone's pre-training recipe,
+    a continued pre-training its base's), so a change anywhere upstream makes it run again."""
+    return json.loads(json.dumps({"config": to_dict(unit.config), "init": unit.init,
+                                  "needs": [_recorded(need) for need in unit.needs]}))
 
 
 # Train keys that change what a run writes, not what it computes: a recipe that changes only these keeps its runs.
@@ -249,7 +336,7 @@ def _without_bookkeeping(recorded: dict) -> dict:
     config = dict(recorded["config"])
     if isinstance(config.get("train"), dict):
         config["train"] = {k: v for k, v in config["train"].items() if k not in BOOKKEEPING}
-    return {**recorded, "config": config}
+    return {**recorded, "config": config, "needs": [_without_bookkeeping(n) for n in recorded.get("needs") or []]}
 
 
 def _cached(unit: RunSpec) -> dict | None:
@@ -286,9 +373,24 @@ def run_once(unit: RunSpec, log: Callable[[str], None]) -> dict:
         metrics = {f"pretrain/{k[len('eval/val_'):]}": v for k, v in result.items() if k.startswith("eval/val_")}
     else:
         metrics = _transfer(unit.config, unit.run_dir, key=unit.key, init=unit.init, seed=unit.seed, resume=resume)
-    result = {"seconds": time.time() - t, "metrics": metrics, **_recorded(unit)}
+    result = {"seconds": time.time() - t, "metrics": metrics, "machine": machine(), **_recorded(unit)}
     write_json(unit.result_file, result)
     return result
+
+
+def machine() -> str:
+    """The hardware a run ran on, in one line: CPU model and logical cores, GPU, torch and Python versions."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (f"{cpu}, {os.cpu_count()} logical cores, GPU: {gpu}, torch {torch.__version__}, "
+            f"Python {platform.python_version()}")
 
 
 def _claim(unit: RunSpec, claims: Path) -> bool:
@@ -305,7 +407,7 @@ def _work(units: list[RunSpec], claims: Path | None, log: Callable[[str], None],
     for unit in units:
         if _cached(unit) is not None or (claims is not None and not _claim(unit, claims)):
             continue
-        while not all((need / "result.json").is_file() for need in unit.needs):
+        while not all(need.result_file.is_file() for need in unit.needs):
             time.sleep(poll_s)  # a run this one starts from is still running in another worker
         run_once(unit, log)
 
@@ -318,7 +420,7 @@ def _worker_main(spec_file: str, index: int) -> None:
     torch.set_num_threads(spec["threads"])
     cfg = from_dict(CompareConfig, spec["cfg"])
     out = Path(spec["out"])
-    units, _ = _units(cfg, out, spec["variants"], scratch=spec["scratch"], transfer=spec["transfer"])
+    units, _ = plan_runs(cfg, out, spec["variants"], scratch=spec["scratch"], transfer=spec["transfer"])
     _work(units, out / ".claims", lambda line: print(f"[worker {index}] {line}", flush=True))
 
 
@@ -348,7 +450,7 @@ def run_comparison(cfg: CompareConfig, out: str | Path, *, variants: dict[str, l
     out = Path(out)
     if cfg.materialize:
         cfg = materialize(cfg, out / "frames", log=log)
-    units, row_keys = _units(cfg, out, variants, scratch=scratch, transfer=transfer)
+    units, row_keys = plan_runs(cfg, out, variants, scratch=scratch, transfer=transfer)
     if cfg.workers > 1:
         claims = out / ".claims"
         shutil.rmtree(claims, ignore_errors=True)  # no worker runs now: claims left by a stopped protocol are stale
@@ -369,13 +471,16 @@ def run_comparison(cfg: CompareConfig, out: str | Path, *, variants: dict[str, l
     results = {u.run_dir: run_once(u, log) for u in units}  # all cached by now
     rows = []
     for seed, name, init in row_keys:
-        row = {"backbone": name, "seed": seed, "pretrain_s": 0.0, "pretrain_run": str(init or "")}
+        row = {"backbone": name, "seed": seed, "pretrain_s": 0.0, "pretrain_run": str(init.run_dir if init else "")}
         if init:
-            row.update(pretrain_s=results[init]["seconds"], **results[init]["metrics"])
+            row.update(pretrain_s=results[init.run_dir]["seconds"], **results[init.run_dir]["metrics"])
+        own = [init] if init else []
         for u in units:
             if u.key != "pretrain" and u.backbone == name and u.seed == seed:
+                own.append(u)
                 row.update({f"{u.key}_s": results[u.run_dir]["seconds"], f"{u.key}_run": str(u.run_dir),
                             **results[u.run_dir]["metrics"]})
+        row["machines"] = sorted({results[u.run_dir].get("machine", "not recorded") for u in own})
         rows.append(row)
         if on_row is not None:
             on_row(row)
