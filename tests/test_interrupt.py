@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -114,3 +115,35 @@ def test_a_signal_in_the_final_evaluation_still_stops_and_the_resumed_run_evalua
     assert stop.value.step == 6 == load_latest(tmp_path)[1]["step"] and stop.value.signum == signal.SIGTERM
     result = trainer().fit(resume="auto")  # nothing left to train: the final evaluation runs again
     assert result["eval/score"] == 2.0 and calls == [1, 2]
+
+
+def test_a_stopped_comparison_with_workers_stops_them_and_prints_one_line(tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), *COMPARISON_SMOKE, "workers=2", "pretrain.train.epochs=40",
+            "pretrain.train.log_every=1"]
+    victim = pretrain(*args)
+    deadline = time.time() + 300
+    while not any(read_metrics(run) for run in out.glob("pretrain-*")):
+        assert victim.poll() is None, victim.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGTERM)  # to the parent only, as a scheduler's preemption would
+    rc, text = finish(victim)
+    assert rc == 128 + signal.SIGTERM, text
+    assert "Traceback" not in text, text
+    stopped = text.split("stopped by SIGTERM in ")[1]
+    assert "at step" in stopped and "(checkpoints saved;" in stopped, text
+    spec = str(out / ".claims").encode()
+    workers = [p for p in Path("/proc").glob("[0-9]*") if spec in _cmdline(p)]
+    assert not workers, "the comparison's workers outlived it"
+    command = shlex.split(text.split("Resume with:")[1].strip().splitlines()[0])
+    rc, text = finish(pretrain(*command[1:]))
+    assert rc == 0, text
+    assert (out / "results.md").is_file()
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:  # the process ended while we looked
+        return b""

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..checkpoint import CKPT_DIR, list_checkpoints
+from ..checkpoint import list_checkpoints
 from ..config import load_config, load_yaml, resolve_recipe
 from . import distributed as D
 from .trainer import CONFIG_FILE, TrainingInterrupted
@@ -88,8 +88,7 @@ def exit_on_stop(command: str) -> Iterator[None]:
         yield
     except TrainingInterrupted as stop:
         if D.is_main():
-            print(f"stopped by {signal.Signals(stop.signum).name} at step {stop.step}; checkpoint saved in "
-                  f"{Path(stop.run_dir) / CKPT_DIR}. Resume with:\n  {command}", flush=True)
+            print(f"stopped by {signal.Signals(stop.signum).name} {stop.saved}. Resume with:\n  {command}", flush=True)
         D.cleanup()
         sys.exit(128 + stop.signum)
 

@@ -116,6 +116,11 @@ class TrainingInterrupted(Exception):
         super().__init__(f"{signal.Signals(signum).name} at step {step}: checkpoint saved in {run_dir}")
         self.signum, self.step, self.run_dir = signum, step, run_dir
 
+    @property
+    def saved(self) -> str:
+        """Where the stop left the work, for the one line a command prints after "stopped by SIGTERM"."""
+        return f"at step {self.step}; checkpoint saved in {Path(self.run_dir) / CKPT_DIR}"
+
 
 @contextlib.contextmanager
 def _stop_signals() -> Iterator[list[int]]:

@@ -36,6 +36,7 @@ import math
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -48,6 +49,7 @@ import numpy as np
 from ..config import ConfigError, from_dict, load_config, save_config, to_dict
 from ..data.build import DataConfig, SourceConfig, open_source, val_sources
 from ..data.registry import get_format
+from ..engine.trainer import TrainingInterrupted
 from ..io import write_json
 from ..models.mask3d import Mask3D
 from ..models.vit import encoder_patch_size
@@ -412,8 +414,34 @@ def _work(units: list[RunSpec], claims: Path | None, log: Callable[[str], None],
         run_once(unit, log)
 
 
+class ComparisonInterrupted(TrainingInterrupted):
+    """A signal stopped the workers of :func:`run_comparison`, each after saving the checkpoint of the run it was
+    training (a worker between trainings stops at once: the runs it finished are kept).
+
+    Args:
+        signum: the signal the comparison received.
+        stops: ``{"step", "run_dir"}`` of each run a worker stopped in.
+        out: the comparison's folder.
+    """
+
+    def __init__(self, signum: int, stops: list[dict], out: Path):
+        super().__init__(signum, max((s["step"] for s in stops), default=0), out)
+        self.stops = stops
+
+    @property
+    def saved(self) -> str:
+        runs = " and ".join(f"{Path(s['run_dir']).name} at step {s['step']}" for s in self.stops)
+        return (f"in {runs} (checkpoints saved; finished runs under {self.run_dir} are kept)" if runs else
+                f"between runs (finished runs under {self.run_dir} are kept)")
+
+
 def _worker_main(spec_file: str, index: int) -> None:
-    """A worker process of :func:`run_comparison` (``python -m mask3d_vit.tasks.compare SPEC INDEX``)."""
+    """A worker process of :func:`run_comparison` (``python -m mask3d_vit.tasks.compare SPEC INDEX``).
+
+    Stopped by a signal, it exits with 128 + the signal's number and no traceback, writing where it stopped to
+    ``.claims/stopped-<index>.json`` for the parent's one line."""
+    # Outside a training (whose trainer saves and stops at a step boundary) SIGTERM ends the worker like Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     import torch
 
     spec = json.loads(Path(spec_file).read_text())
@@ -421,7 +449,36 @@ def _worker_main(spec_file: str, index: int) -> None:
     cfg = from_dict(CompareConfig, spec["cfg"])
     out = Path(spec["out"])
     units, _ = plan_runs(cfg, out, spec["variants"], scratch=spec["scratch"], transfer=spec["transfer"])
-    _work(units, out / ".claims", lambda line: print(f"[worker {index}] {line}", flush=True))
+    try:
+        _work(units, out / ".claims", lambda line: print(f"[worker {index}] {line}", flush=True))
+    except TrainingInterrupted as stop:
+        write_json(out / ".claims" / f"stopped-{index}.json", {"step": stop.step, "run_dir": str(stop.run_dir)})
+        sys.exit(128 + stop.signum)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside a training
+        sys.exit(128 + signal.SIGINT)
+
+
+def _wait_forwarding_signals(procs: list[subprocess.Popen]) -> tuple[list[int], list[int]]:
+    """Wait for ``procs``; SIGTERM or SIGINT received meanwhile is passed on to them as SIGTERM (Ctrl-C already
+    reached them from the terminal: a second SIGINT would make their trainers quit without saving).
+
+    Returns:
+        The exit codes, and the signals this process received.
+    """
+    received: list[int] = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return [proc.wait() for proc in procs], received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def run_comparison(cfg: CompareConfig, out: str | Path, *, variants: dict[str, list[str]], scratch: bool = True,
@@ -446,6 +503,10 @@ def run_comparison(cfg: CompareConfig, out: str | Path, *, variants: dict[str, l
 
     Returns:
         One row per (backbone, seed), in the order scratch, then ``variants``, seed-major (see the module docstring).
+
+    Raises:
+        TrainingInterrupted: SIGTERM or Ctrl-C stopped the runs (:class:`ComparisonInterrupted` with workers); calling
+            again on the same ``out`` continues.
     """
     out = Path(out)
     if cfg.materialize:
@@ -461,7 +522,10 @@ def run_comparison(cfg: CompareConfig, out: str | Path, *, variants: dict[str, l
         # Fresh interpreters (not multiprocessing): nothing of the caller's __main__ is re-imported.
         procs = [subprocess.Popen([sys.executable, "-m", "mask3d_vit.tasks.compare", str(spec), str(i)])
                  for i in range(cfg.workers)]
-        codes = [proc.wait() for proc in procs]
+        codes, received = _wait_forwarding_signals(procs)
+        if received:
+            stops = [json.loads(f.read_text()) for f in sorted(claims.glob("stopped-*.json"))]
+            raise ComparisonInterrupted(received[0], stops, out)
         failed = [i for i, code in enumerate(codes) if code]
         if failed:
             raise RuntimeError(f"comparison workers {failed} failed (see their output above); run again with the "
