@@ -12,7 +12,8 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # The optional extras of pyproject.toml, by the module a test needs from them.
-EXTRAS = {"h5py": "datasets", "scipy.io": "datasets", "pycocotools": "det"}
+EXTRAS = {"h5py": "datasets", "scipy.io": "datasets", "pycocotools": "det", "litdata": "packed",
+          "zstandard": "packed"}
 
 
 def require_extra(module: str):
