@@ -31,7 +31,7 @@ from .classes import get_class_set
 from .formats.common import units_problem, valid_median
 from .frames import INDOOR_DEPTH_RANGE
 from .registry import DatasetFormat, all_formats, get_format
-from .sample import DEPTH, INSTANCE, LABEL, VALID, depth_validity
+from .sample import DEPTH, INSTANCE, LABEL, VALID
 from .transforms import eval_transform, shrink_to_cover, train_transform
 
 logger = logging.getLogger("mask3d_vit.data")
@@ -217,9 +217,9 @@ class SourceDataset(Dataset):
             if top > self.num_classes or int(sample[LABEL].min()) < 0:
                 raise ValueError(f"{self.name}: frame {sample.get('frame_id')!r} has label id {top} outside its class "
                                  f"set (0..{self.num_classes})")
-        valid = sample[VALID] & depth_validity(sample[DEPTH], self.max_depth)
-        sample[VALID] = valid
-        sample[DEPTH] = torch.where(valid, sample[DEPTH], torch.zeros(()))
+        if self.max_depth is not None:  # readers give finite, positive depth where VALID (make_sample): one pass
+            sample[VALID] = sample[VALID] & (sample[DEPTH] < self.max_depth)
+            sample[DEPTH] = torch.where(sample[VALID], sample[DEPTH], torch.zeros(()))
         return shrink_to_cover(sample, self.cache_size) if self.cache_size is not None else sample
 
 

@@ -52,9 +52,10 @@ def resize_depth(depth: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         return depth.float()
     d = depth.float()[None]                                   # (1, 1, H, W)
     weight = (d > 0).float()
-    num = nnf.interpolate(d * weight, size=size, mode="bilinear", antialias=True, align_corners=False)
-    den = nnf.interpolate(weight, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return torch.where(den >= 0.5, num / den.clamp_min(1e-6), torch.zeros(())).squeeze(0)
+    # Weighted depth and weight as two channels of one call (each channel is resized on its own).
+    num, den = nnf.interpolate(torch.cat([d * weight, weight], 1), size=size, mode="bilinear", antialias=True,
+                               align_corners=False).unbind(1)
+    return torch.where(den >= 0.5, num / den.clamp_min(1e-6), torch.zeros(()))
 
 
 def resized_crop(sample: dict, top: int, left: int, height: int, width: int, size: Sequence[int]) -> dict:
