@@ -1,8 +1,8 @@
 """What the trainer's data loader delivers per CPU core on real 480x640 RGB-D frames: frames folder vs packed store.
 
 The frames are the real NYUv2 and SUN RGB-D samples of ``../shared/data``, written by ``data convert`` (PNG colour and
-16-bit PNG depth) and repeated under new ids to ``--frames`` frames, then packed with ``data pack`` (360x480, JPEG
-q95 colour, zstd depth). Each path is read through the trainer's own pieces (``build_dataset``, ``SeededDataset``,
+16-bit PNG depth) and repeated under new ids to ``--frames`` frames, then packed with ``data pack`` (its default 392x523,
+JPEG q95 colour, zstd depth). Each path is read through the trainer's own pieces (``build_dataset``, ``SeededDataset``,
 ``ResumableSampler``, ``make_loader``) with the pre-training augmentation at 240x320, for several epochs, in this
 process (``num_workers=0``: the dataset and its cache live on across epochs, as they do in persistent workers).
 
@@ -31,7 +31,7 @@ from mask3d_vit.data.convert import convert
 from mask3d_vit.data.frames import FramesDataset, FramesWriter, read_meta
 from mask3d_vit.data.packed import pack
 from mask3d_vit.data.sample import RGB
-from mask3d_vit.data.transforms import center_box, resized_crop, shrink_to_cover
+from mask3d_vit.data.transforms import center_box, crop_cover_size, resized_crop, shrink_to_cover
 from mask3d_vit.engine.data import ResumableSampler, SeededDataset, make_loader
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -123,7 +123,7 @@ def main() -> None:
         stored_mb = sum(p.stat().st_size for p in packed.iterdir()) / 2**20
         paths = {"frames folder (PNG), cache off": (SourceConfig("frames", root=str(frames), split="all"), False),
                  "frames folder (PNG), cache on": (SourceConfig("frames", root=str(frames), split="all"), True),
-                 "packed store 360x480, cache off": (SourceConfig("packed", root=str(packed), split="all"), False)}
+                 "packed store (data pack default size), cache off": (SourceConfig("packed", root=str(packed), split="all"), False)}
         rows = []
         for name, (source, cache) in paths.items():
             rates = cpu_rates(source, size=size, batch=args.batch, epochs=args.epochs, cache=cache)
@@ -134,7 +134,7 @@ def main() -> None:
         result = {"size": list(size), "frames": args.frames, "epochs": args.epochs, "step_rate": args.step_rate,
                   "packed_mb_per_100k_frames": round(stored_mb / args.frames * 1e5), "rows": rows,
                   "crop_sharpness_vs_full_resolution": crop_sharpness(
-                      frames, size, [size, (300, 400), (360, 480)])}
+                      frames, size, [size, (300, 400), (360, 480), crop_cover_size(size)])}
     print(json.dumps(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

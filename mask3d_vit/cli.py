@@ -156,7 +156,7 @@ def _add_data(subparsers) -> None:
         mask3d-vit data convert nyuv2 nyu_depth_v2_labeled.mat --out data/nyuv2 --class-set nyu13
         mask3d-vit data convert scannet scans/ --out data/scannet --frame-skip 25 --skip-bad
         mask3d-vit data check data/scannet --split train
-        mask3d-vit data pack data/scannet --out data/scannet_packed --size 360x480
+        mask3d-vit data pack data/scannet --out data/scannet_packed
     """
     data = subparsers.add_parser("data", help="convert and check RGB-D datasets",
                                  description="Convert datasets to the frames-folder layout and check them.")
@@ -185,9 +185,9 @@ def _add_data(subparsers) -> None:
     pack.add_argument("path", help="dataset folder or file of any format (.mat, .sens, a frames folder...)")
     pack.add_argument("--out", required=True, help="new folder of the packed store")
     pack.add_argument("--format", choices=format_names(), default=None, help="default: guessed from the files")
-    pack.add_argument("--size", default="360x480", metavar="HxW",
-                      help="frames are shrunk to cover HxW (aspect kept, never enlarged); default 360x480 keeps "
-                           "the crops of pre-training at 240x320 downsampled")
+    pack.add_argument("--size", default="392x523", metavar="HxW",
+                      help="frames are shrunk to cover HxW (aspect kept, never enlarged); the default keeps every "
+                           "random crop of pre-training at 240x320 from being upsampled")
     pack.add_argument("--splits", default="", help="comma-separated splits to pack (default: the source's)")
     pack.add_argument("--quality", type=int, default=95, help="JPEG quality of the colour images")
     pack.add_argument("--skip-bad", action="store_true", help="log and skip unreadable frames")

@@ -13,6 +13,7 @@ from test_formats_scannet import write_sens
 from mask3d_vit.cli import main
 from mask3d_vit.data.build import DataConfig, SourceConfig, build_dataset
 from mask3d_vit.data.frames import FramesDataset, FramesWriter
+from mask3d_vit.data.transforms import RandomResizedCrop, crop_cover_size
 from mask3d_vit.engine.data import ResumableSampler, SeededDataset, make_loader
 
 litdata = require_extra("litdata")
@@ -56,7 +57,7 @@ def test_scannet_sens_nyuv2_and_sunrgbd_sources_pack(tmp_path, shared_data):
     assert len(PackedDataset(tmp_path / "scannet")) == 3
     assert pack_cli(shared_data / "nyuv2_train_mini", tmp_path / "nyu", "--splits", "all") == 0
     nyu = PackedDataset(tmp_path / "nyu")
-    assert len(nyu) == 10 and nyu[0]["rgb"].shape == (3, 360, 480) and nyu.class_set == "nyu40"
+    assert len(nyu) == 10 and nyu[0]["rgb"].shape == (3, 393, 523) and nyu.class_set == "nyu40"
     assert pack_cli(shared_data / "sunrgbd_kv2_mini", tmp_path / "sun") == 0
     assert len(PackedDataset(tmp_path / "sun", "train")) == len(PackedDataset(tmp_path / "sun", "val")) == 15
 
@@ -148,3 +149,40 @@ def test_a_half_written_pack_is_not_a_store(tmp_path, monkeypatch, capsys):
     assert len(PackedDataset(tmp_path / "packed")) == 6 and not (tmp_path / "packed.partial").exists()
     assert pack_cli(frames, tmp_path / "packed") == 1
     assert "already exists and is not empty" in capsys.readouterr().err
+
+
+def test_no_random_crop_of_a_frame_at_the_cover_size_is_upsampled():
+    size = (240, 320)
+    cover = crop_cover_size(size)
+    crop = RandomResizedCrop(size)
+    frame = {"rgb": torch.zeros(3, *cover, dtype=torch.uint8)}
+    torch.manual_seed(0)
+    boxes = [crop._sampler.make_params([frame["rgb"]]) for _ in range(3000)]
+    assert min(b["height"] for b in boxes) >= size[0] and min(b["width"] for b in boxes) >= size[1]
+    assert min(b["height"] for b in boxes) < size[0] * 1.05  # and the cover is not larger than it must be
+
+
+def test_the_training_cache_keeps_frames_that_cover_the_smallest_crop(tmp_path):
+    frames = write_frames(tmp_path / "frames", n=2, h=60, w=80)
+    cfg = DataConfig(sources=[SourceConfig("frames", root=str(frames), split="all")], size=(12, 16))
+    dataset = build_dataset(cfg, split="train", train=True)
+    dataset[0]
+    h, w = dataset._cache[0]["rgb"].shape[-2:]
+    assert crop_cover_size((12, 16)) == (20, 27) and h >= 20 and w >= 27 and (h, w) != (60, 80)
+    evaluation = build_dataset(cfg, split="val", train=False)
+    evaluation[0]
+    assert tuple(evaluation._cache[0]["rgb"].shape[-2:]) == (12, 16)  # the centre crop reads the whole frame
+
+
+def test_the_trainers_loader_keeps_its_workers_and_their_caches_across_epochs(tmp_path):
+    cfg = DataConfig(sources=[SourceConfig("frames", root=str(write_frames(tmp_path / "f", n=4)), split="all")],
+                     size=(12, 16))
+    dataset = SeededDataset(build_dataset(cfg, split="train", train=True), seed=0)
+    sampler = ResumableSampler(len(dataset), shuffle=True, seed=0)
+    loader = make_loader(dataset, batch_size=2, sampler=sampler, num_workers=1, seed=0)
+    assert loader.persistent_workers
+    first = [b["rgb"] for b in loader]
+    workers = loader._iterator._workers
+    sampler.set_epoch(0)
+    again = [b["rgb"] for b in loader]
+    assert loader._iterator._workers == workers and all(torch.equal(a, b) for a, b in zip(first, again))

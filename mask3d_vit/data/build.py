@@ -32,7 +32,7 @@ from .formats.common import units_problem, valid_median
 from .frames import INDOOR_DEPTH_RANGE
 from .registry import DatasetFormat, all_formats, get_format
 from .sample import DEPTH, INSTANCE, LABEL, VALID
-from .transforms import eval_transform, shrink_to_cover, train_transform
+from .transforms import crop_cover_size, eval_transform, shrink_to_cover, train_transform
 
 logger = logging.getLogger("mask3d_vit.data")
 
@@ -312,6 +312,8 @@ def build_dataset(cfg: DataConfig, *, split: str = "train", train: bool = True, 
     transform = (train_transform(size, scale=cfg.crop_scale, jitter=cfg.jitter) if train and cfg.augment
                  else eval_transform(size))
     keep = (LABEL,) * require_labels + (INSTANCE,) * require_instances
+    # Cached frames must cover the smallest random crop at full detail, or the cache serves upsampled crops.
+    cache_size = crop_cover_size(size, scale=cfg.crop_scale) if train and cfg.augment else size
     datasets = []
     for src in sources:
         name = f"{src.format} source {src.root}" if src.root else f"{src.format} source"
@@ -323,7 +325,7 @@ def build_dataset(cfg: DataConfig, *, split: str = "train", train: bool = True, 
         num_classes = get_class_set(class_set).num_classes if class_set else None
         datasets.append(SourceDataset(reader, transform=transform, max_depth=cfg.max_depth, keep=keep,
                                       num_classes=num_classes,
-                                      cache_size=size if cfg.cache else None, cache_bytes=cfg.cache_gb * 2**30,
+                                      cache_size=cache_size if cfg.cache else None, cache_bytes=cfg.cache_gb * 2**30,
                                       skip_bad=cfg.skip_bad, name=name))
     return datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)
 

@@ -1,8 +1,8 @@
 """The packed store: frames pre-resized once and written into litdata shards, read back by index.
 
 A frames folder decodes a full-resolution PNG pair per sample (~55 samples/s per core at 480x640, issue 24); the
-packed store keeps every frame at the size training reads (by default 360x480, so the random resized crops of the
-pre-training recipe at 240x320 are downsampled, docs/datasets.md "Packed store"), colour as JPEG and depth as
+packed store keeps every frame at the size training reads (by default 392x523, so the random resized crops of the
+pre-training recipe at 240x320 are never upsampled, docs/datasets.md "Packed store"), colour as JPEG and depth as
 zstd-compressed uint16, in shards of `litdata <https://github.com/Lightning-AI/litData>`_::
 
     mask3d-vit data pack scannet /data/scannet/scans --out /data/scannet_packed --frame-skip 25
@@ -41,16 +41,16 @@ from .classes import get_class_set
 from .frames import INDOOR_DEPTH_RANGE, decode_jpeg, encode_depth, read_meta
 from .registry import DatasetFormat, get_format
 from .sample import DEPTH, INSTANCE, INTRINSICS, LABEL, RGB, VALID, make_sample
-from .transforms import shrink_to_cover
+from .transforms import crop_cover_size, shrink_to_cover
 
 logger = logging.getLogger("mask3d_vit.data")
 
 FORMAT = "mask3d-packed"
 VERSION = 1
 META = "packed.json"
-# Covers a random resized crop of half the frame's area resized to 240x320 (the paper's size) without upsampling:
-# such a crop of a 360x480 frame is ~255x340 pixels (docs/datasets.md, "Packed store").
-DEFAULT_SIZE = (360, 480)
+# The random resized crops of pre-training at the paper's 240x320 (area 0.5-1, aspect 3/4-4/3) are never upsampled
+# from frames of this size (docs/datasets.md, "Packed store").
+DEFAULT_SIZE = crop_cover_size((240, 320))
 _ZSTD_LEVEL = 9         # depth maps: compressed once, decompressed ~0.4 ms at 360x480 (a 16-bit PNG takes ~2.4 ms)
 _CHUNK_BYTES = "64MB"   # a shard holds ~350 frames at 360x480: few files, and one read fetches one frame
 
