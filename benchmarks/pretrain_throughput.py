@@ -138,7 +138,18 @@ def huggingface(size: tuple[int, int], batch: int, device: torch.device, attn: s
     from transformers import ViTMAEConfig, ViTMAEForPreTraining
     cfg = ViTMAEConfig(image_size=tuple(size), patch_size=16, mask_ratio=0.75, norm_pix_loss=True,
                        attn_implementation=attn, **ARCHS[arch][1])
-    model = ViTMAEForPreTraining(cfg).to(device)
+    from transformers.models.vit_mae.modeling_vit_mae import ViTMAEDecoder
+    square_only = ViTMAEDecoder.initialize_weights
+    if size[0] != size[1]:
+        # ViTMAE fills its decoder's fixed sin-cos positions on a square grid only (301 tokens do not fit 17x17 + 1);
+        # those values do not change what a step costs, so they stay zeros on a non-square grid.
+        ViTMAEDecoder.initialize_weights = lambda self, num_patches: None
+    try:
+        model = ViTMAEForPreTraining(cfg).to(device)
+    finally:
+        ViTMAEDecoder.initialize_weights = square_only
+    # Its loss target (patchify) refuses non-square images unless told they are intended; the arithmetic is the same.
+    model.patchify = lambda pixels, interpolate_pos_encoding=False: ViTMAEForPreTraining.patchify(model, pixels, True)
     pixels = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(0)).to(device)
     return model, lambda module: module(pixel_values=pixels).loss
 
