@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import require_extra
+from conftest import finish, require_extra
 from test_formats_frames import write_frames
 
 from mask3d_vit.checkpoint import list_checkpoints, load_latest
@@ -55,17 +55,6 @@ def torchrun(*options, out, store, extra=()):
     out.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
-
-
-def finish(proc, timeout=300):
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        raise AssertionError(f"no result in {timeout} s:\n{out}") from None
-    assert proc.returncode == 0, out
-    return out
 
 
 def test_two_nodes_read_one_shared_store_each_rank_its_own_shard(tmp_path, store):

@@ -55,12 +55,8 @@ def convert(src: SourceConfig, out: str | Path, *, splits: tuple[str, ...] | Non
         for i in indices:
             fid = _frame_id(reader, i)
             if fid is None or not writer.exists(fid):
-                try:
-                    sample = reader[i]
-                except Exception as e:  # the reader's message names the file
-                    if not skip_bad:
-                        raise
-                    logger.warning("skipping frame %d of %s: %s", i, name, e)
+                sample = read_frame(reader, i, name, skip_bad)
+                if sample is None:
                     continue
                 fid = sample["frame_id"]
                 _write(writer, sample)
@@ -70,6 +66,17 @@ def convert(src: SourceConfig, out: str | Path, *, splits: tuple[str, ...] | Non
             if name != "all":
                 done[name].append(fid)
     return writer.finish(done)
+
+
+def read_frame(reader, index: int, split: str, skip_bad: bool) -> dict | None:
+    """Frame ``index`` of ``reader``; None, after a warning naming the file, when it fails and ``skip_bad``."""
+    try:
+        return reader[index]
+    except Exception as e:  # the reader's message names the file
+        if not skip_bad:
+            raise
+        logger.warning("skipping frame %d of %s: %s", index, split, e)
+        return None
 
 
 def _frame_id(reader, index: int) -> str | None:

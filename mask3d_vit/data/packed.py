@@ -24,7 +24,6 @@ folders are supported.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 from bisect import bisect_right
@@ -38,12 +37,11 @@ from ..extras import optional_import
 from ..io import write_json
 from .build import SourceConfig, open_source
 from .classes import get_class_set
+from .convert import read_frame
 from .frames import INDOOR_DEPTH_RANGE, decode_jpeg, encode_depth, read_meta
 from .registry import DatasetFormat, get_format
 from .sample import DEPTH, INSTANCE, INTRINSICS, LABEL, RGB, VALID, make_sample
 from .transforms import crop_cover_size, shrink_to_cover
-
-logger = logging.getLogger("mask3d_vit.data")
 
 FORMAT = "mask3d-packed"
 VERSION = 1
@@ -135,12 +133,8 @@ def pack(src: SourceConfig, out: str | Path, *, size: tuple[int, int] = DEFAULT_
             from tqdm import tqdm
             indices = tqdm(indices, desc=f"pack {name}", unit="frame")
         for i in indices:
-            try:
-                sample = reader[i]
-            except Exception as e:  # the reader's message names the file
-                if not skip_bad:
-                    raise
-                logger.warning("skipping frame %d of %s: %s", i, name, e)
+            sample = read_frame(reader, i, name, skip_bad)
+            if sample is None:
                 continue
             fid = sample["frame_id"]
             if fid not in index:
