@@ -29,6 +29,7 @@ def pack_cli(source, out, *args):
 def test_round_trip_of_a_frames_folder_keeps_maps_splits_and_intrinsics(tmp_path):
     frames = write_frames(tmp_path / "frames", n=6, h=30, w=40)
     assert pack_cli(frames, tmp_path / "packed", "--size", "30x40") == 0
+    assert main(["data", "check", str(tmp_path / "packed"), "--quiet"]) == 0  # format detected, every frame read
     meta = json.loads((tmp_path / "packed" / "packed.json").read_text())
     assert meta["splits"] == {"train": [0, 1, 2, 3], "val": [4, 5]} and meta["class_set"] == "nyu13"
     for split in ("train", "val"):
