@@ -49,8 +49,8 @@ META = "packed.json"
 # The random resized crops of pre-training at the paper's 240x320 (area 0.5-1, aspect 3/4-4/3) are never upsampled
 # from frames of this size (docs/datasets.md, "Packed store").
 DEFAULT_SIZE = crop_cover_size((240, 320))
-_ZSTD_LEVEL = 9         # depth maps: compressed once, decompressed ~0.4 ms at 360x480 (a 16-bit PNG takes ~2.4 ms)
-_CHUNK_BYTES = "64MB"   # a shard holds ~350 frames at 360x480: few files, and one read fetches one frame
+_ZSTD_LEVEL = 9         # depth maps: compressed once, decompressed ~0.4 ms at 360x480 (a 16-bit PNG: ~2.4 ms)
+_CHUNK_BYTES = "64MB"   # ~230 frames a shard at 392x523: few files; a read by index fetches one frame
 
 
 def _modules():
@@ -69,7 +69,7 @@ def _decode_map(data, dtype, shape: tuple[int, int]) -> np.ndarray:
 def encode_frame(sample: dict, size: tuple[int, int], depth_scale: float, quality: int) -> dict:
     """One raw sample -> the item stored for it: shrunk to cover ``size`` (never upsampled), colour as JPEG,
     depth as zstd uint16 at ``depth_scale`` units per metre, id maps as zstd (empty bytes when absent)."""
-    simplejpeg = optional_import("simplejpeg", "The packed frame store", "packed")
+    import simplejpeg
     sample = shrink_to_cover(sample, size)
     rgb = sample[RGB].permute(1, 2, 0).contiguous().numpy()
     depth = encode_depth(torch.where(sample[VALID], sample[DEPTH], 0)[0].numpy(), depth_scale)
