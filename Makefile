@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,datasets,det]'
+	$(PY) -m pip install --quiet -e '.[dev,datasets,det,packed]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,103 +1,143 @@
-"""Data loader throughput on real RGB-D frames at 240x320, against the ViT-Tiny pre-training step rate.
+"""What the trainer's data loader delivers per CPU core on real 480x640 RGB-D frames: frames folder vs packed store.
 
-The loader must never be what a CPU run waits for: it should deliver at least 3x the images per second that a
-ViT-Tiny pre-training step consumes. Sources are the real sample frames in ``../shared/data`` (NYUv2 PNGs, SUN RGB-D
-Kinect v2 frames with bit-rotated depth, ICL-NUIM renders as generic pairs), read through
-:func:`mask3d_vit.data.build.build_dataset` with the training augmentation (random resized crop, flip, jitter).
+The frames are the real NYUv2 and SUN RGB-D samples of ``../shared/data``, written by ``data convert`` (PNG colour and
+16-bit PNG depth) and repeated under new ids to ``--frames`` frames, then packed with ``data pack`` (its default 392x523,
+JPEG q95 colour, zstd depth). Each path is read through the trainer's own pieces (``build_dataset``, ``SeededDataset``,
+``ResumableSampler``, ``make_loader``) with the pre-training augmentation at 240x320, for several epochs, in this
+process (``num_workers=0``: the dataset and its cache live on across epochs, as they do in persistent workers).
 
-    python benchmarks/loader_throughput.py [--size 240 320] [--batch 32] [--workers 2] [--epochs 3]
+    python benchmarks/loader_throughput.py [--frames 400] [--epochs 3] [--step-rate 1100] [--json out.json]
 
-Reported: the first epoch (decoding every frame from disk) and the following ones (decoded frames cached in each
-worker, ``persistent_workers=True``), in images per second, and the pre-training step rate of ``Mask3D`` with a
-ViT-Tiny encoder at the same size (bf16 autocast, forward + backward + AdamW) measured in this process.
+Reported per path and epoch: samples per second per core, from the CPU time of this process (one torch thread), which
+other jobs on a shared machine disturb far less than wall time; and the cores a GPU needs at ``--step-rate`` images
+per second (the ViT-B step at 240x320 of docs/paper_scale.md). Also the sharpness of a random resized crop of half the
+frame's area, read from frames stored at several sizes, relative to the same crop of the full-resolution frame: a
+stored size whose crops come out below 1 upsamples them.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from mask3d_vit.data.build import DataConfig, SourceConfig, build_dataset
+from mask3d_vit.data.convert import convert
+from mask3d_vit.data.frames import FramesDataset, FramesWriter, read_meta
+from mask3d_vit.data.packed import pack
+from mask3d_vit.data.sample import RGB
+from mask3d_vit.data.transforms import center_box, crop_cover_size, resized_crop, shrink_to_cover
+from mask3d_vit.engine.data import ResumableSampler, SeededDataset, make_loader
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def real_sources() -> list[SourceConfig]:
-    candidates = [("nyuv2", SHARED / "nyuv2_train_mini", 0.0), ("sunrgbd", SHARED / "sunrgbd_kv2_mini", 0.0),
-                  ("pairs", SHARED / "icl_nuim_synthetic" / "icl_nuim_livingroom1_micro", 1000.0)]
-    sources = [SourceConfig(format=fmt, root=str(root), split="all", depth_scale=scale)
-               for fmt, root, scale in candidates if root.is_dir()]
-    if not sources:
-        raise SystemExit(f"{SHARED}: no sample frames found; this benchmark needs the shared data folder")
-    return sources
+def real_frames(work: Path, count: int) -> Path:
+    """NYUv2 and SUN RGB-D sample frames converted to frames folders, repeated under new ids to ``count`` frames."""
+    parts = [("nyuv2", SHARED / "nyuv2_train_mini"), ("sunrgbd", SHARED / "sunrgbd_kv2_mini")]
+    if not all(root.is_dir() for _, root in parts):
+        raise SystemExit(f"{SHARED}: the NYUv2 / SUN RGB-D sample frames are missing; this benchmark needs them")
+    converted = []
+    for fmt, root in parts:
+        convert(SourceConfig(fmt, root=str(root)), work / fmt, splits=("all",))
+        converted += [(work / fmt, fid) for fid in FramesDataset(work / fmt, None).ids]
+    out = work / "frames"
+    writer = FramesWriter(out, depth_scale=1000.0, source="benchmarks/loader_throughput.py")
+    for kind in ("rgb", "depth"):
+        (out / kind).mkdir(parents=True)
+    for n in range(count):
+        folder, fid = converted[n % len(converted)]
+        new = f"r{n // len(converted):03d}_{fid}"
+        for kind in ("rgb", "depth"):
+            shutil.copyfile(folder / kind / f"{fid}.png", out / kind / f"{new}.png")
+        meta = read_meta(folder)
+        writer.intrinsics[new] = meta.get("frame_intrinsics", {}).get(fid) or meta["intrinsics"]
+    writer.finish({})
+    return out
 
 
-def loader_rates(cfg: DataConfig, *, batch: int, workers: int, epochs: int) -> list[float]:
-    """Images per second of each epoch (the first one decodes from disk, later ones hit the caches)."""
-    dataset = build_dataset(cfg, split="train", train=True)
-    loader = DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
-                        persistent_workers=workers > 0)
+def cpu_rates(source: SourceConfig, *, size, batch: int, epochs: int, cache: bool) -> list[float]:
+    """Samples per CPU-second of each epoch through the trainer's loader (one process, one torch thread)."""
+    cfg = DataConfig(sources=[source], size=size, cache=cache)
+    dataset = SeededDataset(build_dataset(cfg, split="train", train=True), seed=0)
+    sampler = ResumableSampler(len(dataset), shuffle=True, seed=0)
+    loader = make_loader(dataset, batch_size=batch, sampler=sampler, num_workers=0, seed=0)
     rates = []
-    for _ in range(epochs):
-        start, seen = time.perf_counter(), 0
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        dataset.epoch = epoch
+        start, seen = time.process_time(), 0
         for b in loader:
-            seen += b["rgb"].shape[0]
-        rates.append(seen / (time.perf_counter() - start))
+            seen += b[RGB].shape[0]
+        rates.append(seen / (time.process_time() - start))
     return rates
 
 
-def pretrain_rate(size: tuple[int, int], *, batch: int, steps: int = 4) -> float | None:
-    """ViT-Tiny Mask3D pre-training images per second at ``size`` (None when the model is not available)."""
-    try:
-        from mask3d_vit.models.mask3d import Mask3D
-        from mask3d_vit.models.vit import set_attention_backend
-    except ImportError:
-        return None
-    model = Mask3D(encoder="vit_tiny_patch16", img_size=size)
-    set_attention_backend(model, "cpu")
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    batch_dict = {"rgb": torch.randint(0, 256, (batch, 3, *size), dtype=torch.uint8),
-                  "depth": torch.rand(batch, 1, *size) * 4 + 0.5}
-    batch_dict["valid"] = batch_dict["depth"] > 0
+def sharpness(rgb: torch.Tensor) -> float:
+    """Mean absolute difference of horizontally and vertically adjacent pixels (grey levels)."""
+    g = rgb.float().mean(0)
+    return float((g[1:] - g[:-1]).abs().mean() + (g[:, 1:] - g[:, :-1]).abs().mean())
 
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = model(batch_dict)["loss"]
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
 
-    step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * batch / (time.perf_counter() - start)
+def crop_sharpness(frames: Path, size, stored_sizes, area: float = 0.5) -> dict[str, float]:
+    """Sharpness of a centred crop of ``area`` of the frame resized to ``size``, read from frames stored at each of
+    ``stored_sizes``, relative to the same crop of the full-resolution frame (mean over the frames)."""
+    dataset = FramesDataset(frames, None)
+
+    def crop(sample):
+        h, w = sample[RGB].shape[-2:]
+        box_h, box_w = round(h * area ** 0.5), round(w * area ** 0.5)
+        top, left, crop_h, crop_w = center_box(box_h, box_w, size)
+        return resized_crop(sample, (h - box_h) // 2 + top, (w - box_w) // 2 + left, crop_h, crop_w, size)[RGB]
+
+    out = {}
+    for stored in stored_sizes:
+        ratios = [sharpness(crop(shrink_to_cover(dataset[i], stored))) / sharpness(crop(dataset[i]))
+                  for i in range(min(len(dataset), 40))]
+        out["x".join(map(str, stored))] = round(statistics.mean(ratios), 3)
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--frames", type=int, default=400, help="frames per path (the sample frames repeated)")
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--size", type=int, nargs=2, default=(240, 320), metavar=("H", "W"))
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--step-rate", type=float, default=1100.0,
+                        help="images per second one GPU consumes (ViT-B at 240x320, docs/paper_scale.md)")
+    parser.add_argument("--json", default=None, help="also write the result here")
     args = parser.parse_args()
+    torch.set_num_threads(1)
     size = tuple(args.size)
-    torch.set_num_threads(2)
-    cfg = DataConfig(sources=real_sources(), size=size)
-    rates = loader_rates(cfg, batch=args.batch, workers=args.workers, epochs=args.epochs)
-    model_rate = pretrain_rate(size, batch=args.batch)
-    warm = max(rates[1:] or rates)
-    result = {"size": list(size), "batch": args.batch, "workers": args.workers,
-              "frames": len(build_dataset(cfg, split="train")), "loader_img_s_first_epoch": round(rates[0], 1),
-              "loader_img_s_cached": round(warm, 1),
-              "pretrain_vit_tiny_img_s": None if model_rate is None else round(model_rate, 1)}
-    if model_rate:
-        result["loader_over_pretrain"] = round(warm / model_rate, 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        frames = real_frames(work, args.frames)
+        packed = work / "packed"
+        pack(SourceConfig("frames", root=str(frames)), packed, splits=("all",))
+        stored_mb = sum(p.stat().st_size for p in packed.iterdir()) / 2**20
+        paths = {"frames folder (PNG), cache off": (SourceConfig("frames", root=str(frames), split="all"), False),
+                 "frames folder (PNG), cache on": (SourceConfig("frames", root=str(frames), split="all"), True),
+                 "packed store (data pack default size), cache off": (SourceConfig("packed", root=str(packed), split="all"), False)}
+        rows = []
+        for name, (source, cache) in paths.items():
+            rates = cpu_rates(source, size=size, batch=args.batch, epochs=args.epochs, cache=cache)
+            best = statistics.median(rates[1:] or rates)
+            rows.append({"path": name, "samples_per_s_per_core": [round(r, 1) for r in rates],
+                         "cores_per_gpu": round(args.step_rate / best, 2)})
+            print(json.dumps(rows[-1]), flush=True)
+        result = {"size": list(size), "frames": args.frames, "epochs": args.epochs, "step_rate": args.step_rate,
+                  "packed_mb_per_100k_frames": round(stored_mb / args.frames * 1e5), "rows": rows,
+                  "crop_sharpness_vs_full_resolution": crop_sharpness(
+                      frames, size, [size, (300, 400), (360, 480), crop_cover_size(size)])}
     print(json.dumps(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

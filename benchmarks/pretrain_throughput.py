@@ -1,7 +1,9 @@
 """Pre-training step throughput and peak memory: mask3d-vit against Hugging Face ``ViTMAEForPreTraining``.
 
-Both models get the same ViT-Tiny encoder (192-d, 12 blocks, 3 heads), the same decoder (128-d, 2 blocks, 4 heads),
-the same image size and colour mask ratio, and run in this one process, one after the other, in fp32 and in bf16
+Both models get the same encoder and decoder (``--arch tiny``: ViT-Tiny, 192-d x 12 blocks x 3 heads, decoder
+128-d x 2 blocks x 4 heads, at 128x128; ``--arch base``: the paper recipe's ViT-B/16, 768-d x 12 x 12, decoder 512-d x
+8 blocks x 16 heads, depth branch 256-d x 2 x 8, at 240x320, i.e. ``pretrain_scannet_base``), the same image size
+and colour mask ratio, and run in this one process, one after the other, in fp32 and in bf16
 autocast. A step is forward + backward + AdamW (fused, as each library's trainer runs it). Ours does more work (a
 depth branch with its own masked tokens that also enter the decoder) and should still be faster. The matmul peak
 measured in the same run tells how much of the machine each step uses; two "bound" rows time the parts of a step
@@ -11,6 +13,10 @@ depth branch (that encoder plus the decoder and head).
     pip install -e '.[bench]'          # transformers, only for this benchmark
     python benchmarks/pretrain_throughput.py [--size 128] [--batch 32] [--rounds 5] [--device cpu|cuda]
     python benchmarks/pretrain_throughput.py --compile --models "fusion=add,HF ViTMAE (sdpa)"   # torch.compile
+    python benchmarks/pretrain_throughput.py --arch base --batch 4 --steps 1 --rounds 3 \
+        --models "fusion=add,HF ViTMAE (sdpa)" --no-memory                         # the paper's step, CPU ratio
+    python benchmarks/pretrain_throughput.py --arch base --device cuda --precisions bf16 --batch 128 --compile \
+        --models "fusion=add,HF ViTMAE (sdpa)" --peak-tflops 989                 # one H100 SXM: prints MFU
 
 Timing: all models are built first, then timed in interleaved rounds in this process (median round reported).
 Peak memory: each model runs a few steps in a fresh interpreter (peak RSS on CPU, peak allocated on CUDA).
@@ -80,15 +86,29 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def ours(size: int, batch: int, device: torch.device, precision: str, fusion: str = "add",
-         depth_mask_ratio: float = 0.75):
-    model = Mask3D(encoder="vit_tiny_patch16", img_size=(size, size), objective="depth", rgb_mask_ratio=0.75,
-                   depth_mask_ratio=depth_mask_ratio, decoder_dim=128, decoder_depth=2, decoder_heads=4,
-                   fusion=fusion).to(device)
+# Each architecture in the arguments of both libraries: (ours: Mask3D keywords, HF: ViTMAEConfig keywords, size).
+ARCHS = {
+    "tiny": (dict(encoder="vit_tiny_patch16", decoder_dim=128, decoder_depth=2, decoder_heads=4),
+             dict(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768,
+                  decoder_hidden_size=128, decoder_num_hidden_layers=2, decoder_num_attention_heads=4,
+                  decoder_intermediate_size=512), (128, 128)),
+    # configs/pretrain_scannet_base.yaml (mask3d_vit_base_patch16_dec512d8b) and MAE's ViT-B decoder.
+    "base": (dict(encoder="vit_base_patch16", decoder_dim=512, decoder_depth=8, decoder_heads=16, depth_dim=256,
+                  depth_heads=8),
+             dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                  decoder_hidden_size=512, decoder_num_hidden_layers=8, decoder_num_attention_heads=16,
+                  decoder_intermediate_size=2048), (240, 320)),
+}
+
+
+def ours(size: tuple[int, int], batch: int, device: torch.device, precision: str, fusion: str = "add",
+         depth_mask_ratio: float = 0.75, arch: str = "tiny"):
+    model = Mask3D(img_size=tuple(size), objective="depth", rgb_mask_ratio=0.75, depth_mask_ratio=depth_mask_ratio,
+                   fusion=fusion, **ARCHS[arch][0]).to(device)
     set_attention_backend(model, device, precision)
     g = torch.Generator().manual_seed(0)
-    batch_dict = {"rgb": torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g).to(device),
-                  "depth": (torch.rand(batch, 1, size, size, generator=g) * 5 + 0.5).to(device)}
+    batch_dict = {"rgb": torch.randint(0, 256, (batch, 3, *size), dtype=torch.uint8, generator=g).to(device),
+                  "depth": (torch.rand(batch, 1, *size, generator=g) * 5 + 0.5).to(device)}
     return model, lambda module: module(batch_dict)["loss"]
 
 
@@ -107,39 +127,50 @@ class EncoderAlone(torch.nn.Module):
         return self.model.forward_encoder(rgb, keep).float().square().mean()
 
 
-def encoder_alone(size: int, batch: int, device: torch.device, precision: str):
-    model, _ = ours(size, batch, device, precision)
-    rgb = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8,
+def encoder_alone(size: tuple[int, int], batch: int, device: torch.device, precision: str, arch: str = "tiny"):
+    model, _ = ours(size, batch, device, precision, arch=arch)
+    rgb = torch.randint(0, 256, (batch, 3, *size), dtype=torch.uint8,
                         generator=torch.Generator().manual_seed(0)).to(device)
     return EncoderAlone(model), lambda module: module(rgb)
 
 
-def huggingface(size: int, batch: int, device: torch.device, attn: str):
+def huggingface(size: tuple[int, int], batch: int, device: torch.device, attn: str, arch: str = "tiny"):
     from transformers import ViTMAEConfig, ViTMAEForPreTraining
-    cfg = ViTMAEConfig(hidden_size=192, num_hidden_layers=12, num_attention_heads=3, intermediate_size=768,
-                       image_size=size, patch_size=16, mask_ratio=0.75, decoder_hidden_size=128,
-                       decoder_num_hidden_layers=2, decoder_num_attention_heads=4, decoder_intermediate_size=512,
-                       norm_pix_loss=True, attn_implementation=attn)
-    model = ViTMAEForPreTraining(cfg).to(device)
-    pixels = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    cfg = ViTMAEConfig(image_size=tuple(size), patch_size=16, mask_ratio=0.75, norm_pix_loss=True,
+                       attn_implementation=attn, **ARCHS[arch][1])
+    from transformers.models.vit_mae.modeling_vit_mae import ViTMAEDecoder
+    square_only = ViTMAEDecoder.initialize_weights
+    if size[0] != size[1]:
+        # ViTMAE fills its decoder's fixed sin-cos positions on a square grid only (301 tokens do not fit 17x17 + 1);
+        # those values do not change what a step costs, so they stay zeros on a non-square grid.
+        ViTMAEDecoder.initialize_weights = lambda self, num_patches: None
+    try:
+        model = ViTMAEForPreTraining(cfg).to(device)
+    finally:
+        ViTMAEDecoder.initialize_weights = square_only
+    # Its loss target (patchify) refuses non-square images unless told they are intended; the arithmetic is the same.
+    model.patchify = lambda pixels, interpolate_pos_encoding=False: ViTMAEForPreTraining.patchify(model, pixels, True)
+    pixels = torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(0)).to(device)
     return model, lambda module: module(pixel_values=pixels).loss
 
 
 MODELS = {
-    "mask3d-vit (fusion=concat)": lambda size, batch, device, precision: ours(size, batch, device, precision, "concat"),
-    "mask3d-vit (fusion=add)": lambda size, batch, device, precision: ours(size, batch, device, precision, "add"),
-    "HF ViTMAE (sdpa)": lambda size, batch, device, precision: huggingface(size, batch, device, "sdpa"),
-    "HF ViTMAE (eager)": lambda size, batch, device, precision: huggingface(size, batch, device, "eager"),
+    "mask3d-vit (fusion=concat)": lambda size, batch, device, precision, arch: ours(
+        size, batch, device, precision, "concat", arch=arch),
+    "mask3d-vit (fusion=add)": lambda size, batch, device, precision, arch: ours(
+        size, batch, device, precision, "add", arch=arch),
+    "HF ViTMAE (sdpa)": lambda size, batch, device, precision, arch: huggingface(size, batch, device, "sdpa", arch),
+    "HF ViTMAE (eager)": lambda size, batch, device, precision, arch: huggingface(size, batch, device, "eager", arch),
     "bound: encoder alone": encoder_alone,
     # Ours without its extra work: no depth input, dense depth from colour alone through the same encoder, decoder
     # and head, the parts the comparison fixes.
-    "bound: no depth branch": lambda size, batch, device, precision: ours(size, batch, device, precision,
-                                                                          depth_mask_ratio=1.0),
+    "bound: no depth branch": lambda size, batch, device, precision, arch: ours(
+        size, batch, device, precision, depth_mask_ratio=1.0, arch=arch),
 }
 
 
 def make_step(name: str, args, device, precision: str, compiled: bool = False):
-    model, loss_fn = MODELS[name](args.size, args.batch, device, precision)
+    model, loss_fn = MODELS[name](args.size, args.batch, device, precision, args.arch)
     if not name.startswith("HF"):
         opt = build_optimizer(model, OptimConfig(base_lr=1e-4))  # the optimizer our trainer runs (fused AdamW)
     else:  # the Hugging Face Trainer's default optimizer, "adamw_torch_fused"
@@ -157,8 +188,9 @@ def make_step(name: str, args, device, precision: str, compiled: bool = False):
 
 def peak_memory_mb(name: str, args, precision: str) -> float:
     """Peak memory of a few steps, measured in a fresh interpreter so no other model's freed memory is reused."""
-    cmd = [sys.executable, __file__, "--memory-of", name, "--precision", precision, "--size", str(args.size),
-           "--batch", str(args.batch), "--device", args.device] + (["--compile"] if args.compile else [])
+    cmd = [sys.executable, __file__, "--memory-of", name, "--precision", precision, "--size", *map(str, args.size),
+           "--arch", args.arch, "--batch", str(args.batch), "--device", args.device] + \
+        (["--compile"] if args.compile else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return float(out.strip().splitlines()[-1])
 
@@ -225,7 +257,10 @@ def _model_name(part: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--arch", choices=ARCHS, default="tiny",
+                        help="tiny: ViT-Tiny, decoder 128x2 (default); base: the paper recipe's ViT-B/16, decoder 512x8")
+    parser.add_argument("--size", type=int, nargs="+", default=None, metavar="PX",
+                        help="image size: one number (square) or H W (default: 128 for tiny, 240 320 for base)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--steps", type=int, default=3, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds (median reported)")
@@ -237,12 +272,20 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="run every model through torch.compile")
     parser.add_argument("--no-memory", dest="memory", action="store_false",
                         help="skip the peak-memory children (each one compiles again under --compile)")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's peak TFLOP/s for the precision timed (H100 SXM bf16: 989, A100: 312): "
+                             "adds model FLOP utilisation (MFU) against it")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     parser.add_argument("--memory-of", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.manual_seed(0)
     args.models = [_model_name(part) for part in args.models.split(",")]
+    args.size = tuple(args.size or ARCHS[args.arch][2])
+    if len(args.size) == 1:
+        args.size = (args.size[0], args.size[0])
+    elif len(args.size) != 2:
+        raise SystemExit(f"--size {' '.join(map(str, args.size))}: give one number or H W")
     if args.memory_of:
         return _memory_child(args)
     device = torch.device(args.device)
@@ -251,8 +294,9 @@ def main() -> None:
     peaks = {p: matmul_gflops(device, torch.float32 if p == "fp32" else torch.bfloat16) for p in precisions}
     chip = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
-    print(f"device {device} ({chip}), torch {torch.__version__}, ViT-Tiny @ {args.size}px, batch {args.batch}, "
-          f"mask 0.75, decoder 128x2{', torch.compile' if args.compile else ''}")
+    name = {"tiny": "ViT-Tiny, decoder 128x2", "base": "ViT-B/16, decoder 512x8"}[args.arch]
+    print(f"device {device} ({chip}), torch {torch.__version__}, {name} @ {args.size[0]}x{args.size[1]}, batch "
+          f"{args.batch}, mask 0.75{', torch.compile' if args.compile else ''}")
     print("matmul peak: " + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peaks.items())
           + ("" if "bf16" in native else " (no native bf16 here: bf16 skipped unless --precisions asks for it)"))
     print(f"{'precision':9} {'model':26} {'img/s':>8} {'ms/step':>8} {'GFLOP/step':>10} {'GFLOP/s':>8} "
@@ -264,7 +308,10 @@ def main() -> None:
             print(f"{precision:9} {name:26} {r['img_per_s']:8.1f} {r['step_ms']:8.1f} {r['gflop_per_step']:10.1f} "
                   f"{r['achieved_gflops']:8.1f} {100 * r['achieved_gflops'] / peaks[precision]:6.1f}% "
                   f"{r['peak_mem_mb']:8.0f}")
-            rows.append({"precision": precision, "model": name, "compiled": args.compile, **r})
+            if args.peak_tflops:
+                r["mfu"] = r["achieved_gflops"] / (args.peak_tflops * 1e3)
+                print(f"{'':9} {name:26} MFU {100 * r['mfu']:.1f} % of {args.peak_tflops:g} TFLOP/s")
+            rows.append({"precision": precision, "model": name, "compiled": args.compile, "arch": args.arch, **r})
         hf = [r for n, r in results.items() if n.startswith("HF")]
         if not hf:
             continue

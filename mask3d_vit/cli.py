@@ -171,13 +171,15 @@ def _source_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_data(subparsers) -> None:
-    """``mask3d-vit data {convert,check}``: the command-line face of :mod:`.data.convert` and :mod:`.data.check`::
+    """``mask3d-vit data {convert,check,pack}``: the command-line face of :mod:`.data.convert`, :mod:`.data.check`
+    and :mod:`.data.packed`::
 
         mask3d-vit data check nyu_depth_v2_labeled.mat
         mask3d-vit data convert nyuv2 nyu_depth_v2_labeled.mat --out data/nyuv2 --class-set nyu13
         mask3d-vit data convert scannet scans/ --out data/scannet --frame-skip 25 --skip-bad
         mask3d-vit data convert frames captures/ --out data/captures_labelled --labelled-only
         mask3d-vit data check data/scannet --split train
+        mask3d-vit data pack data/scannet --out data/scannet_packed
     """
     data = subparsers.add_parser("data", help="convert and check RGB-D datasets",
                                  description="Convert datasets to the frames-folder layout and check them.")
@@ -203,6 +205,21 @@ def _add_data(subparsers) -> None:
     check.add_argument("--limit", type=int, default=None, help="check only the first N frames")
     _source_options(check)
     check.set_defaults(func=Handler("mask3d_vit.data.check:run_check"))
+
+    pack = commands.add_parser("pack", help="write a source pre-resized into litdata shards (format: packed)")
+    pack.add_argument("path", help="dataset folder or file of any format (.mat, .sens, a frames folder...)")
+    pack.add_argument("--out", required=True, help="new folder of the packed store")
+    pack.add_argument("--format", choices=format_names(), default=None, help="default: guessed from the files")
+    pack.add_argument("--size", default="392x523", metavar="HxW",
+                      help="frames are shrunk to cover HxW (aspect kept, never enlarged); the default keeps every "
+                           "random crop of pre-training at 240x320 from being upsampled")
+    pack.add_argument("--splits", default="", help="comma-separated splits to pack (default: the format's official "
+                      "ones that the source has; 'all' = every frame)")
+    pack.add_argument("--labelled-only", action="store_true", help="pack only the frames that have a label map")
+    pack.add_argument("--quality", type=int, default=95, help="JPEG quality of the colour images")
+    pack.add_argument("--skip-bad", action="store_true", help="log and skip unreadable frames")
+    _source_options(pack)
+    pack.set_defaults(func=Handler("mask3d_vit.data.packed:run_pack"))
 
 
 def add_probe_arguments(parser: argparse.ArgumentParser, task: Task) -> None:

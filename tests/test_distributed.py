@@ -1,11 +1,11 @@
 """Two gloo processes on CPU train exactly like one process with the same global batch, and stop together."""
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
+from conftest import finish
 
 from mask3d_vit.checkpoint import list_checkpoints, load_latest
 from mask3d_vit.engine.logger import read_metrics
@@ -19,16 +19,9 @@ def run(args, run_dir, *worker_args):
     env = {**os.environ, "PYTHONPATH": f"{HERE}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
     # Its own session: on a timeout the torchrun workers are killed with it instead of living on, holding cores
     # and sockets, until their 30-minute collective timeout.
-    proc = subprocess.Popen([sys.executable, *args, str(HERE / "ddp_worker.py"), str(run_dir), *worker_args],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=600)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        raise AssertionError(f"no result in 600 s:\n{out}") from None
-    assert proc.returncode == 0, out
-    return out
+    return finish(subprocess.Popen([sys.executable, *args, str(HERE / "ddp_worker.py"), str(run_dir), *worker_args],
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   start_new_session=True))
 
 
 def test_two_gloo_processes_match_one(tmp_path):

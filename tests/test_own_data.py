@@ -136,3 +136,12 @@ def test_real_nyuv2_sample_converts_and_checks_without_a_dead_end(shared_data, t
     assert (out / "train.txt").read_text().split() == ["0003"]
     assert main(["data", "check", str(nyu), "--class-set", "nyu13", "--quiet"]) == 0
     assert "split train: 10 frames, 1 with labels" in capsys.readouterr().out
+
+
+def test_pack_takes_the_splits_a_source_has_and_its_labelled_frames(nyu_png, tmp_path, capsys):
+    pytest.importorskip("litdata", reason="the packed store needs the 'packed' extra")
+    out = tmp_path / "packed"
+    assert main(["data", "pack", str(nyu_png), "--format", "nyuv2", "--out", str(out), "--size", "24x32",
+                 "--class-set", "nyu13", "--labelled-only", "--quiet"]) == 0
+    assert main(["data", "check", str(out), "--quiet"]) == 0
+    assert "split train: 2 frames, 2 with labels" in capsys.readouterr().out

@@ -23,7 +23,7 @@ def load_bench():
 
 def test_encoder_alone_bound_trains_only_the_encoder():
     bench = load_bench()
-    module, loss_fn = bench.encoder_alone(32, 2, torch.device("cpu"), "fp32")
+    module, loss_fn = bench.encoder_alone((32, 32), 2, torch.device("cpu"), "fp32")
     loss_fn(module).backward()
     with_grad = {n.split(".")[1] for n, p in module.named_parameters() if p.grad is not None}
     assert with_grad == {"encoder"}

@@ -31,8 +31,8 @@ from .classes import get_class_set
 from .formats.common import units_problem, valid_median
 from .frames import INDOOR_DEPTH_RANGE
 from .registry import DatasetFormat, all_formats, get_format
-from .sample import DEPTH, INSTANCE, LABEL, VALID, depth_validity
-from .transforms import eval_transform, shrink_to_cover, train_transform
+from .sample import DEPTH, INSTANCE, LABEL, VALID
+from .transforms import crop_cover_size, eval_transform, shrink_to_cover, train_transform
 
 logger = logging.getLogger("mask3d_vit.data")
 
@@ -217,9 +217,9 @@ class SourceDataset(Dataset):
             if top > self.num_classes or int(sample[LABEL].min()) < 0:
                 raise ValueError(f"{self.name}: frame {sample.get('frame_id')!r} has label id {top} outside its class "
                                  f"set (0..{self.num_classes})")
-        valid = sample[VALID] & depth_validity(sample[DEPTH], self.max_depth)
-        sample[VALID] = valid
-        sample[DEPTH] = torch.where(valid, sample[DEPTH], torch.zeros(()))
+        if self.max_depth is not None:  # readers give finite, positive depth where VALID (make_sample): one pass
+            sample[VALID] = sample[VALID] & (sample[DEPTH] < self.max_depth)
+            sample[DEPTH] = torch.where(sample[VALID], sample[DEPTH], torch.zeros(()))
         return shrink_to_cover(sample, self.cache_size) if self.cache_size is not None else sample
 
 
@@ -316,6 +316,8 @@ def build_dataset(cfg: DataConfig, *, split: str = "train", train: bool = True, 
     transform = (train_transform(size, scale=cfg.crop_scale, jitter=cfg.jitter) if train and cfg.augment
                  else eval_transform(size))
     keep = (LABEL,) * require_labels + (INSTANCE,) * require_instances
+    # Cached frames must cover the smallest random crop at full detail, or the cache serves upsampled crops.
+    cache_size = crop_cover_size(size, scale=cfg.crop_scale) if train and cfg.augment else size
     datasets = []
     for src in sources:
         name = f"{src.format} source {src.root}" if src.root else f"{src.format} source"
@@ -330,7 +332,7 @@ def build_dataset(cfg: DataConfig, *, split: str = "train", train: bool = True, 
         num_classes = get_class_set(class_set).num_classes if class_set else None
         datasets.append(SourceDataset(reader, transform=transform, max_depth=cfg.max_depth, keep=keep,
                                       num_classes=num_classes,
-                                      cache_size=size if cfg.cache else None, cache_bytes=cfg.cache_gb * 2**30,
+                                      cache_size=cache_size if cfg.cache else None, cache_bytes=cfg.cache_gb * 2**30,
                                       skip_bad=cfg.skip_bad, name=name))
     return datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)
 

@@ -43,10 +43,7 @@ def convert(src: SourceConfig, out: str | Path, *, splits: tuple[str, ...] | Non
         ValueError: the source has no frames (of the splits asked for, or with a label map for ``labelled_only``).
     """
     fmt = get_format(src.format)
-    readers = _open_splits(src, splits) if splits else _open_splits(src, fmt.splits_of(src.root), skip_empty=True)
-    frames = ({name: range(len(reader)) for name, reader in readers.items()} if not labelled_only
-              else _labelled_frames(readers, src.root))
-    readers = {name: readers[name] for name in frames}
+    readers, frames = open_splits(src, splits, labelled_only=labelled_only)
     first = next(iter(readers.values()))
     class_set = getattr(first, "class_set", None)
     depth_range = getattr(first, "depth_range", INDOOR_DEPTH_RANGE)
@@ -64,12 +61,8 @@ def convert(src: SourceConfig, out: str | Path, *, splits: tuple[str, ...] | Non
         for i in indices:
             fid = _frame_id(reader, i)
             if fid is None or not writer.exists(fid):
-                try:
-                    sample = reader[i]
-                except Exception as e:  # the reader's message names the file
-                    if not skip_bad:
-                        raise
-                    logger.warning("skipping frame %d of %s: %s", i, name, e)
+                sample = read_frame(reader, i, name, skip_bad)
+                if sample is None:
                     continue
                 fid = sample["frame_id"]
                 _write(writer, sample)
@@ -79,6 +72,26 @@ def convert(src: SourceConfig, out: str | Path, *, splits: tuple[str, ...] | Non
             if name != "all":
                 done[name].append(fid)
     return writer.finish(done)
+
+
+def open_splits(src: SourceConfig, splits: tuple[str, ...] | None = None, *,
+                labelled_only: bool = False) -> tuple[dict, dict[str, range | list[int]]]:
+    """The splits of ``src`` that ``data convert`` and ``data pack`` write, and which of their frames.
+
+    Args:
+        src: the source.
+        splits: split names (``"all"`` = every frame); each must have frames. Default: the format's splits
+            (:meth:`DatasetFormat.splits_of`) that the source has frames of.
+        labelled_only: keep only the frames that have a label map.
+
+    Returns:
+        Split name -> reader, and split name -> the indices of its frames to write (same keys, in order).
+    """
+    readers = (_open_splits(src, splits) if splits else
+               _open_splits(src, get_format(src.format).splits_of(src.root), skip_empty=True))
+    frames = ({name: range(len(reader)) for name, reader in readers.items()} if not labelled_only
+              else _labelled_frames(readers, src.root))
+    return {name: readers[name] for name in frames}, frames
 
 
 def _open_splits(src: SourceConfig, splits, *, skip_empty: bool = False) -> dict:
@@ -119,6 +132,17 @@ def _labelled_frames(readers: dict, root: str) -> dict[str, list[int]]:
     for name in set(found) - set(keep):
         logger.warning("%s: no frame of split %r has a label map; converting %s", root, name, ", ".join(keep))
     return keep
+
+
+def read_frame(reader, index: int, split: str, skip_bad: bool) -> dict | None:
+    """Frame ``index`` of ``reader``; None, after a warning naming the file, when it fails and ``skip_bad``."""
+    try:
+        return reader[index]
+    except Exception as e:  # the reader's message names the file
+        if not skip_bad:
+            raise
+        logger.warning("skipping frame %d of %s: %s", index, split, e)
+        return None
 
 
 def _frame_id(reader, index: int) -> str | None:

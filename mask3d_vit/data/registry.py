@@ -33,6 +33,7 @@ BUILTIN = {
     "sunrgbd": "mask3d_vit.data.formats.sunrgbd",
     "cityscapes": "mask3d_vit.data.formats.cityscapes",
     "pairs": "mask3d_vit.data.formats.pairs",
+    "packed": "mask3d_vit.data.packed",
 }
 
 

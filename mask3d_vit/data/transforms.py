@@ -52,9 +52,10 @@ def resize_depth(depth: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         return depth.float()
     d = depth.float()[None]                                   # (1, 1, H, W)
     weight = (d > 0).float()
-    num = nnf.interpolate(d * weight, size=size, mode="bilinear", antialias=True, align_corners=False)
-    den = nnf.interpolate(weight, size=size, mode="bilinear", antialias=True, align_corners=False)
-    return torch.where(den >= 0.5, num / den.clamp_min(1e-6), torch.zeros(())).squeeze(0)
+    # Weighted depth and weight as two channels of one call (each channel is resized on its own).
+    num, den = nnf.interpolate(torch.cat([d * weight, weight], 1), size=size, mode="bilinear", antialias=True,
+                               align_corners=False).unbind(1)
+    return torch.where(den >= 0.5, num / den.clamp_min(1e-6), torch.zeros(()))
 
 
 def resized_crop(sample: dict, top: int, left: int, height: int, width: int, size: Sequence[int]) -> dict:
@@ -109,11 +110,27 @@ def center_box(height: int, width: int, size: Sequence[int]) -> tuple[int, int, 
     return (height - box_h) // 2, (width - box_w) // 2, box_h, box_w
 
 
+def crop_cover_size(size: Sequence[int], *, scale: Sequence[float] = (0.5, 1.0),
+                    ratio: Sequence[float] = (3 / 4, 4 / 3)) -> tuple[int, int]:
+    """The smallest frame (H, W), of the output's aspect ratio, whose :class:`RandomResizedCrop` crops to ``size``
+    are never upsampled: its smallest crop (area ``scale[0]`` at the most extreme aspect ratio of ``ratio``, relative
+    to the output's) still spans ``size``. (240, 320) with the defaults: (392, 523).
+
+    Args:
+        size: output (H, W).
+        scale: the crop's area range (fraction of the frame).
+        ratio: the crop's aspect ratio range relative to the output's.
+    """
+    shrink = math.sqrt(scale[0] * min(ratio[0], 1 / ratio[1]))  # a crop's shortest side over the frame's
+    return math.ceil(size[0] / shrink - 1e-6), math.ceil(size[1] / shrink - 1e-6)
+
+
 def shrink_to_cover(sample: dict, size: Sequence[int]) -> dict:
     """Downscale ``sample`` (keeping its aspect ratio) to the smallest frame that still covers ``size``.
 
-    Used to store decoded frames compactly: any later crop at ``size`` reads at most the detail this keeps. Frames
-    already no larger than that are returned unchanged (never upsampled).
+    Used to store decoded frames compactly: a crop at ``size`` of the whole stored frame reads at most the detail
+    this keeps, and for random resized crops ``size`` is :func:`crop_cover_size` of the output size, so they are
+    never upsampled either. Frames already no larger than that are returned unchanged (never upsampled).
     """
     h, w = sample[RGB].shape[-2:]
     scale = max(size[0] / h, size[1] / w)

@@ -46,8 +46,16 @@ def init_distributed(device: str = "auto") -> torch.device:
     if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not is_dist():
         if use_cuda:
             torch.cuda.set_device(local_rank)
+        timeout = datetime.timedelta(minutes=30)
+        store, rank, world_size = next(dist.rendezvous("env://", timeout=timeout))
+        store.set_timeout(timeout)
+        # torchrun's workers of every elastic restart (--max-restarts) meet in the same store: each attempt gets its
+        # own keys, or a worker can read the address a killed worker of the failed attempt left there and never
+        # connect (gloo: "connectFullMesh failed ... Connection refused").
+        attempt = dist.PrefixStore(f"attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/", store)
         # NCCL for GPUs; gloo runs everywhere (CPU tests, CPU clusters).
-        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=30))
+        dist.init_process_group("nccl" if use_cuda else "gloo", store=attempt, rank=rank, world_size=world_size,
+                                timeout=timeout)
     return torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
 
 

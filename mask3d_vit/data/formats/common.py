@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..frames import INDOOR_DEPTH_RANGE, missing_label, read_image
+from ..frames import INDOOR_DEPTH_RANGE, missing_label, read_image, read_rgb  # noqa: F401 (read_rgb: the readers import it here)
 from ..sample import make_sample
 
 logger = logging.getLogger("mask3d_vit.data")
@@ -76,11 +76,6 @@ class Reader(torch.utils.data.Dataset):
         """Call when a frame has no label map; raises only when labels are required."""
         if self.require_labels:
             raise missing_label(path, frame_id)
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """uint8 (H, W, 3) from any image file PIL reads; the error names the file."""
-    return read_image(path, "RGB")
 
 
 def read_uint16(path: Path, what: str = "depth") -> np.ndarray:
