@@ -120,6 +120,7 @@ def pack(src: SourceConfig, out: str | Path, *, size: tuple[int, int] = DEFAULT_
     shutil.rmtree(partial, ignore_errors=True)  # an earlier pack that was interrupted
     writer = litdata.streaming.writer.BinaryWriter(str(partial), chunk_bytes=_CHUNK_BYTES)
     index: dict[str, int] = {}
+    labelled: list[int] = []  # stored items with a label map: `data check` counts them without decoding
     members: dict[str, list[int]] = {name: [] for name in readers if name != "all"}
     for name, reader in readers.items():
         indices = frames[name]
@@ -134,6 +135,8 @@ def pack(src: SourceConfig, out: str | Path, *, size: tuple[int, int] = DEFAULT_
             if fid not in index:
                 index[fid] = len(index)
                 writer.add_item(index[fid], encode_frame(sample, size, fmt.depth_scale, quality))
+                if sample.get(LABEL) is not None:
+                    labelled.append(index[fid])
             if name != "all":
                 members[name].append(index[fid])
     if not index:
@@ -142,7 +145,7 @@ def pack(src: SourceConfig, out: str | Path, *, size: tuple[int, int] = DEFAULT_
     writer.merge()
     write_json(partial / META, {
         "format": FORMAT, "version": VERSION, "size": list(size), "depth_scale": fmt.depth_scale,
-        "frames": len(index), "splits": members, "class_set": class_set,
+        "frames": len(index), "splits": members, "labelled": labelled, "class_set": class_set,
         "classes": list(get_class_set(class_set).names) if class_set else [],
         "depth_range": list(getattr(first, "depth_range", INDOOR_DEPTH_RANGE)),
         "source": f"mask3d-vit data pack {src.format} {src.root}"})
@@ -191,6 +194,7 @@ class PackedDataset(torch.utils.data.Dataset):
             have = ", ".join(sorted(self.meta["splits"])) or "none (pack with --splits)"
             raise FileNotFoundError(f"{self.root / META}: split {split!r} not packed (splits here: {have})")
         self.require_labels = require_labels
+        self._labelled = set(self.meta["labelled"])
         self.class_set = self.meta.get("class_set")
         self.classes = self.meta.get("classes") or []
         self.depth_range = tuple(self.meta.get("depth_range") or INDOOR_DEPTH_RANGE)
@@ -208,6 +212,10 @@ class PackedDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+    def labelled(self, index: int) -> bool:
+        """Whether frame ``index`` has a label map (recorded in ``packed.json``, nothing decoded)."""
+        return self.indices[index] in self._labelled
 
     def shard_of(self, index: int) -> Path:
         """The shard file holding stored item ``index``."""
@@ -253,4 +261,5 @@ DATASET_FORMAT = DatasetFormat(
     "packed", open=lambda src, *, root, split, require_labels, **_: PackedDataset(
         root, split, require_labels=require_labels),
     class_set=lambda src: read_packed_meta(Path(src.root).expanduser()).get("class_set"),
-    default_splits=("all",), detect=lambda path: (path / META).is_file())
+    default_splits=lambda root: tuple(read_packed_meta(root)["splits"]) or ("all",),
+    detect=lambda path: (path / META).is_file())
