@@ -83,3 +83,39 @@ def test_seg_floor_rejects_bad_ids():
         fit_seg_floors([{"label": LABELS + 1}], 3)
     with pytest.raises(ValueError, match="3x1"):
         seg_floors([{"label": LABELS}], [{"label": torch.ones(1, 1, 3, dtype=torch.long)}], num_classes=3)
+
+
+def test_depth_floors_leave_out_non_positive_depth_flagged_valid():
+    # Pixel (0, 0): 2 m and a 0 m reading flagged valid; pixel (0, 1): 8 m and -3 m flagged valid. Only the
+    # positive readings count: position (2, 8), constant sqrt(2 * 8) = 4.
+    depths = torch.tensor([[[[2.0, 8.0]]], [[[0.0, -3.0]]]])
+    floors = fit_depth_floors([{"depth": depths, "valid": torch.ones_like(depths, dtype=torch.bool)}])
+    assert floors.constant == pytest.approx(4.0)
+    assert torch.allclose(floors.position, torch.tensor([[2.0, 8.0]]))
+
+
+def test_floors_predict_their_values_at_the_batch_shape():
+    floors = fit_depth_floors([{"depth": DEPTHS, "valid": VALIDS}])
+    batch = {"depth": torch.zeros(3, 1, 1, 2)}
+    assert torch.equal(floors.predict("position", batch), torch.tensor([[2.0, 8.0]]).expand(3, 1, 1, 2))
+    assert torch.allclose(floors.predict("constant", batch), torch.full((3, 1, 1, 2), 32 ** (1 / 3)))
+    seg = fit_seg_floors([{"label": LABELS}], 3)
+    assert torch.equal(seg.predict("constant", {"label": torch.zeros(2, 2, 2, dtype=torch.long)}),
+                       torch.full((2, 2, 2), 2))
+    with pytest.raises(ValueError, match="unknown floor 'median'"):
+        floors.predict("median", batch)
+
+
+def test_training_frames_of_different_sizes_are_refused():
+    with pytest.raises(ValueError, match="a training depth map is 3x1 .* fit at 2x1"):
+        fit_depth_floors([{"depth": DEPTHS, "valid": VALIDS},
+                          {"depth": torch.ones(1, 1, 1, 3), "valid": torch.ones(1, 1, 1, 3, dtype=torch.bool)}])
+    with pytest.raises(ValueError, match="a training label map is 3x2 .* fit at 2x2"):
+        fit_seg_floors([{"label": LABELS}, {"label": torch.ones(1, 2, 3, dtype=torch.long)}], 3)
+
+
+def test_seg_floor_rejects_negative_ids_and_no_labelled_pixel():
+    with pytest.raises(ValueError, match=r"0\.\.3; found -1\.\.2"):
+        fit_seg_floors([{"label": LABELS - 1}], 3)
+    with pytest.raises(ValueError, match="no labelled pixel"):
+        fit_seg_floors([{"label": torch.zeros(2, 2, 2, dtype=torch.long)}], 3)
