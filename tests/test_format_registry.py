@@ -153,3 +153,23 @@ def test_pairs_sources_still_need_a_depth_scale_and_have_no_labels(tmp_path):
     with pytest.raises(ConfigError, match="pairs sources have no labels"):
         build_dataset(DataConfig(sources=[SourceConfig(format="pairs", root=str(tmp_path), depth_scale=1000)]),
                       require_labels=True)
+
+
+def test_format_lookup_is_case_insensitive_for_builtin_and_registered_formats():
+    assert get_format("NYUv2").name == "nyuv2" and get_format("SynthRooms").name == "synthrooms"
+    fmt = register_format(DatasetFormat("Toy2", open=ToyReader))
+    try:
+        assert get_format("toy2") is fmt and get_format("TOY2") is fmt and get_format("Toy2") is fmt
+        with pytest.raises(ValueError, match="already registered"):
+            register_format(DatasetFormat("TOY2", open=ToyReader))
+    finally:
+        unregister_format("Toy2")
+    with pytest.raises(ConfigError, match="'toy2' is unknown; choose one of synthrooms, frames"):
+        get_format("toy2")
+    with pytest.raises(ValueError, match="already registered"):
+        register_format(DatasetFormat("NYUv2", open=ToyReader))
+
+
+def test_detect_format_names_the_path_it_cannot_tell(tmp_path):
+    with pytest.raises(ValueError, match=f"{tmp_path}: cannot tell the dataset format from its files; pass --format"):
+        detect_format(tmp_path)
