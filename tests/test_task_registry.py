@@ -84,7 +84,7 @@ def test_a_registered_toy_task_trains_one_step_through_the_cli(tmp_path, toy_rec
 def test_registering_a_taken_name_or_command_fails():
     with pytest.raises(ValueError, match="already registered"):
         register(get_task("seg"))
-    with pytest.raises(ValueError, match="already runs task 'det'"):
+    with pytest.raises(ValueError, match="task 'det2': `finetune det` already runs task 'det'"):
         register(Task("det2", ("finetune", "det"), "", recipe="", config=ToyConfig, model=build_toy_model))
     with pytest.raises(ValueError, match="unknown task 'nope'; registered tasks: pretrain, seg"):
         get_task("nope")
