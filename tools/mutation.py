@@ -33,6 +33,7 @@ SCRATCH = ROOT / "runs" / "mutation"
 # and a Trainer test on every checkpoint mutant would cost minutes each.
 ENGINE = "tests/test_engine.py::test_"
 MODELS = "tests/test_models.py::test_"
+PRETEXT = "tests/test_pretext.py::test_"
 TARGETS = {
     "checkpoint": ("mask3d_vit/checkpoint.py", None,
                    ["tests/test_checkpoint.py", ENGINE + "checkpoint_needing_pickle_is_refused"]),
@@ -72,6 +73,24 @@ TARGETS = {
                    "masked_loss_region_ignores_visible_patches", "masked_loss_region_closed_form",
                    "mae_rgb_loss_uses_hidden_patches_and_normalised_pixels", "rgb_plus_depth_loss_is_weighted_sum",
                    "bad_inputs_raise_clear_errors")]),
+    # The masking schemes, the depth prior and the loss regions (added after the first round).
+    "mask3d-schemes": ("mask3d_vit/models/mask3d.py",
+                       ["*.x_keep_lowest__*", "*.x_block_noise__*", "*.x_interpolate_visible_depth__*",
+                        "*ǁMask3Dǁdraw_masks__*", "*ǁMask3Dǁloss_region_mask__*", "*ǁMask3Dǁforward_loss__*",
+                        "*ǁMask3Dǁdepth_target_map__*", "*ǁMask3Dǁdepth_patch_errors__*"],
+                       [MODELS + name for name in (
+                           "block_masks_on_an_odd_grid_keep_whole_clipped_squares",
+                           "log_depth_prior_spreads_log_depth_and_skips_a_visible_patch_without_valid_pixels",
+                           "loss_regions_average_valid_pixels_of_their_patches_in_log_space",
+                           "random_masking_counts_and_independence", "depth_loss_closed_form",
+                           "masked_loss_region_closed_form", "frames_without_valid_depth_give_a_finite_zero_loss",
+                           "rgb_plus_depth_loss_is_weighted_sum")]
+                       + [PRETEXT + name for name in (
+                           "interpolation_baseline_by_hand",
+                           "complementary_masks_never_show_colour_and_depth_of_one_patch",
+                           "block_masks_show_and_hide_depth_in_whole_squares",
+                           "depth_hidden_loss_region_scores_only_patches_without_depth_input",
+                           "interpolation_prior_is_the_start_of_the_depth_prediction")]),
     # The registries: lookups, registration, the declared parts (not the CLI runs that use them: seconds each).
     "data-registry": ("mask3d_vit/data/registry.py", None,
                       ["tests/test_format_registry.py", "-k", "not pretraining and not command_line"]),
@@ -82,7 +101,8 @@ TARGETS = {
     "baselines": ("mask3d_vit/eval/baselines.py", None, ["tests/test_baselines.py"]),
 }
 SCOPES = {"transforms": "geometry", "metrics-seg": "the metrics", "metrics-depth": "the metrics",
-          "trainer": "accumulation", "trainer-resume": "resume", "mask3d": "masking and losses"}
+          "trainer": "accumulation", "trainer-resume": "resume", "mask3d": "masking and losses",
+          "mask3d-schemes": "mask schemes, depth prior, loss regions"}
 COUNTED = ("killed", "survived", "timeout", "suspicious", "no tests", "segfault")
 
 
