@@ -143,6 +143,7 @@ def test_depth_floors_score_only_the_given_depth_range():
     # (1, 11): 10.5 m is scored (|8 - 10.5| / 10.5), 0.5 m is not
     narrow = depth_floors(train, val, min_depth=1.0, max_depth=11.0)["position"]["abs_rel"]
     assert narrow == pytest.approx((0.5 + 2.5 / 10.5) / 2)
-    # score's own default range is the same: 2 m everywhere scores 0.5 m (|2 - 0.5| / 0.5 = 3), not 10.5 m
+    # score's own default range is the same: 2 m everywhere scores 0.5 m (|2 - 0.5| / 0.5 = 3), not 10.5 m; the
+    # first frame gives (0 + 2 / 4) / 2
     two = score({"two": lambda batch: torch.full_like(batch["depth"], 2.0)}, val, task="depth")["two"]
-    assert two["abs_rel"] == pytest.approx((0.5 + 3.0) / 2)
+    assert two["abs_rel"] == pytest.approx((0.25 + 3.0) / 2)
