@@ -1,6 +1,7 @@
 """The dataset format registry: a format declared once (one reader class, one registration line) works in data
 check, data convert and training; data sources carry their format's own options."""
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -153,3 +154,37 @@ def test_pairs_sources_still_need_a_depth_scale_and_have_no_labels(tmp_path):
     with pytest.raises(ConfigError, match="pairs sources have no labels"):
         build_dataset(DataConfig(sources=[SourceConfig(format="pairs", root=str(tmp_path), depth_scale=1000)]),
                       require_labels=True)
+
+
+def test_format_lookup_is_case_insensitive_for_builtin_and_registered_formats():
+    assert get_format("NYUv2").name == "nyuv2" and get_format("SynthRooms").name == "synthrooms"
+    fmt = register_format(DatasetFormat("Toy2", open=ToyReader))
+    try:
+        assert get_format("toy2") is fmt and get_format("TOY2") is fmt and get_format("Toy2") is fmt
+        with pytest.raises(ValueError, match="already registered"):
+            register_format(DatasetFormat("TOY2", open=ToyReader))
+    finally:
+        unregister_format("Toy2")
+    unregister_format("toy2")  # forgetting a format twice is harmless (fixtures do it in their `finally`)
+    with pytest.raises(ConfigError, match="'toy2' is unknown; choose one of synthrooms, frames"):
+        get_format("toy2")
+    with pytest.raises(ValueError, match="already registered"):
+        register_format(DatasetFormat("NYUv2", open=ToyReader))
+
+
+def test_detect_format_names_the_path_it_cannot_tell(tmp_path):
+    with pytest.raises(ValueError, match=f"{tmp_path}: cannot tell the dataset format from its files; pass --format"):
+        detect_format(tmp_path)
+
+
+def test_a_declaration_answers_for_its_sources(monkeypatch):
+    fixed = DatasetFormat("a", open=ToyReader, class_set="nyu13", default_splits=("train", "val"))
+    assert fixed.splits_of("anywhere") == ("train", "val") and fixed.source_class_set(None) == "nyu13"
+    chosen = DatasetFormat("b", open=ToyReader, class_set=lambda src: src.options,
+                           default_splits=lambda root: (root.name, root.parent.name))  # a Path, whatever it is given
+    assert chosen.splits_of("data/flat") == ("flat", "data") and isinstance(chosen.splits_of("x"), tuple)
+    assert chosen.source_class_set(SimpleNamespace(options="nyu40")) == "nyu40"
+    monkeypatch.setitem(BUILTIN, "fake", "mask3d_vit.data.frames")  # a module declaring another format
+    with pytest.raises(RuntimeError, match="mask3d_vit.data.frames.DATASET_FORMAT declares format 'frames', "
+                                           "registered as 'fake'"):
+        get_format("fake")

@@ -52,13 +52,18 @@ class RecordsHooks(ToyModel):
         self.calls.append((torch.device(device).type, precision))
 
 
-def test_trainer_calls_the_attention_backend_hook_where_a_model_has_it(tmp_path):
+def test_trainer_calls_the_attention_backend_hook_where_a_model_has_it_and_trains_one_without(tmp_path):
     model = RecordsHooks()
     train = TrainConfig(epochs=1, batch_size=4, precision="fp32", device="cpu")
     Trainer(model, ToyData(), train=train, optim=OptimConfig(), run_dir=tmp_path, config={})
     assert model.calls == [("cpu", "fp32")]
-    # A model without the hook trains as before.
-    Trainer(ToyModel(), ToyData(), train=train, optim=OptimConfig(), run_dir=tmp_path, config={})
+    # A model without the hook trains: every step taken, none skipped, its weights moved.
+    plain = ToyModel()
+    before = [p.detach().clone() for p in plain.parameters()]
+    trainer = Trainer(plain, ToyData(), train=train, optim=OptimConfig(), run_dir=tmp_path / "plain", config={})
+    result = trainer.fit()
+    assert trainer.step == trainer.total_steps == 6 and result["skipped_steps"] == 0
+    assert all(not torch.equal(a, b) for a, b in zip(before, plain.parameters()))
 
 
 @pytest.mark.parametrize("build", [dense, detector, lambda: Mask3D(encoder="vit_micro_patch16", img_size=(32, 32))],

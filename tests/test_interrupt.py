@@ -147,3 +147,59 @@ def _cmdline(proc: Path) -> bytes:
         return (proc / "cmdline").read_bytes()
     except OSError:  # the process ended while we looked
         return b""
+
+
+def signalling_trainer(tmp_path, signals, at_step=2):
+    """A Trainer whose model sends itself ``signals`` during step ``at_step``'s forward pass."""
+    from mask3d_vit.engine.optim import OptimConfig
+    from mask3d_vit.engine.trainer import TrainConfig, Trainer
+    from toy import ToyData, ToyModel
+
+    class Signals(ToyModel):
+        calls = 0
+
+        def forward(self, batch):
+            Signals.calls += 1
+            if Signals.calls == at_step:
+                for signum in signals:
+                    os.kill(os.getpid(), signum)
+            return super().forward(batch)
+
+    torch.manual_seed(0)
+    train = TrainConfig(epochs=1, batch_size=4, precision="fp32", device="cpu", ckpt_every=1000)
+    return Trainer(Signals(), ToyData(), train=train, optim=OptimConfig(), run_dir=tmp_path, config={})
+
+
+def test_a_second_ctrl_c_quits_at_once_without_saving_and_handlers_are_restored(tmp_path):
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        signalling_trainer(tmp_path, [signal.SIGINT, signal.SIGINT]).fit()
+    assert list_checkpoints(tmp_path) == []
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_sigterm_then_ctrl_c_still_saves(tmp_path):
+    # Ctrl-C under torchrun: the agent's SIGTERM and the terminal's SIGINT reach a worker together; it must save.
+    from mask3d_vit.engine.trainer import TrainingInterrupted
+
+    with pytest.raises(TrainingInterrupted) as stop:
+        try:
+            signalling_trainer(tmp_path, [signal.SIGTERM, signal.SIGINT]).fit()
+        except KeyboardInterrupt:  # would end the whole pytest session instead of failing this test
+            pytest.fail("SIGTERM then SIGINT quit without saving")
+    assert stop.value.signum == signal.SIGTERM and stop.value.step == 2
+    assert load_latest(tmp_path)[1]["step"] == 2
+
+
+def test_signal_handlers_are_restored_after_a_finished_fit(tmp_path):
+    def mine(signum, frame):
+        pass
+
+    previous, ctrl_c = signal.signal(signal.SIGTERM, mine), signal.getsignal(signal.SIGINT)
+    try:
+        trainer = signalling_trainer(tmp_path, [])
+        trainer.fit()
+        assert trainer.step == trainer.total_steps
+        assert signal.getsignal(signal.SIGTERM) is mine and signal.getsignal(signal.SIGINT) is ctrl_c
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -143,6 +143,71 @@ def test_rgb_and_depth_masks_are_independent():
     assert shared == pytest.approx(2 / 3, abs=0.06)
 
 
+def test_block_masks_on_an_odd_grid_keep_whole_clipped_squares():
+    # A 5x7 grid in 2x2 squares: the last row and column of squares are clipped to 2x1, 1x2 and 1x1 (12 squares of
+    # 4, 2 or 1 patches). Every square is shown or hidden whole, except the one where the visible count runs out.
+    torch.manual_seed(0)
+    model = micro(mask_scheme="block", depth_mask_ratio=0.6)
+    masks = model.draw_masks(200, (5, 7), "cpu")
+    rows, cols = torch.meshgrid(torch.arange(5), torch.arange(7), indexing="ij")
+    square = ((rows // 2) * 4 + cols // 2).reshape(35)
+    visible = (~masks["depth_mask"]).float()
+    shown = torch.zeros(200, 12).index_add_(1, square, visible)
+    size = torch.zeros(12).index_add_(0, square, torch.ones(35))
+    assert size.tolist() == [4, 4, 4, 2] * 2 + [2, 2, 2, 1]
+    partial = ((shown > 0) & (shown < size)).sum(1)
+    assert partial.le(1).all() and partial.eq(0).any()
+    assert (masks["depth_keep"].shape == (200, 14)) and visible.sum(1).eq(14).all()  # round(35 * 0.4)
+    # every patch, the clipped corner included, is shown in some frame
+    assert visible.any(0).all()
+
+
+def test_log_depth_prior_spreads_log_depth_and_skips_a_visible_patch_without_valid_pixels():
+    # 2x2 grid: patches 0 and 1 visible, 2 and 3 hidden. Patch 0 is 2 m, patch 1 has no valid pixel (NaN, 0 m,
+    # negative and flagged invalid), the hidden patches 7 m. With a zero correction every pixel is predicted what
+    # spreading the one usable patch gives: log 2, in the log target's space (not 2: metres).
+    model = micro(img_size=(32, 32), depth_prior="interpolation", depth_target="log").eval()
+    constant_depth_head(model, 0.0)
+    depth = torch.full((1, 1, 32, 32), 7.0)
+    depth[..., :16, :16] = 2.0
+    depth[..., :16, 16:] = torch.tensor([float("nan"), 0.0, -1.0, 3.0]).repeat(64).view(16, 16)
+    valid = torch.ones_like(depth, dtype=torch.bool)
+    valid[..., :16, 16:] &= depth[..., :16, 16:] != 3.0
+    batch = {"rgb": torch.zeros(1, 3, 32, 32, dtype=torch.uint8), "depth": depth, "valid": valid}
+    masks = {"rgb_keep": torch.tensor([[0]]), "rgb_mask": torch.tensor([[False, True, True, True]]),
+             "depth_keep": torch.tensor([[0, 1]]), "depth_mask": torch.tensor([[False, False, True, True]])}
+    with torch.no_grad():
+        out = model(batch, masks=masks)
+    torch.testing.assert_close(out["pred_depth"], torch.full((1, 1, 32, 32), 2.0))
+    # loss over the valid pixels: patch 0 exact, the hidden ones |log 2 - log 7| (256 + 512 pixels)
+    assert out["loss_depth"].item() == pytest.approx(math.log(7 / 2) * 512 / 768, rel=1e-5)
+
+
+@pytest.mark.parametrize("region", ["all", "masked", "depth_hidden"])
+def test_loss_regions_average_valid_pixels_of_their_patches_in_log_space(region):
+    # Log targets, invalid pixels spread unevenly over the patches (a whole patch, half of another, non-positive
+    # readings flagged valid): the loss is the mean over the valid pixels of the region, not a mean of patch means.
+    c = 0.3
+    model = micro(loss_region=region, depth_target="log")
+    constant_depth_head(model, c)
+    batch = make_batch()
+    batch["depth"][0, 0, :16, :16] = 0.0           # patch 0 of frame 0: no reading at all
+    batch["depth"][1, 0, :8, 16:32] = -2.0         # half of patch 1 of frame 1: negative, yet flagged valid
+    batch["valid"][0, 0, 16:, 32:40] = False       # half of patch 5 of frame 0: flagged invalid
+    masks = {"rgb_keep": torch.tensor([[1, 3], [0, 4]]),
+             "rgb_mask": torch.tensor([[1, 0, 1, 0, 1, 1], [0, 1, 1, 1, 0, 1]]).bool(),
+             "depth_keep": torch.tensor([[2, 3], [1, 3]]),
+             "depth_mask": torch.tensor([[1, 1, 0, 0, 1, 1], [1, 0, 1, 0, 1, 1]]).bool()}
+    out = model(batch, masks=masks)
+    patches = {"all": torch.ones(2, 6, dtype=torch.bool), "masked": masks["rgb_mask"],
+               "depth_hidden": masks["depth_mask"]}[region]
+    in_region = unpatchify(patches.float().unsqueeze(-1).expand(-1, -1, 256), 16, (2, 3)) > 0
+    d = batch["depth"]
+    scored = in_region & batch["valid"] & (d > 0)
+    expected = (c - d[scored].log()).abs().mean()
+    torch.testing.assert_close(out["loss_depth"], expected, rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------------- model
 
 

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from mask3d_vit.engine.data import seeded_rng
 from mask3d_vit.eval.pretext import PretextDiagnostics, diagnose, patch_categories
 from mask3d_vit.models.mask3d import Mask3D, interpolate_visible_depth, patchify
 
@@ -76,16 +77,50 @@ def test_a_decoder_that_reads_colour_has_rgb_reliance_above_one():
     assert math.isnan(out["vs_interpolation"])  # no depth input: nothing to interpolate
 
 
-def test_diagnostics_reuse_the_masks_and_beat_a_known_interpolation():
-    # Constant depth per frame: spreading the visible patches is exact, so the model cannot beat it.
+def test_diagnostics_score_each_category_under_the_seeded_masks_and_lose_to_an_exact_interpolation():
+    # A depth head predicting 0 m: a patch's error is its frame's constant depth, whatever the colour, so each
+    # category's loss is the mean depth of its patches under the masks the seed draws, and swapping colour changes
+    # nothing. Spreading the visible patches of a constant frame is exact: the model loses to it.
     torch.manual_seed(0)
     model = Mask3D(**MICRO, depth_mask_ratio=0.5).eval()
-    batch = colour_coded_batch(4, seed=3)
-    out = diagnose(model, [batch])
-    assert out["loss_depth_hidden_interp"] == pytest.approx(0.0, abs=1e-5)
-    assert out["vs_interpolation"] == math.inf or out["vs_interpolation"] > 1e3
-    # same seed, same masks, same figures
-    assert diagnose(model, [batch]) == out
+    with torch.no_grad():
+        model.depth_head.weight.zero_()
+        model.depth_head.bias.zero_()
+    batch = colour_coded_batch(16, seed=3)
+    out = diagnose(model, [batch], seed=7)
+    with seeded_rng(7):
+        masks = model.draw_masks(16, (2, 2), "cpu")
+    frame_depth = batch["depth"][:, 0, 0, :1].expand(16, 4)  # (B, N): every patch of a frame has its depth
+    rgb_hidden, hidden = masks["rgb_mask"], masks["depth_mask"]
+    cats = {"depth_visible": ~hidden, "rgb_only": hidden & ~rgb_hidden, "both_hidden": hidden & rgb_hidden}
+    assert cats["rgb_only"].any() and cats["both_hidden"].any() and cats["depth_visible"].any()
+    for name, where in (*cats.items(), ("depth_hidden", hidden)):
+        expected = frame_depth[where].mean().item()
+        assert out[f"loss_{name}"] == pytest.approx(expected, rel=1e-5), name
+        assert out[f"loss_{name}_swapped"] == pytest.approx(expected, rel=1e-5), name
+        assert out[f"loss_{name}_interp"] < 1e-6, name
+    assert out["rgb_reliance"] == pytest.approx(1.0, rel=1e-6)
+    assert out["vs_interpolation"] == pytest.approx(out["loss_depth_hidden"] / out["loss_depth_hidden_interp"])
+    assert out["vs_interpolation"] > 1e5
+    assert diagnose(model, [batch], seed=7) == out  # same seed, same masks, same figures
+
+
+def test_compute_turns_error_sums_into_category_losses_and_ratios():
+    # (error sum, pixel count) per variant and category, as update() accumulates them.
+    sums = {"model/depth_visible": (1.0, 4.0), "model/rgb_only": (6.0, 2.0), "model/both_hidden": (2.0, 2.0),
+            "swapped/depth_visible": (1.0, 4.0), "swapped/rgb_only": (12.0, 2.0), "swapped/both_hidden": (4.0, 2.0),
+            "interp/depth_visible": (0.0, 4.0), "interp/rgb_only": (1.0, 2.0), "interp/both_hidden": (15.0, 2.0)}
+    keys = sorted(sums)
+    out = PretextDiagnostics.compute(keys, torch.tensor([sums[k] for k in keys], dtype=torch.float64))
+    assert out["loss_depth_visible"] == 0.25 and out["loss_rgb_only"] == 3.0 and out["loss_both_hidden"] == 1.0
+    assert out["loss_depth_hidden"] == 2.0 and out["loss_depth_hidden_swapped"] == 4.0
+    assert out["loss_rgb_only_swapped"] == 6.0 and out["loss_depth_hidden_interp"] == 4.0
+    assert out["rgb_reliance"] == 2.0 and out["vs_interpolation"] == 0.5
+    # without depth input there is no interpolation: its figures are NaN, the others unchanged
+    keys = [k for k in keys if not k.startswith("interp/")]
+    out = PretextDiagnostics.compute(keys, torch.tensor([sums[k] for k in keys], dtype=torch.float64))
+    assert math.isnan(out["loss_depth_hidden_interp"]) and math.isnan(out["vs_interpolation"])
+    assert out["rgb_reliance"] == 2.0
 
 
 def test_diagnostics_need_two_frames_to_swap_colour():

@@ -3,6 +3,7 @@
     pip install -e '.[mutation]'
     python tools/mutation.py                    # every target, smallest first (or: make mutation)
     python tools/mutation.py checkpoint trainer  # some targets (make mutation ARGS="checkpoint trainer")
+    python tools/mutation.py --changed main     # smoke: only the functions a change touches (make mutation-changed)
 
 Each target mutates one module (or some of its functions) and runs only the tests that guard it, in a fresh scratch
 copy of the project under ``runs/mutation/<target>/`` (mutmut works in a copy of its own, ``mutants/``). Inspect a
@@ -12,6 +13,7 @@ docs/testing.md) and the names of the surviving mutants.
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime
 import os
 import re
@@ -31,6 +33,7 @@ SCRATCH = ROOT / "runs" / "mutation"
 # and a Trainer test on every checkpoint mutant would cost minutes each.
 ENGINE = "tests/test_engine.py::test_"
 MODELS = "tests/test_models.py::test_"
+PRETEXT = "tests/test_pretext.py::test_"
 TARGETS = {
     "checkpoint": ("mask3d_vit/checkpoint.py", None,
                    ["tests/test_checkpoint.py", ENGINE + "checkpoint_needing_pickle_is_refused"]),
@@ -70,9 +73,36 @@ TARGETS = {
                    "masked_loss_region_ignores_visible_patches", "masked_loss_region_closed_form",
                    "mae_rgb_loss_uses_hidden_patches_and_normalised_pixels", "rgb_plus_depth_loss_is_weighted_sum",
                    "bad_inputs_raise_clear_errors")]),
+    # The masking schemes, the depth prior and the loss regions (added after the first round).
+    "mask3d-schemes": ("mask3d_vit/models/mask3d.py",
+                       ["*.x_keep_lowest__*", "*.x_block_noise__*", "*.x_interpolate_visible_depth__*",
+                        "*ǁMask3Dǁdraw_masks__*", "*ǁMask3Dǁloss_region_mask__*", "*ǁMask3Dǁforward_loss__*",
+                        "*ǁMask3Dǁdepth_target_map__*", "*ǁMask3Dǁdepth_patch_errors__*"],
+                       [MODELS + name for name in (
+                           "block_masks_on_an_odd_grid_keep_whole_clipped_squares",
+                           "log_depth_prior_spreads_log_depth_and_skips_a_visible_patch_without_valid_pixels",
+                           "loss_regions_average_valid_pixels_of_their_patches_in_log_space",
+                           "random_masking_counts_and_independence", "depth_loss_closed_form",
+                           "masked_loss_region_closed_form", "frames_without_valid_depth_give_a_finite_zero_loss",
+                           "rgb_plus_depth_loss_is_weighted_sum")]
+                       + [PRETEXT + name for name in (
+                           "interpolation_baseline_by_hand",
+                           "complementary_masks_never_show_colour_and_depth_of_one_patch",
+                           "block_masks_show_and_hide_depth_in_whole_squares",
+                           "depth_hidden_loss_region_scores_only_patches_without_depth_input",
+                           "interpolation_prior_is_the_start_of_the_depth_prediction")]),
+    # The registries: lookups, registration, the declared parts (not the CLI runs that use them: seconds each).
+    "data-registry": ("mask3d_vit/data/registry.py", None,
+                      ["tests/test_format_registry.py", "-k", "not pretraining and not command_line"]),
+    "task-registry": ("mask3d_vit/tasks/registry.py", None,
+                      ["tests/test_task_registry.py", "-k", "not through_the_cli and not reads_the_checkpoint"]),
+    # The diagnostics and the floors the probes are judged against (not the `diagnose` command: a pre-training run).
+    "pretext": ("mask3d_vit/eval/pretext.py", None, ["tests/test_pretext.py", "-k", "not command"]),
+    "baselines": ("mask3d_vit/eval/baselines.py", None, ["tests/test_baselines.py"]),
 }
 SCOPES = {"transforms": "geometry", "metrics-seg": "the metrics", "metrics-depth": "the metrics",
-          "trainer": "accumulation", "trainer-resume": "resume", "mask3d": "masking and losses"}
+          "trainer": "accumulation", "trainer-resume": "resume", "mask3d": "masking and losses",
+          "mask3d-schemes": "mask schemes, depth prior, loss regions"}
 COUNTED = ("killed", "survived", "timeout", "suspicious", "no tests", "segfault")
 
 
@@ -100,9 +130,56 @@ def prepare(name: str, module: str, tests: list[str]) -> Path:
     return work
 
 
-def run_target(name: str, python: str) -> dict:
-    """Run mutmut on one target with ``python``; returns its counts by status and the names not killed."""
+def changed_functions(module: str, base: str) -> list[str]:
+    """Mutant-name globs of the functions and methods of ``module`` whose lines differ from git revision ``base``
+    (the working tree included)."""
+    diff = subprocess.run(["git", "diff", "-U0", base, "--", module], cwd=ROOT, check=True, capture_output=True,
+                          text=True).stdout
+    lines = set()
+    for start, count in re.findall(r"^@@ -\S+ \+(\d+)(?:,(\d+))? @@", diff, flags=re.M):
+        lines.update(range(int(start), int(start) + (1 if count == "" else max(int(count), 1))))
+    tree = ast.parse((ROOT / module).read_text())
+    globs = []
+    for node in tree.body:
+        methods = [(f"*ǁ{node.name}ǁ", n) for n in node.body] if isinstance(node, ast.ClassDef) else [("*.x_", node)]
+        for prefix, fn in methods:
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and lines & set(
+                    range(fn.lineno, fn.end_lineno + 1)):
+                globs.append(f"{prefix}{fn.name}__*")
+    return globs
+
+
+def changed_targets(base: str) -> tuple[dict[str, list[str]], list[str]]:
+    """-> (target -> the mutant globs of its changed functions, the changed modules no target covers), the change
+    being this checkout against its merge base with ``base`` (what merging it would bring)."""
+    base = subprocess.run(["git", "merge-base", base, "HEAD"], cwd=ROOT, check=True, capture_output=True,
+                          text=True).stdout.strip()
+    changed = subprocess.run(["git", "diff", "--name-only", base, "--", "mask3d_vit"], cwd=ROOT, check=True,
+                             capture_output=True, text=True).stdout.split()
+    selected, uncovered = {}, []
+    for module in (m for m in changed if m.endswith(".py") and (ROOT / m).is_file()):
+        functions = changed_functions(module, base)
+        found = False
+        for name, (target_module, globs, _) in TARGETS.items():
+            if target_module != module:
+                continue
+            found = True
+            # a changed function is smoke-tested only by a target that mutates it
+            picked = [g for g in functions
+                      if globs is None or any(fnmatch(g.replace("*", "m", 1).replace("__*", "__mutmut_1"), p)
+                                              for p in globs)]
+            if picked:
+                selected[name] = picked
+        if not found:
+            uncovered.append(module)
+    return selected, uncovered
+
+
+def run_target(name: str, python: str, only: list[str] | None = None) -> dict:
+    """Run mutmut on one target with ``python`` (on the mutants ``only`` names, default the target's);
+    returns its counts by status and the names not killed."""
     module, globs, tests = TARGETS[name]
+    globs = only or globs
     work = prepare(name, module, tests)
     # The scratch copy must be the code under test: no other checkout on the path.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -123,7 +200,10 @@ def table_row(r: dict, date: str) -> str:
     total = sum(c.values())
     killed = c["killed"] + c["timeout"]
     score = f"{100 * killed / total:.0f} %" if total else "-"
-    scope = "every function" if not r["globs"] else SCOPES[r["name"]]
+    if not r["globs"]:
+        scope = "every function"
+    else:
+        scope = SCOPES[r["name"]] if r["globs"] == TARGETS[r["name"]][1] else ", ".join(r["globs"])
     return (f"| `{r['module']}` ({scope}) | {total} | {killed} | {total - killed} | {score} | "
             f"`python tools/mutation.py {r['name']}` | {date} |")
 
@@ -131,12 +211,25 @@ def table_row(r: dict, date: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("targets", nargs="*", help=f"some of {', '.join(TARGETS)} (default: all, in this order)")
+    parser.add_argument("--changed", metavar="BASE", help="mutate only the functions that differ from git revision "
+                        "BASE, in the targets that cover them (a smoke run of minutes)")
     args = parser.parse_args(argv)
     unknown = [t for t in args.targets if t not in TARGETS]
     if unknown:
         parser.error(f"unknown target(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}")
     date = datetime.date.today().isoformat()
-    results = [run_target(name, sys.executable) for name in args.targets or TARGETS]
+    only: dict[str, list[str] | None] = {name: None for name in args.targets or TARGETS}
+    if args.changed:
+        selected, uncovered = changed_targets(args.changed)
+        only = {name: globs for name, globs in selected.items() if not args.targets or name in args.targets}
+        for module in uncovered:
+            print(f"{module}: changed, but no mutation target covers it (add one to TARGETS in {__file__})")
+        if not only:
+            print(f"no function of a mutation target differs from {args.changed}: nothing to mutate")
+            return
+        for name, globs in only.items():
+            print(f"{name}: {', '.join(globs)}")
+    results = [run_target(name, sys.executable, globs) for name, globs in only.items()]
     print("\n| module | mutants | killed | survived | score | command | date |\n|---|---|---|---|---|---|---|")
     for r in results:
         print(table_row(r, date))

@@ -97,15 +97,16 @@ def register_format(fmt: DatasetFormat) -> DatasetFormat:
     Raises:
         ValueError: another format already has the name.
     """
-    if fmt.name in BUILTIN or fmt.name in _registered:
+    key = fmt.name.lower()  # names are looked up case-insensitively
+    if key in BUILTIN or key in _registered:
         raise ValueError(f"dataset format {fmt.name!r} is already registered; pick another name")
-    _registered[fmt.name] = fmt
+    _registered[key] = fmt
     return fmt
 
 
 def unregister_format(name: str) -> None:
     """Forget a format added by :func:`register_format` (tests)."""
-    _registered.pop(name, None)
+    _registered.pop(name.lower(), None)
 
 
 def format_names() -> tuple[str, ...]:
