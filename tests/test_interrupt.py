@@ -68,10 +68,12 @@ def test_signal_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, strai
         assert torch.equal(a["model"][k], b["model"][k]), k
 
 
-def test_a_stopped_demo_prints_the_command_that_finishes_it(tmp_path):
-    out = tmp_path / "demo"
+def stop_demo_in_pretraining(out: Path, *extra: str) -> tuple[list[str], str]:
+    """Start the smoke demo in ``out``, SIGTERM it (the parent process only, as a scheduler's preemption would) once
+    its pre-training logs a step, and check it stopped with one line; its arguments and output."""
     # A pre-training long enough to be stopped in (80 steps); log every step to see it under way.
-    args = ["demo", "--out", str(out), *COMPARISON_SMOKE, "pretrain.train.epochs=40", "pretrain.train.log_every=1"]
+    args = ["demo", "--out", str(out), *COMPARISON_SMOKE, *extra, "pretrain.train.epochs=40",
+            "pretrain.train.log_every=1"]
     victim = pretrain(*args)
     deadline = time.time() + 300
     while not any(read_metrics(run) for run in out.glob("pretrain-*")):
@@ -82,11 +84,25 @@ def test_a_stopped_demo_prints_the_command_that_finishes_it(tmp_path):
     rc, text = finish(victim)
     assert rc == 128 + signal.SIGTERM, text
     assert "Traceback" not in text, text
+    return args, text
+
+
+def resume_demo(text: str) -> str:
+    """Run the command a stopped demo printed; its output, once it finished the demo."""
+    command = shlex.split(text.split("Resume with:")[1].strip().splitlines()[0])
+    assert command[:2] == ["mask3d-vit", "demo"], command
+    rc, text = finish(pretrain(*command[1:]))
+    assert rc == 0, text
+    return text
+
+
+def test_a_stopped_demo_prints_the_command_that_finishes_it(tmp_path):
+    out = tmp_path / "demo"
+    args, text = stop_demo_in_pretraining(out)
     step = int(text.split("stopped by SIGTERM at step ")[1].split(";")[0])
     command = shlex.split(text.split("Resume with:")[1].strip().splitlines()[0])
     assert command[:4] == ["mask3d-vit", "demo", "--out", str(out)] and command[4:] == args[3:]
-    rc, text = finish(pretrain(*command[1:]))
-    assert rc == 0, text
+    text = resume_demo(text)
     assert "continuing the demo" in text and f"at step {step}" in text, text
     assert (out / "results.md").is_file()
 
@@ -119,26 +135,13 @@ def test_a_signal_in_the_final_evaluation_still_stops_and_the_resumed_run_evalua
 
 def test_a_stopped_comparison_with_workers_stops_them_and_prints_one_line(tmp_path):
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), *COMPARISON_SMOKE, "workers=2", "pretrain.train.epochs=40",
-            "pretrain.train.log_every=1"]
-    victim = pretrain(*args)
-    deadline = time.time() + 300
-    while not any(read_metrics(run) for run in out.glob("pretrain-*")):
-        assert victim.poll() is None, victim.stdout.read()
-        assert time.time() < deadline
-        time.sleep(0.01)
-    victim.send_signal(signal.SIGTERM)  # to the parent only, as a scheduler's preemption would
-    rc, text = finish(victim)
-    assert rc == 128 + signal.SIGTERM, text
-    assert "Traceback" not in text, text
+    _, text = stop_demo_in_pretraining(out, "workers=2")
     stopped = text.split("stopped by SIGTERM in ")[1]
     assert "at step" in stopped and "(checkpoints saved;" in stopped, text
     spec = str(out / ".claims").encode()
     workers = [p for p in Path("/proc").glob("[0-9]*") if spec in _cmdline(p)]
     assert not workers, "the comparison's workers outlived it"
-    command = shlex.split(text.split("Resume with:")[1].strip().splitlines()[0])
-    rc, text = finish(pretrain(*command[1:]))
-    assert rc == 0, text
+    resume_demo(text)
     assert (out / "results.md").is_file()
 
 
