@@ -61,9 +61,10 @@ def real_frames(work: Path, count: int) -> Path:
     return out
 
 
-def cpu_rates(source: SourceConfig, *, size, batch: int, epochs: int, cache: bool) -> list[float]:
-    """Samples per CPU-second of each epoch through the trainer's loader (one process, one torch thread)."""
-    cfg = DataConfig(sources=[source], size=size, cache=cache)
+def cpu_rates(source: SourceConfig, *, size, batch: int, epochs: int, cache: bool, on_device: bool) -> list[float]:
+    """Samples per CPU-second of each epoch through the trainer's loader (one process, one torch thread); with
+    ``on_device`` the colour jitter is left to the training device (``data.augment_on_device``), so not counted."""
+    cfg = DataConfig(sources=[source], size=size, cache=cache, augment_on_device=on_device)
     dataset = SeededDataset(build_dataset(cfg, split="train", train=True), seed=0)
     sampler = ResumableSampler(len(dataset), shuffle=True, seed=0)
     loader = make_loader(dataset, batch_size=batch, sampler=sampler, num_workers=0, seed=0)
@@ -121,12 +122,16 @@ def main() -> None:
         packed = work / "packed"
         pack(SourceConfig("frames", root=str(frames)), packed, splits=("all",))
         stored_mb = sum(p.stat().st_size for p in packed.iterdir()) / 2**20
-        paths = {"frames folder (PNG), cache off": (SourceConfig("frames", root=str(frames), split="all"), False),
-                 "frames folder (PNG), cache on": (SourceConfig("frames", root=str(frames), split="all"), True),
-                 "packed store (data pack default size), cache off": (SourceConfig("packed", root=str(packed), split="all"), False)}
+        folder_src = SourceConfig("frames", root=str(frames), split="all")
+        packed_src = SourceConfig("packed", root=str(packed), split="all")
+        paths = {"frames folder (PNG), cache off": (folder_src, False, False),
+                 "frames folder (PNG), cache on": (folder_src, True, False),
+                 "packed store (data pack default size), cache off": (packed_src, False, False),
+                 "packed store, cache off, colour jitter on the device": (packed_src, False, True)}
         rows = []
-        for name, (source, cache) in paths.items():
-            rates = cpu_rates(source, size=size, batch=args.batch, epochs=args.epochs, cache=cache)
+        for name, (source, cache, on_device) in paths.items():
+            rates = cpu_rates(source, size=size, batch=args.batch, epochs=args.epochs, cache=cache,
+                              on_device=on_device)
             best = statistics.median(rates[1:] or rates)
             rows.append({"path": name, "samples_per_s_per_core": [round(r, 1) for r in rates],
                          "cores_per_gpu": round(args.step_rate / best, 2)})

@@ -12,6 +12,8 @@ key            type, shape                  meaning
 ``instance``   int64 (H, W), optional       instance id, unique within the frame; 0 = no instance
 ``intrinsics`` float32 (4,)                 fx, fy, cx, cy in pixels at this resolution
 ``frame_id``   str                          stable name of the frame, e.g. ``"synthrooms-s0-000017"``
+``jitter``     float32 (2, 3), optional     colour jitter drawn for ``rgb`` but not yet applied
+                                            (``data.augment_on_device``; the trainer applies it per batch)
 =============  ===========================  ==============================================================
 
 Models must still treat ``depth`` defensively (NaN, inf, negatives): :func:`depth_validity` is the single
@@ -22,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-RGB, DEPTH, VALID, LABEL, INSTANCE, INTRINSICS, FRAME_ID = (
-    "rgb", "depth", "valid", "label", "instance", "intrinsics", "frame_id")
+RGB, DEPTH, VALID, LABEL, INSTANCE, INTRINSICS, FRAME_ID, JITTER = (
+    "rgb", "depth", "valid", "label", "instance", "intrinsics", "frame_id", "jitter")
 IGNORE_LABEL = 0
 
 
