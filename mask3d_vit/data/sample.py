@@ -21,6 +21,8 @@ definition of what counts as valid depth.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -31,10 +33,9 @@ IGNORE_LABEL = 0
 
 def depth_validity(depth: torch.Tensor, max_depth: float | None = None) -> torch.Tensor:
     """``depth: (..., H, W)`` float -> bool mask, True where depth is finite, > 0 and (if given) < ``max_depth``."""
-    valid = torch.isfinite(depth) & (depth > 0)
-    if max_depth is not None:
-        valid &= depth < max_depth
-    return valid
+    # Two comparisons instead of torch.isfinite (~3x slower on CPU, a full-frame pass per loaded sample): NaN fails
+    # both, -inf the first and +inf the second.
+    return (depth > 0) & (depth < (math.inf if max_depth is None else max_depth))
 
 
 def make_sample(rgb: np.ndarray, depth: np.ndarray, intrinsics, frame_id: str, *, label: np.ndarray | None = None,
