@@ -1,10 +1,12 @@
 """What the trainer's data loader delivers per CPU core on real 480x640 RGB-D frames: frames folder vs packed store.
 
 The frames are the real NYUv2 and SUN RGB-D samples of ``../shared/data``, written by ``data convert`` (PNG colour and
-16-bit PNG depth) and repeated under new ids to ``--frames`` frames, then packed with ``data pack`` (its default 392x523,
-JPEG q95 colour, zstd depth). Each path is read through the trainer's own pieces (``build_dataset``, ``SeededDataset``,
-``ResumableSampler``, ``make_loader``) with the pre-training augmentation at 240x320, for several epochs, in this
-process (``num_workers=0``: the dataset and its cache live on across epochs, as they do in persistent workers).
+16-bit PNG depth) and repeated under new ids to ``--frames`` frames, then packed with ``data pack`` (its default
+392x523, JPEG q95 colour, zstd depth). Each path is read through the trainer's own pieces (``build_dataset``,
+``SeededDataset``, ``ResumableSampler``, ``make_loader``) with the pre-training augmentation at 240x320, for several
+epochs, in this process (``num_workers=0``: the dataset and its cache live on across epochs, as they do in persistent
+workers). The packed store is read with the colour jitter in the loader (the default) and with it left to the training
+device (``data.augment_on_device``), and decoded alone: the ceiling of any augmentation on the loader's CPUs.
 
     python benchmarks/loader_throughput.py [--frames 400] [--epochs 3] [--step-rate 1100] [--json out.json]
 
@@ -29,7 +31,7 @@ import torch
 from mask3d_vit.data.build import DataConfig, SourceConfig, build_dataset
 from mask3d_vit.data.convert import convert
 from mask3d_vit.data.frames import FramesDataset, FramesWriter, read_meta
-from mask3d_vit.data.packed import pack
+from mask3d_vit.data.packed import PackedDataset, pack
 from mask3d_vit.data.sample import RGB
 from mask3d_vit.data.transforms import center_box, crop_cover_size, resized_crop, shrink_to_cover
 from mask3d_vit.engine.data import ResumableSampler, SeededDataset, make_loader
@@ -61,9 +63,10 @@ def real_frames(work: Path, count: int) -> Path:
     return out
 
 
-def cpu_rates(source: SourceConfig, *, size, batch: int, epochs: int, cache: bool) -> list[float]:
-    """Samples per CPU-second of each epoch through the trainer's loader (one process, one torch thread)."""
-    cfg = DataConfig(sources=[source], size=size, cache=cache)
+def cpu_rates(source: SourceConfig, *, size, batch: int, epochs: int, cache: bool, on_device: bool) -> list[float]:
+    """Samples per CPU-second of each epoch through the trainer's loader (one process, one torch thread); with
+    ``on_device`` the colour jitter is left to the training device (``data.augment_on_device``), so not counted."""
+    cfg = DataConfig(sources=[source], size=size, cache=cache, augment_on_device=on_device)
     dataset = SeededDataset(build_dataset(cfg, split="train", train=True), seed=0)
     sampler = ResumableSampler(len(dataset), shuffle=True, seed=0)
     loader = make_loader(dataset, batch_size=batch, sampler=sampler, num_workers=0, seed=0)
@@ -75,6 +78,19 @@ def cpu_rates(source: SourceConfig, *, size, batch: int, epochs: int, cache: boo
         for b in loader:
             seen += b[RGB].shape[0]
         rates.append(seen / (time.process_time() - start))
+    return rates
+
+
+def decode_rate(packed: Path, epochs: int) -> list[float]:
+    """Samples per CPU-second of reading the packed store alone (JPEG + zstd decode and ``make_sample``, no depth
+    range, crop, flip or jitter): the ceiling of any augmentation run on the loader's CPUs."""
+    store = PackedDataset(packed)
+    rates = []
+    for _ in range(epochs):
+        start = time.process_time()
+        for i in range(len(store)):
+            store[i]
+        rates.append(len(store) / (time.process_time() - start))
     return rates
 
 
@@ -121,16 +137,25 @@ def main() -> None:
         packed = work / "packed"
         pack(SourceConfig("frames", root=str(frames)), packed, splits=("all",))
         stored_mb = sum(p.stat().st_size for p in packed.iterdir()) / 2**20
-        paths = {"frames folder (PNG), cache off": (SourceConfig("frames", root=str(frames), split="all"), False),
-                 "frames folder (PNG), cache on": (SourceConfig("frames", root=str(frames), split="all"), True),
-                 "packed store (data pack default size), cache off": (SourceConfig("packed", root=str(packed), split="all"), False)}
+        folder_src = SourceConfig("frames", root=str(frames), split="all")
+        packed_src = SourceConfig("packed", root=str(packed), split="all")
+        paths = {"frames folder (PNG), cache off": (folder_src, False, False),
+                 "frames folder (PNG), cache on": (folder_src, True, False),
+                 "packed store (data pack default size), cache off": (packed_src, False, False),
+                 "packed store, cache off, colour jitter on the device": (packed_src, False, True)}
         rows = []
-        for name, (source, cache) in paths.items():
-            rates = cpu_rates(source, size=size, batch=args.batch, epochs=args.epochs, cache=cache)
+        for name, (source, cache, on_device) in paths.items():
+            rates = cpu_rates(source, size=size, batch=args.batch, epochs=args.epochs, cache=cache,
+                              on_device=on_device)
             best = statistics.median(rates[1:] or rates)
             rows.append({"path": name, "samples_per_s_per_core": [round(r, 1) for r in rates],
                          "cores_per_gpu": round(args.step_rate / best, 2)})
             print(json.dumps(rows[-1]), flush=True)
+        rates = decode_rate(packed, args.epochs)
+        rows.append({"path": "packed store, decode only (no augmentation)",
+                     "samples_per_s_per_core": [round(r, 1) for r in rates],
+                     "cores_per_gpu": round(args.step_rate / statistics.median(rates[1:] or rates), 2)})
+        print(json.dumps(rows[-1]), flush=True)
         result = {"size": list(size), "frames": args.frames, "epochs": args.epochs, "step_rate": args.step_rate,
                   "packed_mb_per_100k_frames": round(stored_mb / args.frames * 1e5), "rows": rows,
                   "crop_sharpness_vs_full_resolution": crop_sharpness(

@@ -37,3 +37,18 @@ def test_two_identical_runs_at_the_recipe_size_are_bitwise_equal(tmp_path, threa
     for i, (sa, sb) in enumerate(zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values())):
         for k in ("exp_avg", "exp_avg_sq"):
             assert torch.equal(sa[k], sb[k]), (i, k)
+
+
+def test_colour_jitter_on_the_device_trains_the_same_weights(tmp_path):
+    """The trainer applies the jitter the loader deferred (data.augment_on_device) before the model sees the batch."""
+    micro = ["data.sources=[{format: synthrooms, num_frames: 8, seed: 0}]", "data.size=[32,48]", "data.jitter=0.4",
+             "model.img_size=[32,48]", "model.encoder=vit_micro_patch16", "model.decoder_dim=32", "model.depth_dim=32",
+             "model.decoder_depth=1", "model.depth_blocks=1", "train.batch_size=4", "train.max_steps=2",
+             "train.device=cpu", "train.precision=fp32", "train.figure_every=0", "val_batches=0"]
+    weights = []
+    for on_device in ("false", "true"):
+        cfg = load_config(PretrainConfig, "pretrain_synth_tiny", micro + [f"data.augment_on_device={on_device}"])
+        run_pretrain(cfg, tmp_path / on_device)
+        weights.append(load_latest(tmp_path / on_device)[1]["model"])
+    for k in weights[0]:
+        assert torch.equal(weights[0][k], weights[1][k]), k

@@ -4,8 +4,11 @@ import pytest
 import torch
 
 from mask3d_vit.data.sample import make_sample
-from mask3d_vit.data.transforms import (ColorJitter, RandomResizedCrop, center_box, eval_transform, hflip,
-                                        resize_depth, resized_crop, shrink_to_cover, train_transform)
+from mask3d_vit.data.build import DataConfig, SourceConfig, build_dataset
+from mask3d_vit.data.transforms import (ColorJitter, RandomResizedCrop, apply_deferred_jitter, center_box,
+                                        eval_transform, hflip, resize_depth, resized_crop, shrink_to_cover,
+                                        train_transform)
+from mask3d_vit.engine.data import SeededDataset
 
 
 def square_sample(h=48, w=64, top=12, left=20, side=16):
@@ -134,6 +137,42 @@ def test_color_jitter_touches_rgb_only():
     assert not torch.equal(out["rgb"], sample["rgb"])
     for key in ("depth", "valid", "label", "instance", "intrinsics"):
         assert torch.equal(out[key], sample[key])
+
+
+def test_color_jitter_keeps_torchvisions_arithmetic():
+    from torchvision.transforms import v2
+    image = torch.randint(0, 256, (3, 40, 56), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    for seed in range(20):
+        torch.manual_seed(seed)
+        expected = v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4)(image)
+        torch.manual_seed(seed)
+        got = ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4)({"rgb": image})["rgb"]
+        # Per-image factors as tensors round a few float products differently before uint8 truncation.
+        diff = (got.int() - expected.int()).abs()
+        assert diff.max() <= 3 and (diff > 0).float().mean() < 1e-3, seed
+
+
+def test_jitter_on_the_device_gives_the_loaders_batch():
+    """data.augment_on_device: the loader leaves the colour alone and the batch hook jitters it to the same pixels,
+    from the same seeded draws (geometry and depth untouched)."""
+    batches = []
+    for on_device in (False, True):
+        cfg = DataConfig(sources=[SourceConfig("synthrooms", num_frames=8, seed=0)], size=(32, 48), jitter=0.4,
+                         augment_on_device=on_device)
+        dataset = SeededDataset(build_dataset(cfg, split="train", train=True), seed=3)
+        batches.append(torch.utils.data.default_collate([dataset[i] for i in range(8)]))
+    cpu, deferred = batches
+    assert deferred["jitter"].shape == (8, 2, 3)
+    assert not torch.equal(deferred["rgb"], cpu["rgb"])
+    # Eight images in one batch apply their three ops in different orders (the gathered path of the hook).
+    assert len({tuple(r.tolist()) for r in deferred["jitter"][:, 0]}) > 1
+    out = apply_deferred_jitter(deferred)
+    assert set(out) == set(cpu)
+    for key in cpu:
+        if key != "frame_id":
+            assert torch.equal(out[key], cpu[key]), key
+    normalise = lambda rgb: (rgb.float() / 255 - 0.45) / 0.225  # noqa: E731 (what a model does next)
+    torch.testing.assert_close(normalise(out["rgb"]), normalise(cpu["rgb"]))
 
 
 def test_shrink_to_cover_keeps_aspect_and_never_upsamples():

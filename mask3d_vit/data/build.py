@@ -136,6 +136,7 @@ class DataConfig:
     augment: bool = True                    # training: random resized crop + flip + jitter; else centre crop
     crop_scale: tuple[float, float] = (0.5, 1.0)  # random resized crop: area fraction range
     jitter: float = 0.2                     # colour jitter strength (brightness, contrast, saturation); 0 = off
+    augment_on_device: bool = False         # jitter each batch on the training device, not in the loader's CPUs
     skip_bad: bool = False                  # log and skip unreadable frames instead of stopping
     cache: bool = True                      # keep decoded frames in memory, downscaled to cover `size`
     cache_gb: float = 4.0                   # cache budget per source and DataLoader worker; later frames re-decode
@@ -313,8 +314,8 @@ def build_dataset(cfg: DataConfig, *, split: str = "train", train: bool = True, 
     if not sources:
         raise ConfigError("data.sources is empty: name at least one data source")
     size = tuple(int(s) for s in cfg.size)
-    transform = (train_transform(size, scale=cfg.crop_scale, jitter=cfg.jitter) if train and cfg.augment
-                 else eval_transform(size))
+    transform = (train_transform(size, scale=cfg.crop_scale, jitter=cfg.jitter, jitter_on_device=cfg.augment_on_device)
+                 if train and cfg.augment else eval_transform(size))
     keep = (LABEL,) * require_labels + (INSTANCE,) * require_instances
     # Cached frames must cover the smallest random crop at full detail, or the cache serves upsampled crops.
     cache_size = crop_cover_size(size, scale=cfg.crop_scale) if train and cfg.augment else size

@@ -44,7 +44,7 @@ from torchvision.ops import masks_to_boxes
 
 from .classes import ClassSet
 from .frames import read_image
-from .sample import FRAME_ID, INSTANCE, LABEL, RGB
+from .sample import FRAME_ID, INSTANCE, JITTER, LABEL, RGB
 
 INSTANCES = "instances"
 DEFAULT_MIN_AREA = 16
@@ -157,9 +157,12 @@ class InstanceCollate:
     def __call__(self, samples: Sequence[dict]) -> dict:
         images = [s[RGB] for s in samples]
         same_size = all(im.shape == images[0].shape for im in images)
-        return {RGB: torch.stack(images) if same_size else images,
-                INSTANCES: [self.targets(s) for s in samples],
-                FRAME_ID: [s.get(FRAME_ID, "") for s in samples]}
+        batch = {RGB: torch.stack(images) if same_size else images,
+                 INSTANCES: [self.targets(s) for s in samples],
+                 FRAME_ID: [s.get(FRAME_ID, "") for s in samples]}
+        if JITTER in samples[0]:  # deferred colour jitter (data.augment_on_device), applied by the trainer
+            batch[JITTER] = torch.stack([s[JITTER] for s in samples])
+        return batch
 
 
 class CocoInstances(torch.utils.data.Dataset):

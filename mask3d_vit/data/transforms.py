@@ -8,7 +8,7 @@ A transform takes a sample dict (see :mod:`mask3d_vit.data.sample`) and returns 
 - ``depth`` with a hole-aware resize (:func:`resize_depth`): holes carry no weight, so they never blend into fake
   depth, and ``valid`` is recomputed from the result;
 - ``intrinsics`` follow every crop, resize and flip (pixel centres at integers: pixel ``i`` spans ``i +- 0.5``);
-- photometric jitter touches ``rgb`` only.
+- photometric jitter touches ``rgb`` only (or is deferred to the training device, :class:`ColorJitter`).
 
 Randomness comes from torch's global RNG (torchvision's parameter sampling), so a dataset wrapped in
 :class:`mask3d_vit.engine.data.SeededDataset` augments reproducibly::
@@ -27,7 +27,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as tvf
 
-from .sample import DEPTH, INSTANCE, INTRINSICS, LABEL, RGB, VALID
+from .sample import DEPTH, INSTANCE, INTRINSICS, JITTER, LABEL, RGB, VALID
 
 _ID_MAPS = (LABEL, INSTANCE)
 
@@ -200,25 +200,105 @@ class RandomHorizontalFlip:
 
 
 class ColorJitter:
-    """torchvision's colour jitter on ``rgb`` only; depth, labels and geometry are untouched.
+    """Colour jitter on ``rgb`` only (torchvision's parameters and uint8 arithmetic); depth, labels and geometry are
+    untouched.
+
+    With ``deferred`` the colour is left as it is and the sample instead carries its drawn parameters under
+    ``jitter`` (:func:`jitter_params`), for :func:`apply_deferred_jitter` to apply per batch on the training device:
+    the loader's CPU time then no longer includes the three passes over the image (docs/benchmarks.md). The draws from
+    the RNG are the same either way, so the same seed gives the same colour through either path.
 
     Args:
-        brightness, contrast, saturation, hue: as in :class:`torchvision.transforms.v2.ColorJitter`.
+        brightness, contrast, saturation: as in :class:`torchvision.transforms.v2.ColorJitter`.
+        deferred: leave the jitter to :func:`apply_deferred_jitter`.
     """
 
     def __init__(self, *, brightness: float = 0.2, contrast: float = 0.2, saturation: float = 0.2,
-                 hue: float = 0.0):
-        self.jitter = v2.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue)
+                 deferred: bool = False):
+        self.jitter = v2.ColorJitter(brightness=brightness, contrast=contrast, saturation=saturation)
+        self.deferred = deferred
 
     def __call__(self, sample: dict) -> dict:
-        return {**sample, RGB: self.jitter(sample[RGB])}
+        params = jitter_params(self.jitter.make_params([sample[RGB]]))
+        if self.deferred:
+            return {**sample, JITTER: params}
+        return {**sample, RGB: adjust_colour(sample[RGB][None], params[None])[0]}
 
     def __repr__(self) -> str:
-        return repr(self.jitter)
+        return repr(self.jitter) + (" (deferred to the device)" if self.deferred else "")
+
+
+def jitter_params(params: dict) -> torch.Tensor:
+    """torchvision's drawn :class:`~torchvision.transforms.v2.ColorJitter` parameters -> float32 (2, 3): row 0 the
+    rank of brightness, contrast and saturation in the order they apply, row 1 their factors (1 = unchanged)."""
+    # torchvision's op ids: 0 brightness, 1 contrast, 2 saturation, 3 hue (never drawn here).
+    order = [int(i) for i in params["fn_idx"] if int(i) < len(_OPS)]
+    factors = [params[f"{name}_factor"] for name in ("brightness", "contrast", "saturation")]
+    return torch.tensor([[order.index(op) for op in range(len(_OPS))],
+                         [1.0 if f is None else f for f in factors]], dtype=torch.float32)
+
+
+def _brightness(image: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return _blend(image, torch.zeros((), device=image.device), factor)
+
+
+def _contrast(image: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return _blend(image, _grey(image).mean(dim=(-3, -2, -1), keepdim=True), factor)
+
+
+def _saturation(image: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return _blend(image, _grey(image), factor)
+
+
+def _blend(image: torch.Tensor, other: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+    # torchvision's uint8 blend: computed in float, clamped, truncated back to uint8 after every step.
+    return (image * ratio + other * (1 - ratio)).clamp_(0, 255).to(torch.uint8)
+
+
+def _grey(image: torch.Tensor) -> torch.Tensor:
+    r, g, b = image.unbind(-3)
+    return (r * 0.2989 + g * 0.587 + b * 0.114).floor_().unsqueeze(-3)
+
+
+_OPS = (_brightness, _contrast, _saturation)
+
+
+def adjust_colour(rgb: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Apply each image's colour jitter, in its own order, as torchvision does to one uint8 image.
+
+    Args:
+        rgb: uint8 (B, 3, H, W), on any device.
+        params: float32 (B, 2, 3) from :func:`jitter_params`.
+
+    Returns:
+        uint8 (B, 3, H, W).
+    """
+    params = params.to(rgb.device)
+    rank, factor = params[:, 0], params[:, 1, :, None, None, None]  # (B, 3), (B, 3, 1, 1, 1)
+    out = rgb
+    for step in range(len(_OPS)):
+        for op, fn in enumerate(_OPS):
+            # The images that apply this op at this step: each image sees each op once, as in torchvision.
+            chosen = (rank[:, op] == step).nonzero()[:, 0]
+            if len(chosen) == len(out):  # always so for one image (the loader's path): no gather and scatter
+                out = fn(out, factor[:, op])
+            elif len(chosen):
+                out = out.index_put((chosen,), fn(out[chosen], factor[chosen, op]))
+    return out
+
+
+def apply_deferred_jitter(batch: dict) -> dict:
+    """The trainer's batch hook: the colour jitter that :class:`ColorJitter` deferred, applied to a collated batch
+    on its device (``jitter`` removed); a batch without deferred jitter is returned as it is."""
+    if not isinstance(batch, dict) or JITTER not in batch:
+        return batch
+    out = {k: v for k, v in batch.items() if k != JITTER}
+    out[RGB] = adjust_colour(batch[RGB], batch[JITTER])
+    return out
 
 
 def train_transform(size: Sequence[int], *, scale: Sequence[float] = (0.5, 1.0), flip: bool = True,
-                    jitter: float = 0.2) -> v2.Compose:
+                    jitter: float = 0.2, jitter_on_device: bool = False) -> v2.Compose:
     """Training augmentation: random resized crop to ``size``, horizontal flip, colour jitter.
 
     Args:
@@ -226,12 +306,13 @@ def train_transform(size: Sequence[int], *, scale: Sequence[float] = (0.5, 1.0),
         scale: crop area range (fraction of the frame).
         flip: mirror half of the samples.
         jitter: brightness / contrast / saturation strength; 0 disables colour jitter.
+        jitter_on_device: leave the jitter to the trainer's batch hook (:func:`apply_deferred_jitter`).
     """
     steps = [RandomResizedCrop(size, scale=scale)]
     if flip:
         steps.append(RandomHorizontalFlip())
     if jitter > 0:
-        steps.append(ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))
+        steps.append(ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter, deferred=jitter_on_device))
     return v2.Compose(steps)
 
 

@@ -166,16 +166,19 @@ class Trainer:
             ``eval_every`` epochs and at the end.
         visualizer: ``visualizer(model, batch, path)`` writes a PNG for a fixed batch (rank 0 only).
         collate_fn: for batches the default collate cannot build (e.g. variable-size detection targets).
+        batch_transform: ``batch_transform(batch) -> batch``, applied to every training batch once it is on the
+            device: the per-batch part of the augmentation (the colour jitter of ``data.augment_on_device``).
     """
 
     def __init__(self, model: torch.nn.Module, train_set, *, train: TrainConfig, optim: OptimConfig,
                  run_dir: str | Path, config: dict, evaluator: Callable | None = None,
-                 visualizer: Callable | None = None, collate_fn=None):
+                 visualizer: Callable | None = None, collate_fn=None, batch_transform: Callable | None = None):
         if train.nan_policy not in ("skip", "stop"):
             raise ValueError(f"train.nan_policy={train.nan_policy!r}: use skip or stop")
         self.cfg, self.optim_cfg, self.config = train, optim, config
         self.run_dir = Path(run_dir)
         self.evaluator, self.visualizer, self.collate_fn = evaluator, visualizer, collate_fn
+        self.batch_transform = batch_transform
         self.device = D.init_distributed(train.device)
         self.precision = resolve_precision(train.precision, self.device)
         self.rank, self.world = D.get_rank(), D.get_world_size()
@@ -407,6 +410,10 @@ class Trainer:
         print(f"training {self.total_steps} steps of {self.cfg.batch_size} frames ({why}) on {self.device}, "
               f"{self.precision}", flush=True)
 
+    def _device_batch(self, batch):
+        batch = self._to_device(batch)
+        return self.batch_transform(batch) if self.batch_transform is not None else batch
+
     def _train_step(self, batches) -> dict[str, float] | None:
         """One optimizer step over ``accum_steps`` micro-batches; None when the NaN guard skipped it."""
         set_lr(self.optimizer, lr_at(self.step, peak=self.peak_lr, total=self.total_steps, warmup=self.warmup,
@@ -414,7 +421,7 @@ class Trainer:
         logged: dict[str, float] = {}
         ok = True
         for micro in range(self.cfg.accum_steps):
-            batch = self._to_device(next(batches))
+            batch = self._device_batch(next(batches))
             sync = micro == self.cfg.accum_steps - 1 or self.ddp is None
             with (contextlib.nullcontext() if sync else self.ddp.no_sync()), self._autocast():
                 out = self.forward(batch)
@@ -476,7 +483,7 @@ class Trainer:
         n = min(4, len(self.dataset))
         samples = [self.dataset[i] for i in range(n)]
         collate = self.collate_fn or torch.utils.data.default_collate
-        return self._to_device(collate(samples))
+        return self._device_batch(collate(samples))
 
     def _figure(self, batch: dict, logger: RunLogger) -> None:
         path = self.run_dir / "figures" / f"step_{self.step:08d}.png"

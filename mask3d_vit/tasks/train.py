@@ -16,6 +16,7 @@ import torch
 
 from ..config import MISSING, ConfigError, load_config, lookup, parse_override, save_config, to_dict
 from ..data.build import build_dataset
+from ..data.transforms import apply_deferred_jitter
 from ..engine import distributed as D
 from ..checkpoint import CKPT_DIR, load_latest
 from ..engine.data import seed_all
@@ -77,7 +78,8 @@ def train_task(task: Task | str, cfg, run_dir: str | Path, *, resume: str | None
     evaluator = task.part("evaluator")(cfg, device=device, out_dir=run_dir) if task.evaluator else None
     visualizer = task.part("figures")(cfg) if task.figures else None
     trainer = Trainer(model, data.dataset, train=cfg.train, optim=cfg.optim, run_dir=run_dir, config=to_dict(cfg),
-                      evaluator=evaluator, visualizer=visualizer, collate_fn=data.collate_fn)
+                      evaluator=evaluator, visualizer=visualizer, collate_fn=data.collate_fn,
+                      batch_transform=apply_deferred_jitter)
     result = trainer.fit(resume=resume)
     table = getattr(evaluator, "table", "")
     if D.is_main() and table:
