@@ -228,3 +228,48 @@ def test_interpolation_prior_is_the_start_of_the_depth_prediction():
         Mask3D(**MICRO, depth_prior="interpolation", depth_mask_ratio=1.0)
     with pytest.raises(ValueError, match="standardized"):
         Mask3D(**{**MICRO, "depth_target": "standardized"}, depth_prior="interpolation")
+
+
+def test_evaluator_loss_is_the_frame_weighted_mean_over_uneven_batches():
+    from mask3d_vit.eval.pretext import ReconstructionEvaluator
+
+    # Frames carry their id, a string, as every dataset's do: only tensors go to the device.
+    frames = [{**{k: v[0] for k, v in colour_coded_batch(1, seed=i).items()}, "frame_id": f"f{i}"} for i in range(7)]
+    torch.manual_seed(0)
+    model = Mask3D(**MICRO).eval()
+    # 7 frames in batches of 2 (the smallest the diagnostics allow): chunks of 2, 2, 2 and 1 frame, each loss a mean
+    # over its own frames.
+    metrics = ReconstructionEvaluator(frames, batch_size=2, num_batches=4, device=torch.device("cpu"))(model)
+    losses = []
+    with torch.no_grad(), seeded_rng(1234):  # the evaluator's fixed masks, drawn batch after batch
+        for chunk in ([0, 1], [2, 3], [4, 5], [6]):
+            batch = torch.utils.data.default_collate([frames[i] for i in chunk])
+            _, grid = model.prepare_batch(batch)
+            masks = model.draw_masks(len(chunk), grid, torch.device("cpu"))
+            losses.append((model(batch, masks=masks)["loss"].item(), len(chunk)))
+    assert len({loss for loss, _ in losses}) == 4  # the chunks differ, so a wrong weighting shows
+    expected = sum(loss * n for loss, n in losses) / 7
+    assert metrics["val_loss"] == pytest.approx(expected, rel=1e-5)
+    assert metrics["val_loss"] != pytest.approx(sum(loss for loss, _ in losses) / 4, rel=1e-4)
+
+
+def test_evaluator_of_an_objective_without_depth_logs_no_diagnostics():
+    from mask3d_vit.eval.pretext import ReconstructionEvaluator
+
+    frames = [{k: v[0] for k, v in colour_coded_batch(1, seed=i).items()} for i in range(4)]
+    torch.manual_seed(0)
+    model = Mask3D(**{**MICRO, "objective": "rgb", "rgb_mask_ratio": 0.75}).eval()
+    metrics = ReconstructionEvaluator(frames, batch_size=2, num_batches=2, device=torch.device("cpu"))(model)
+    assert "val_loss" in metrics and math.isfinite(metrics["val_loss"])
+    assert not [k for k in metrics if "reliance" in k or "interp" in k or "swapped" in k], metrics
+
+
+def test_figures_of_a_perfect_decoder_are_undefined_and_absent_categories_add_nothing():
+    # A decoder with zero error where depth was hidden: rgb_reliance (swapped / true) and vs_interpolation
+    # (model / interpolation, here also exact) have no meaning; both_hidden patches absent from every variant.
+    keys = ["model/rgb_only", "swapped/rgb_only", "interp/rgb_only"]
+    sums = torch.tensor([[0.0, 10.0], [5.0, 10.0], [0.0, 10.0]], dtype=torch.float64)
+    out = PretextDiagnostics.compute(keys, sums)
+    assert out["loss_depth_hidden"] == 0.0 and out["loss_depth_hidden_swapped"] == 0.5
+    assert math.isnan(out["loss_both_hidden"])
+    assert math.isnan(out["rgb_reliance"]) and math.isnan(out["vs_interpolation"])
