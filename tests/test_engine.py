@@ -38,6 +38,18 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_at(55, peak=1.0, total=100, warmup=10, cfg=poly) == pytest.approx(0.5)
 
 
+def test_an_extended_schedule_decays_from_the_rate_it_had():
+    # A run extended on resume: its decay starts at (step 50, rate 0.6) instead of (warm-up end, peak), and reaches
+    # min_lr at the new end; the warm-up is not run again.
+    cosine, poly = OptimConfig(min_lr=0.1), OptimConfig(schedule="poly", min_lr=0.0)
+    at = lambda step, cfg: lr_at(step, peak=1.0, total=100, warmup=10, cfg=cfg, decay_from=(50, 0.6))  # noqa: E731
+    assert at(50, cosine) == pytest.approx(0.6)
+    assert at(75, cosine) == pytest.approx(0.1 + 0.5 * 0.5)  # halfway: (1 + cos(pi / 2)) / 2 of the way down
+    assert at(100, cosine) == pytest.approx(0.1)
+    assert at(60, poly) == pytest.approx(0.6 * 0.8 ** poly.poly_power)
+    assert at(3, poly) == pytest.approx(0.4)  # a warm-up step: peak 1.0 x 4 / 10, the decay's start unused
+
+
 def test_param_groups_skip_decay_on_norms_biases_and_named():
     model = ToyModel()
     opt = build_optimizer(model, OptimConfig(weight_decay=0.05))
