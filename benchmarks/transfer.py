@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mask3d_vit.checkpoint import list_checkpoints
 from mask3d_vit.config import load_config, save_config, to_dict
 from mask3d_vit.data.build import DataConfig, SourceConfig, build_dataset, open_source, val_sources
 from mask3d_vit.data.classes import get_class_set
@@ -128,6 +129,62 @@ def sim_to_real(seg_run: str | Path, shared: Path) -> dict[str, float]:
     return {k: v for k, v in evaluator(model).items() if "/" not in k} | {"frames": float(len(labelled))}
 
 
+def cached_sim_to_real(seg_run: Path, shared: Path, folder: Path, log=print) -> dict[str, float]:
+    """:func:`sim_to_real` of ``seg_run``, kept in ``folder/sim2real-<run>.json`` with the seg run's recorded recipe
+    (its ``result.json``), so a protocol restored from records needs no weights for it; {} when it was never
+    scored and the run's weights are absent."""
+    cache = folder / f"sim2real-{seg_run.name}.json"
+    recorded = {k: v for k, v in json.loads((seg_run / "result.json").read_text()).items()
+                if k in ("config", "init", "needs")}
+    if cache.is_file():
+        kept = json.loads(cache.read_text())
+        if kept.get("seg_run") == recorded:
+            return kept["metrics"]
+    if not list_checkpoints(seg_run):
+        log(f"real frames: {seg_run} has no weights here (a restored record); its sim-to-real scores are left out")
+        return {}
+    metrics = sim_to_real(seg_run, shared)
+    write_json(cache, {"metrics": metrics, "seg_run": recorded})
+    return metrics
+
+
+def restore_records(records: Path, out: Path) -> int:
+    """Copy into ``out`` every run result kept in ``records`` (:func:`save_records`) that ``out`` lacks, with the
+    recording run folder's path replaced by ``out``'s in each: a protocol continues in a fresh checkout or on
+    another machine from the runs it finished. Each restored result is still checked against its recipe before it
+    is used. Returns how many were restored."""
+    index = records / "records.json"
+    if not index.is_file():
+        return 0
+    recorded_out = json.loads(index.read_text())["out"]
+    restored = 0
+    for src in sorted(records.rglob("*.json")):
+        if src == index:
+            continue
+        dst = out / src.relative_to(records)
+        if not dst.exists():
+            write_text(dst, src.read_text().replace(_json_str(recorded_out), _json_str(str(out))))
+            restored += 1
+    return restored
+
+
+def save_records(out: Path, records: Path) -> int:
+    """Keep every run result of ``out`` (``result.json``, sim-to-real scores) and its invocations' timing in
+    ``records``: small JSON files to commit beside the report, from which :func:`restore_records` continues the
+    protocol elsewhere. Returns how many files were written."""
+    kept = [p for p in out.rglob("*.json") if p.name in ("result.json", "timing.json") or p.name.startswith(
+        "sim2real-")]
+    for src in kept:
+        write_text(records / src.relative_to(out), src.read_text())
+    write_json(records / "records.json", {"out": str(out)})
+    return len(kept)
+
+
+def _json_str(text: str) -> str:
+    """``text`` as it appears inside a JSON string."""
+    return json.dumps(text)[1:-1]
+
+
 def run_transfer(out: str | Path, *, cfg: CompareConfig, shared: Path | None, log=print) -> dict:
     """The benchmark's protocol: the comparison, its positive control (``cfg.control_light``), then (when ``shared``
     is given) the real-frames experiment.
@@ -187,7 +244,8 @@ def run_real_frames(out: Path, rows: list[dict], *, cfg: CompareConfig, shared: 
         done = run_once(spec, lambda line: log(f"real frames: {line}"))
         real = {"backbone": name, "seed": seed, "machines": [done.get("machine", "not recorded")], **done["metrics"]}
         if "seg_run" in row:
-            real.update({f"sim2real/{k}": v for k, v in sim_to_real(row["seg_run"], shared).items()})
+            real.update({f"sim2real/{k}": v for k, v in cached_sim_to_real(Path(row["seg_run"]), shared,
+                                                                          out / "real", log).items()})
         real_rows.append(real)
     return real_rows
 
@@ -521,7 +579,8 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
         f"- Wall time: {wall:.1f} min over {len(timing)} invocation(s) (predicted for the whole protocol: "
         f"{estimate}); the runs themselves took {cpu_minutes:.0f} worker-minutes. Invocations: "
         + "; ".join(f"`{t.get('command', command)}` at commit {t['commit']} on {t.get('machine', 'unrecorded')}, "
-                    f"started {t['started']}, {t['minutes']:.1f} min" for t in timing) + ".",
+                    f"started {t['started']}, {t['minutes']:.1f} min{', stopped' if t.get('stopped') else ''}"
+                    for t in timing) + ".",
         f"- Pre-training: {p.model.encoder} at {p.data.size[0]}x{p.data.size[1]} "
         f"({p.data.size[0] // patch}x{p.data.size[1] // patch} tokens; "
         "why this grid: docs/benchmarks.md, \"Token grid\") on "
@@ -652,6 +711,11 @@ def _main(argv: list[str] | None = None) -> None:
                              "the report keeps the section it already has")
     parser.add_argument("--shared", default=str(SHARED), help="the shared sample-data folder")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate, run nothing")
+    parser.add_argument("--records", default=None,
+                        help="folder that keeps every finished run's result (JSON, committed with the report) and "
+                             "restores them into --out, so the protocol continues in a fresh checkout or on another "
+                             "machine; default benchmarks/records/<config>[-x<scale>] ('' for none; none with "
+                             "--quick)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. seeds=[0,1]")
     args = parser.parse_args(argv)
     t95(1)  # the report's intervals need scipy: say so now, not after the protocol has run
@@ -678,6 +742,15 @@ def _main(argv: list[str] | None = None) -> None:
     elif out.exists() and any(out.iterdir()):
         raise SystemExit(f"{out} is not empty and holds no protocol; pick another --out")
     save_config(cfg, saved)
+    records = args.records
+    if records is None:
+        records = "" if args.quick else str(ROOT / "benchmarks" / "records" / (
+            Path(args.config).stem + (f"-x{args.scale:g}" if args.scale != 1 else "")))
+    records = Path(records) if records else None
+    if records is not None:
+        restored = restore_records(records, out)
+        if restored:
+            print(f"[transfer] restored {restored} finished run result(s) from {records}", flush=True)
     timing = json.loads(timing_file.read_text())["invocations"] if timing_file.is_file() else []
     started = time.time()
 
@@ -687,12 +760,18 @@ def _main(argv: list[str] | None = None) -> None:
     note = ("Skipped: `../shared/data` is absent (or `--real off`)." if shared is None else
             REAL_NOTE.format(frames=frame_count(real_sources(shared)[0])))
     command = shlex.join(["python", "benchmarks/transfer.py", *(argv if argv is not None else sys.argv[1:])])
-    with exit_on_stop(command if args.out else f"{command} --out {shlex.quote(str(out))}"):
-        result = run_transfer(out, cfg=cfg, shared=shared, log=log)
-    timing.append({"command": command, "commit": commit(), "machine": machine(),
-                   "minutes": (time.time() - started) / 60,
-                   "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started))})
-    write_json(timing_file, {"invocations": timing})
+    result = None
+    try:
+        with exit_on_stop(command if args.out else f"{command} --out {shlex.quote(str(out))}"):
+            result = run_transfer(out, cfg=cfg, shared=shared, log=log)
+    finally:  # a stopped invocation's time counts too, and what it finished is kept
+        timing.append({"command": command, "commit": commit(), "machine": machine(),
+                       "minutes": (time.time() - started) / 60,
+                       "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)),
+                       **({} if result is not None else {"stopped": True})})
+        write_json(timing_file, {"invocations": timing})
+        if records is not None:
+            print(f"[transfer] kept {save_records(out, records)} result file(s) in {records}", flush=True)
     text = write_report(result, cfg, command=command, out=out, report=Path(args.report), estimate=estimate,
                         real_note=note, timing=timing)
     print(text, flush=True)

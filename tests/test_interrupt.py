@@ -206,3 +206,43 @@ def test_signal_handlers_are_restored_after_a_finished_fit(tmp_path):
         assert signal.getsignal(signal.SIGTERM) is mine and signal.getsignal(signal.SIGINT) is ctrl_c
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_stop_signals_record_in_order_warn_once_and_only_a_repeated_ctrl_c_quits(caplog):
+    from mask3d_vit.engine.trainer import StopSignals
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with caplog.at_level("WARNING", logger="mask3d_vit.engine.trainer"):
+        with StopSignals() as received:
+            # A Python handler runs before the next bytecode of the main thread: right after each kill.
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGINT)
+            assert received == [signal.SIGTERM, signal.SIGTERM, signal.SIGINT]
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and warnings[0].startswith("SIGTERM received: stopping after this step"), warnings
+
+
+def test_stop_signals_outside_the_main_thread_install_nothing():
+    import threading
+
+    from mask3d_vit.engine.trainer import StopSignals
+
+    before = signal.getsignal(signal.SIGTERM)
+    seen, errors = [], []
+
+    def body():
+        try:
+            with StopSignals() as received:
+                seen.append((list(received), signal.getsignal(signal.SIGTERM)))
+        except Exception as e:  # signal.signal outside the main thread raises ValueError
+            errors.append(e)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join()
+    assert errors == [] and seen == [([], before)]
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -273,3 +273,23 @@ def test_figures_of_a_perfect_decoder_are_undefined_and_absent_categories_add_no
     assert out["loss_depth_hidden"] == 0.0 and out["loss_depth_hidden_swapped"] == 0.5
     assert math.isnan(out["loss_both_hidden"])
     assert math.isnan(out["rgb_reliance"]) and math.isnan(out["vs_interpolation"])
+
+
+def test_evaluator_diagnostics_add_every_batch_of_two_under_its_own_masks():
+    from mask3d_vit.eval.pretext import ReconstructionEvaluator
+
+    # 7 frames in batches of 2: three batches of 2 carry the diagnostics (the last, 1 frame, cannot swap colour).
+    # Against diagnose() on the same three batches and the same seeded masks: a category's sums replaced instead of
+    # added, batches of 2 skipped, or frames grouped in threes (other swap partners) all change the figures.
+    frames = [{k: v[0] for k, v in colour_coded_batch(1, seed=i).items()} for i in range(7)]
+    torch.manual_seed(0)
+    model = Mask3D(**MICRO).eval()
+    metrics = ReconstructionEvaluator(frames, batch_size=2, num_batches=4, device=torch.device("cpu"))(model)
+    batches = [torch.utils.data.default_collate(frames[i:i + 2]) for i in (0, 2, 4)]
+    expected = diagnose(model, batches, seed=1234)
+    last_only = diagnose(model, batches[-1:], seed=1234)
+    keys = [f"loss_{c}{s}" for c in ("depth_visible", "rgb_only", "both_hidden", "depth_hidden")
+            for s in ("", "_swapped", "_interp")] + ["rgb_reliance", "vs_interpolation"]
+    for key in keys:
+        assert metrics[f"val_{key}"] == pytest.approx(expected[key], rel=1e-5), key
+    assert metrics["val_loss_depth_hidden_swapped"] != pytest.approx(last_only["loss_depth_hidden_swapped"], rel=1e-3)

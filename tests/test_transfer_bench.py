@@ -90,6 +90,23 @@ def test_quick_protocol_writes_the_report(quick):
         assert "Skipped: `../shared/data` is absent" in text
 
 
+def test_records_continue_the_protocol_in_another_folder_without_running_anything(quick):
+    bench, tmp, args = quick
+    from mask3d_vit.checkpoint import list_checkpoints
+    records, fresh = tmp / "records", tmp / "elsewhere"
+    assert bench.save_records(tmp / "runs", records) > 0
+    moved = [str(fresh) if a == str(tmp / "runs") else a for a in args]
+    bench._main(moved + ["--records", str(records), "--report", str(tmp / "elsewhere-results.md")])
+    assert not [p for p in fresh.rglob("*") if p.is_dir() and list_checkpoints(p)], "a run ran again"
+
+    def figures(rows_file):  # every measured number, not the run paths
+        rows = json.loads(rows_file.read_text())["rows"]
+        return [{k: v for k, v in r.items() if not k.endswith("_run") and k != "machines"} for r in rows]
+    assert figures(fresh / "rows.json") == figures(tmp / "runs" / "rows.json")
+    text = (tmp / "elsewhere-results.md").read_text()
+    assert "over 2 invocation(s)" in text and str(tmp / "runs") not in text
+
+
 def test_rerun_keeps_finished_runs_and_redoes_changed_ones(quick):
     bench, tmp, args = quick
     results = sorted((tmp / "runs").glob("*/result.json"))
@@ -248,3 +265,40 @@ def test_a_probe_beats_a_floor_only_on_every_metric():
     line = bench.floor_findings(rows, {})[0]
     assert line.startswith("- Depth probe against its position-only floor (depth AbsRel 0.437")
     assert "beaten on all 3 metrics by B; not by A (depth AbsRel, depth delta1 better)." in line
+
+
+def test_records_restore_under_the_new_folder_and_weightless_backbones_rerun_only_for_pending_runs(tmp_path):
+    from mask3d_vit.io import write_json
+    from mask3d_vit.tasks.compare import _cached, _recorded, plan_runs, weightless
+    bench = _load_script()
+
+    def plan(out):
+        cfg = load_config(CompareConfig, "transfer_cpu", ["seeds=[0]"])
+        return plan_runs(cfg, out, objective_variants(cfg.objectives, cfg))[0]
+
+    first = tmp_path / "first"
+    for unit in plan(first):
+        write_json(unit.result_file, {"seconds": 1.0, "metrics": {}, **_recorded(unit)})
+    records = tmp_path / "records"
+    bench.save_records(first, records)
+    # A transfer run records its backbone's folder (init): restored elsewhere, each must name the new folder.
+    second = tmp_path / "second"
+    assert bench.restore_records(records, second) == len(plan(first))
+    assert all(_cached(u) is not None for u in plan(second))
+    assert str(first) not in "".join(p.read_text() for p in second.rglob("result.json"))
+    assert bench.restore_records(records, second) == 0  # present files are kept
+    # Every run finished: no backbone needs its weights.
+    assert weightless(plan(second)) == []
+    # The 1 % fine-tuning from Mask3D still to do: Mask3D's pre-training must run again, nothing else...
+    units = plan(second)
+    (second / "seg_1pct-mask3d" / "result.json").unlink()
+    assert [u.run_dir.name for u in weightless(units)] == ["pretrain-mask3d"]
+    # ...unless its weights are here.
+    ckpt = second / "pretrain-mask3d" / "checkpoints" / "step_00000010.pt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"x")
+    assert weightless(units) == []
+    # A continued pre-training still to do needs its base's weights (MAE-RGB); once that reruns in turn, nothing
+    # upstream of it does.
+    (second / "pretrain-mae-rgb-then-mask3d" / "result.json").unlink()
+    assert [u.run_dir.name for u in weightless(units)] == ["pretrain-mae-rgb"]

@@ -99,10 +99,25 @@ TARGETS = {
     # The diagnostics and the floors the probes are judged against (not the `diagnose` command: a pre-training run).
     "pretext": ("mask3d_vit/eval/pretext.py", None, ["tests/test_pretext.py", "-k", "not command"]),
     "baselines": ("mask3d_vit/eval/baselines.py", None, ["tests/test_baselines.py"]),
+    # The closed-form probes: cell targets, ridge sums and solutions, the probe, the report.
+    "probe": ("mask3d_vit/eval/probe.py", None, ["tests/test_probe.py"]),
+    # The protocol's logic: its variants, plan and cache keys, scene checks, control, summaries (not the runs it
+    # starts, minutes each, nor its wall-time estimate, a cost model bounded by ratios).
+    "compare": ("mask3d_vit/tasks/compare.py",
+                [f"*.x_{f}__*" for f in ("objective_variants", "control_config", "check_scenes", "pretrain_steps",
+                                         "transfer_key", "transfer_runs", "_with_steps", "variant_pretrain", "slug",
+                                         "plan_runs", "_recorded", "_without_bookkeeping", "_cached",
+                                         "probe_floor_note", "summarize", "_source_frames")],
+                ["tests/test_transfer_bench.py", "-k", "not quick_protocol and not rerun_keeps"]),
+    # The interrupt path: the signal handler, its installation and restoration, the all-ranks stop decision.
+    "trainer-interrupt": ("mask3d_vit/engine/trainer.py", ["*ǁStopSignalsǁ*", "*ǁTrainerǁ_stop_requested__*"],
+                          ["tests/test_interrupt.py", "-k", "stop_signals or second_ctrl_c or sigterm_then_ctrl_c "
+                           "or restored_after"]),
 }
 SCOPES = {"transforms": "geometry", "metrics-seg": "the metrics", "metrics-depth": "the metrics",
           "trainer": "accumulation", "trainer-resume": "resume", "mask3d": "masking and losses",
-          "mask3d-schemes": "mask schemes, depth prior, loss regions"}
+          "mask3d-schemes": "mask schemes, depth prior, loss regions", "compare": "the protocol's logic",
+          "trainer-interrupt": "the interrupt path"}
 COUNTED = ("killed", "survived", "timeout", "suspicious", "no tests", "segfault")
 
 

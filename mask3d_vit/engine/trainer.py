@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -122,32 +122,39 @@ class TrainingInterrupted(Exception):
         return f"at step {self.step}; checkpoint saved in {Path(self.run_dir) / CKPT_DIR}"
 
 
-@contextlib.contextmanager
-def _stop_signals() -> Iterator[list[int]]:
-    """Within the block, SIGTERM and SIGINT are recorded in the yielded list instead of killing the process; a
-    second Ctrl-C quits at once (KeyboardInterrupt). Outside the main thread signals cannot be caught: nothing is
-    installed."""
-    received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
+class StopSignals:
+    """Within the block, SIGTERM and SIGINT are recorded in :attr:`received` (in arrival order) instead of killing
+    the process; a second Ctrl-C quits at once (KeyboardInterrupt). The handlers found on entry are back on exit.
+    Outside the main thread signals cannot be caught: nothing is installed.
 
-    def handler(signum, frame):
+    A class rather than a generator so that mutation testing reaches the handler (docs/testing.md).
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received: list[int] = []
+        self.previous: dict = {}
+
+    def handler(self, signum, frame) -> None:
         # Only a repeated SIGINT quits: on Ctrl-C under torchrun a worker gets SIGINT from the terminal and SIGTERM
         # from the agent, and must still save.
-        if signum == signal.SIGINT and signal.SIGINT in received:
+        if signum == signal.SIGINT and signal.SIGINT in self.received:
             raise KeyboardInterrupt
-        if not received:
+        if not self.received:
             log.warning("%s received: stopping after this step and saving a checkpoint (Ctrl-C again to quit "
                         "without saving)", signal.Signals(signum).name)
-        received.append(signum)
+        self.received.append(signum)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield received
-    finally:
-        for s, h in previous.items():
+    def __enter__(self) -> list[int]:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self.handler) for s in self.SIGNALS}
+        return self.received
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self.previous.items():
             signal.signal(s, h)
+        self.previous = {}
 
 
 class Trainer:
@@ -352,7 +359,7 @@ class Trainer:
         self.model.train()
         with contextlib.ExitStack() as stack:
             stack.callback(logger.close)
-            received = stack.enter_context(_stop_signals())
+            received = stack.enter_context(StopSignals())
             while self.step < self.total_steps:
                 epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
                 self.dataset.epoch = epoch

@@ -46,6 +46,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..checkpoint import list_checkpoints
 from ..config import ConfigError, from_dict, load_config, save_config, to_dict
 from ..data.build import DataConfig, SourceConfig, open_source, val_sources
 from ..data.registry import get_format
@@ -353,6 +354,16 @@ def _cached(unit: RunSpec) -> dict | None:
     return result if same else None
 
 
+def weightless(units: list[RunSpec]) -> list[RunSpec]:
+    """The finished runs of ``units`` whose checkpoints are absent (a result restored from records on another
+    machine, benchmarks/transfer.py ``--records``) while a run still to do starts from them: those must run again
+    for their weights. Seeded, they give the same backbone (bitwise on the same hardware); the runs already
+    finished from them keep their results."""
+    pending = {u.run_dir for u in units if _cached(u) is None}
+    needed = {n.run_dir for u in units if u.run_dir in pending for n in u.needs}
+    return [u for u in units if u.run_dir in needed and u.run_dir not in pending and not list_checkpoints(u.run_dir)]
+
+
 def run_once(unit: RunSpec, log: Callable[[str], None]) -> dict:
     """Run ``unit`` unless an earlier run of the protocol left its result; its result.
 
@@ -512,6 +523,11 @@ def run_comparison(cfg: CompareConfig, out: str | Path, *, variants: dict[str, l
     if cfg.materialize:
         cfg = materialize(cfg, out / "frames", log=log)
     units, row_keys = plan_runs(cfg, out, variants, scratch=scratch, transfer=transfer)
+    while stale := weightless(units):  # again: a run set to rerun may itself start from a weightless one
+        for unit in stale:
+            log(f"{unit.run_dir}: finished, but its weights are not here (a restored record) and runs still to do "
+                "start from them: running it again")
+            unit.result_file.unlink()
     if cfg.workers > 1:
         claims = out / ".claims"
         shutil.rmtree(claims, ignore_errors=True)  # no worker runs now: claims left by a stopped protocol are stale
