@@ -223,7 +223,8 @@ def test_stop_signals_record_in_order_warn_once_and_only_a_repeated_ctrl_c_quits
                 os.kill(os.getpid(), signal.SIGINT)
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
     warnings = [r.getMessage() for r in caplog.records]
-    assert len(warnings) == 1 and warnings[0].startswith("SIGTERM received: stopping after this step"), warnings
+    assert warnings == ["SIGTERM received: stopping after this step and saving a checkpoint (Ctrl-C again to quit "
+                        "without saving)"]
 
 
 def test_stop_signals_outside_the_main_thread_install_nothing():

@@ -3,6 +3,7 @@ on held-out frames, reads the final normed features, and the CLI prints it besid
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -10,8 +11,8 @@ import torch
 from mask3d_vit.cli import build_parser
 from mask3d_vit.eval import baselines
 from mask3d_vit.eval.probe import (RidgeSums, cell_targets, cells_to_image, choose_ridge, fit_probe,
-                                   format_report, mean_squared_error, patch_features,
-                                   probe_backbone, solve_ridge)
+                                   format_report, load_ceiling, load_probe_encoder, mean_squared_error,
+                                   patch_features, probe_backbone, solve_ridge)
 from mask3d_vit.models.vit import build_encoder
 from mask3d_vit.tasks import finetune
 
@@ -215,3 +216,125 @@ def test_probe_cli_rejects_a_ceiling_of_the_other_task(tmp_path):
     ceiling.write_text(json.dumps({"task": "seg", "miou": 50.0}))
     with pytest.raises(ValueError, match="not 'depth'"):
         cli("probe", "depth", "--out", tmp_path / "run", "--ceiling", ceiling, *TOY)
+
+
+def test_probe_backbone_defaults_are_the_documented_ones(micro):
+    # Depths around 10.5 m straddle the default scored range's end (10 m); 24 frames make the default hold-out
+    # (every 5th frame) differ from any other.
+    g = torch.Generator().manual_seed(6)
+    weights = 0.05 * torch.randn(256, 64, generator=g, dtype=torch.float64)
+    bias = torch.full((256,), math.log(10.5), dtype=torch.float64)
+    train = planted_depth_batches(micro, range(6), weights, bias)
+    val = planted_depth_batches(micro, [10, 11], weights, bias)
+    result = probe_backbone(micro, train, val, task="depth")
+    probe = fit_probe(micro, train, task="depth", cells=4, holdout_every=5)
+    assert result["cells"] == 4 and result["alpha"] == probe.alpha and result["heldout_mse"] == probe.heldout_mse
+    floors = baselines.depth_floors(train, val, min_depth=1e-3, max_depth=10.0)
+    for kind in ("constant", "position"):
+        assert result[kind]["abs_rel"] == pytest.approx(floors[kind]["abs_rel"]), kind
+    expected = baselines.score({"probe": lambda b: probe.predict(micro, b["rgb"])}, val, task="depth",
+                               min_depth=1e-3, max_depth=10.0)["probe"]
+    assert result["probe"]["abs_rel"] == pytest.approx(expected["abs_rel"])
+    # A given scored range reaches every predictor: from 9 m on, fewer pixels count.
+    narrow = probe_backbone(micro, train, val, task="depth", min_depth=9.0)
+    floors = baselines.depth_floors(train, val, min_depth=9.0, max_depth=10.0)
+    assert narrow["position"]["abs_rel"] == pytest.approx(floors["position"]["abs_rel"])
+    assert narrow["position"]["abs_rel"] != pytest.approx(result["position"]["abs_rel"])
+    # Segmentation has no default class count: without one, every label is out of range.
+    with pytest.raises(ValueError, match=r"label ids must lie in 0\.\.0; found 1\.\.1"):
+        probe_backbone(micro, [{"rgb": images(2, 0), "label": torch.ones(2, 32, 48, dtype=torch.long)}], [],
+                       task="seg")
+    with pytest.raises(ValueError) as one_shot:
+        probe_backbone(micro, iter(train), val, task="depth")
+    assert str(one_shot.value) == ("train is a one-shot iterator; pass a DataLoader or a list: the floors and the "
+                                   "probe each read the training frames once")
+
+
+def test_load_probe_encoder_is_frozen_at_the_given_size():
+    encoder = load_probe_encoder("vit_micro_patch16", img_size=(32, 48))
+    assert tuple(encoder.patch_embed.img_size) == (32, 48) and encoder.pos_embed.shape[1] == 6 + 1
+    assert not any(p.requires_grad for p in encoder.parameters()) and not encoder.training
+
+
+def test_ridge_sums_add_every_statistic():
+    x, y, mask = masked_problem()
+    a, b, whole = RidgeSums(), RidgeSums(), RidgeSums()
+    a.update(x[:100], y[:100], mask[:100])
+    b.update(x[100:], y[100:], mask[100:])
+    whole.update(x, y, mask)
+    total = a + b
+    assert torch.allclose(total.gram, whole.gram) and torch.allclose(total.cross, whole.cross)
+    assert total.yy == pytest.approx(whole.yy) and total.count == whole.count == int(mask.sum()) * 2
+    assert (RidgeSums() + a) is a and (a + RidgeSums()) is a
+
+
+def test_ridge_ties_go_to_the_stronger_ridge_and_an_empty_grid_is_refused():
+    # Features without variance: every strength gives the same (bias-only) fit, so every held-out error ties.
+    fit, held = RidgeSums(), RidgeSums()
+    y = torch.randn(40, 1, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
+    fit.update(torch.ones(30, 3), y[:30], torch.ones(30, 1, dtype=torch.bool))
+    held.update(torch.ones(10, 3), y[30:], torch.ones(10, 1, dtype=torch.bool))
+    best, errors = choose_ridge(fit, held, [0.0, 0.1, 1.0])
+    assert len(set(errors.values())) == 1 and best == 1.0
+    with pytest.raises(ValueError) as empty:
+        choose_ridge(fit, held, [])
+    assert str(empty.value) == "no ridge strengths to choose from"
+
+
+def test_load_ceiling_reads_a_run_folder_or_its_file_of_the_same_task(tmp_path):
+    (tmp_path / "eval_val.json").write_text(json.dumps({"task": "depth", "abs_rel": 0.2}))
+    (tmp_path / "eval_test.json").write_text(json.dumps({"task": "depth", "abs_rel": 0.3}))
+    assert load_ceiling(tmp_path, "depth")["abs_rel"] == 0.2  # the default split is val
+    assert load_ceiling(tmp_path, "depth", split="test")["abs_rel"] == 0.3
+    assert load_ceiling(tmp_path / "eval_test.json", "depth")["abs_rel"] == 0.3
+    with pytest.raises(FileNotFoundError) as missing:
+        load_ceiling(tmp_path, "depth", split="train")
+    assert str(missing.value) == (f"ceiling {tmp_path}: no eval_train.json (give a fine-tuning run directory that has "
+                                  "been evaluated on split 'train', or its eval_<split>.json)")
+    with pytest.raises(ValueError) as other:
+        load_ceiling(tmp_path, "seg")
+    assert str(other.value) == f"ceiling {tmp_path / 'eval_val.json'} is a 'depth' evaluation, not 'seg'"
+
+
+def test_format_report_prints_each_row_and_value_as_documented():
+    depth = {"task": "depth", "alpha": 0.01,
+             "constant": {"abs_rel": 0.5, "rmse": 1.25, "delta1": 30.04, "abs_rel_med": 0.4, "delta1_med": 50.0,
+                          "constant_m": 2.345},
+             "position": {"abs_rel": 0.41234, "rmse": 1.0, "delta1": 35.55, "abs_rel_med": float("nan"),
+                          "delta1_med": 60.0},
+             "probe": {"abs_rel": 0.3, "rmse": 0.9, "delta1": 40.0, "abs_rel_med": 0.25, "delta1_med": 70.0}}
+    assert format_report(depth, ceiling={"abs_rel": 0.1, "delta1": 90.0}, ceiling_name="runs/sup") == (
+        "| predictor | AbsRel | RMSE | delta1 | AbsRel (median-scaled) | delta1 (median-scaled) |\n"
+        "|---|---:|---:|---:|---:|---:|\n"
+        "| floor: constant (2.35 m) | 0.500 | 1.250 | 30.0 | 0.400 | 50.0 |\n"
+        "| floor: position only | 0.412 | 1.000 | 35.5 | - | 60.0 |\n"
+        "| probe: closed-form ridge (alpha=0.01) | 0.300 | 0.900 | 40.0 | 0.250 | 70.0 |\n"
+        "| ceiling: supervised (runs/sup) | 0.100 | - | 90.0 | - | - |\n")
+    seg = {"task": "seg", "alpha": 1.0,
+           "constant": {"miou": 10.0, "macc": 20.0, "pixel_acc": 30.0, "iou": [20.0, 0.0], "constant_class": 1},
+           "position": {"miou": 15.0, "macc": 25.0, "pixel_acc": 35.0, "iou": [25.0, 5.0]},
+           "probe": {"miou": 50.0, "macc": 60.0, "pixel_acc": 70.0, "iou": [60.0, 40.0]}}
+    assert format_report(seg, ceiling={"miou": 80.0, "iou": [90.0]}) == (
+        "| predictor | mIoU | mAcc | pixel acc |\n"
+        "|---|---:|---:|---:|\n"
+        "| floor: constant (class 1) | 10.0 | 20.0 | 30.0 |\n"
+        "| floor: position only | 15.0 | 25.0 | 35.0 |\n"
+        "| probe: closed-form ridge (alpha=1) | 50.0 | 60.0 | 70.0 |\n"
+        "| ceiling: supervised | 80.0 | - | - |\n")
+    assert format_report(seg, class_names=("unlabeled", "floor", "wall")) == (
+        "| predictor | mIoU | mAcc | pixel acc |\n"
+        "|---|---:|---:|---:|\n"
+        "| floor: constant ('floor') | 10.0 | 20.0 | 30.0 |\n"
+        "| floor: position only | 15.0 | 25.0 | 35.0 |\n"
+        "| probe: closed-form ridge (alpha=1) | 50.0 | 60.0 | 70.0 |\n"
+        "\nIoU per class:\n\n"
+        "| class | constant | position | probe |\n"
+        "|---|---:|---:|---:|\n"
+        "| floor | 20.0 | 25.0 | 60.0 |\n"
+        "| wall | 0.0 | 5.0 | 40.0 |\n")
+    with_ceiling = format_report(seg, ceiling={"miou": 80.0, "iou": [90.0]}, class_names=("unlabeled", "a", "b"))
+    assert with_ceiling.endswith("| class | constant | position | probe | ceiling |\n|---|---:|---:|---:|---:|\n"
+                                 "| a | 20.0 | 25.0 | 60.0 | 90.0 |\n| b | 0.0 | 5.0 | 40.0 | - |\n")
+    with pytest.raises(ValueError) as names:
+        format_report(seg, class_names=("unlabeled", "a"))
+    assert str(names.value) == "2 class names (with 'unlabeled') for 2 classes"

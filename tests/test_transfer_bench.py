@@ -302,3 +302,138 @@ def test_records_restore_under_the_new_folder_and_weightless_backbones_rerun_onl
     # upstream of it does.
     (second / "pretrain-mae-rgb-then-mask3d" / "result.json").unlink()
     assert [u.run_dir.name for u in weightless(units)] == ["pretrain-mae-rgb"]
+
+
+def test_plan_lists_every_run_with_its_key_backbone_seed_start_and_weights(tmp_path):
+    from mask3d_vit.config import ConfigError
+    from mask3d_vit.tasks.compare import _recorded, plan_runs
+    cfg = load_config(CompareConfig, "transfer_cpu", ["seeds=[0,1]"])
+    variants = objective_variants(cfg.objectives, cfg)
+    units, rows = plan_runs(cfg, tmp_path, variants)
+    keys = ["seg", "seg@10%", "seg@1%", "depth_probe", "seg_probe"]
+    expected, expected_rows = [], []
+    for seed in (0, 1):
+        expected += [("pretrain", name, seed, f"pretrain-{slug}-s{seed}",
+                      [f"pretrain-mae-rgb-s{seed}"] if "→" in name else [], "") for name, slug in
+                     zip(BACKBONES[1:], SLUGS[1:])]
+        for name, slug in zip(BACKBONES, SLUGS):
+            expected_rows.append((seed, name, None if name == "scratch" else f"pretrain-{slug}-s{seed}"))
+            start = [] if name == "scratch" else [f"pretrain-{slug}-s{seed}"]
+            expected += [(key, name, seed, f"{key.replace('@', '_').replace('%', 'pct')}-{slug}-s{seed}", start,
+                          str(tmp_path / start[0]) if start else "") for key in keys]
+    expected += [(key, "supervised", 0, f"{key}-s0", [], "") for key in ("seg_ceiling", "depth_ceiling")]
+    expected_rows.append((0, "supervised", None))
+    assert [(u.key, u.backbone, u.seed, u.run_dir.name, [n.run_dir.name for n in u.needs], u.init)
+            for u in units] == expected
+    assert [(s, n, i.run_dir.name if i else None) for s, n, i in rows] == expected_rows
+    ceilings = {u.key: u.config for u in units if u.backbone == "supervised"}
+    assert ceilings["seg_ceiling"].task == "seg" and ceilings["depth_ceiling"].task == "depth"
+    assert ceilings["depth_ceiling"].train.max_steps == cfg.ceiling_steps
+    # A continued pre-training starts from its base's folder, and records it.
+    continued = next(u for u in units if u.run_dir.name == "pretrain-mae-rgb-then-mask3d-s1")
+    assert continued.config.init_from == str(tmp_path / "pretrain-mae-rgb-s1")
+    assert _recorded(continued)["needs"] == [_recorded(continued.needs[0])]
+    seg = next(u for u in units if u.run_dir.name == "seg-mask3d-s0")
+    assert set(_recorded(seg)) == {"config", "init", "needs"} and _recorded(seg)["init"] == seg.init
+    # Without scratch or transfer: the pre-trainings alone, one row per pre-trained backbone; one seed: no suffix.
+    one_seed = load_config(CompareConfig, "transfer_cpu", ["seeds=[3]"])
+    units, rows = plan_runs(one_seed, tmp_path, variants, scratch=False, transfer=False)
+    assert [u.run_dir.name for u in units] == [f"pretrain-{slug}" for slug in SLUGS[1:]]
+    assert [n for _, n, _ in rows] == BACKBONES[1:]
+    with pytest.raises(ConfigError) as empty:
+        plan_runs(load_config(CompareConfig, "transfer_cpu", ["seeds=[]"]), tmp_path, variants)
+    assert str(empty.value) == "seeds is empty: give at least one seed"
+    with pytest.raises(ConfigError) as early:
+        plan_runs(cfg, tmp_path, {"A": ["init_from=variant:B"], "B": []})
+    assert str(early.value) == "variant 'A' continues from 'B', which is not pre-trained before it"
+
+
+def test_scene_check_counts_pretraining_val_frames_and_each_runs_scored_split():
+    from mask3d_vit.config import ConfigError
+    from mask3d_vit.tasks.compare import check_scenes
+
+    def error(*overrides):
+        with pytest.raises(ConfigError) as caught:
+            check_scenes(load_config(CompareConfig, "transfer_cpu", list(overrides)))
+        return str(caught.value)
+
+    # Pre-training's held-out frames are pre-training scenes too (seed 1000003 in the recipe).
+    assert error("seg.data.sources=[{format: synthrooms, num_frames: 8, seed: 1000003}]") == (
+        "seg.data: SynthRooms seed(s) [1000003] are pre-training scenes too; transfer runs must fit and score "
+        "other scenes (another seed)")
+    # The scored split is the run's own: the seg fine-tuning scores its val frames (seed 1000103 in the recipe).
+    assert error("pretrain.data.sources=[{format: synthrooms, num_frames: 8, seed: 1000103}]").startswith(
+        "seg.data: SynthRooms seed(s) [1000103] are pre-training scenes too")
+    assert error("seg.data.sources=[{format: synthrooms, num_frames: 8, seed: 100}, "
+                 "{format: synthrooms, num_frames: 8, seed: 200}]",
+                 "seg.data.val_sources=[{format: synthrooms, num_frames: 8, seed: 100}]") == (
+        "seg.data: it is scored on the scenes it is fit on (seed(s) [100])")
+    # A run scored on its training split is scored on the scenes it is fit on.
+    assert error("seg.eval.split=train") == "seg.data: it is scored on the scenes it is fit on (seed(s) [100])"
+
+
+def test_summary_names_each_backbone_leaves_out_the_seed_and_warns_of_nothing():
+    import warnings
+    rows = [{"backbone": "a", "seed": 0, "x": 1, "y": 2.0}, {"backbone": "a", "seed": 1, "x": 3, "y": 2.0},
+            {"backbone": "b", "seed": 0, "x": 5, "y": 1.0}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one seed: a NaN spread, not numpy's degrees-of-freedom warning
+        a, b = summarize(rows)
+    assert a == {"backbone": "a", "seeds": 2, "x": (2.0, math.sqrt(2.0)), "y": (2.0, 0.0)}
+    assert b["backbone"] == "b" and b["seeds"] == 1 and b["x"][0] == 5.0 and math.isnan(b["x"][1])
+
+
+def test_control_lights_every_generated_source_and_shortens_pretraining_in_proportion():
+    from mask3d_vit.tasks.compare import control_config
+    frames = "{format: frames, root: /nowhere}"
+    cfg = load_config(CompareConfig, "transfer_cpu", [
+        "control_light=40", "control_epochs=3", "pretrain.train.max_steps=3840", "continue_steps=640",
+        f"seg.data.sources=[{{format: synthrooms, num_frames: 64, seed: 100}}, {frames}]",
+        "pretrain.data.val_sources=[{format: synthrooms, num_frames: 8, seed: 7}]"])
+    control = control_config(cfg)
+    assert (control.seeds, control.fractions, control.seg_steps, control.ceiling_steps, control.control_light) == (
+        [0], [], [], 0, 0.0)
+    # A quarter of the epochs (3 of 12): the steps and the continued pre-training shrink alike.
+    assert (control.pretrain.train.epochs, control.pretrain.train.max_steps, control.continue_steps) == (3, 960, 160)
+    for data in (control.pretrain.data, control.seg.data, control.depth_probe.data, control.seg_probe.data):
+        lit = [getattr(s, "camera_light", None) for s in data.sources + data.val_sources]
+        assert lit and all(x == 40.0 for x in lit if x is not None), data
+    assert [getattr(s, "camera_light", None) for s in control.seg.data.sources] == [40.0, None]  # not a generator
+    assert [s.camera_light for s in control.pretrain.data.val_sources] == [40.0]
+    assert [s.camera_light for s in cfg.seg.data.sources[:1]] == [0.0]  # the comparison itself stays unlit
+    # A continued pre-training keeps at least one step; no light, no control.
+    short = load_config(CompareConfig, "transfer_cpu", ["control_light=0.5", "continue_steps=2"])
+    assert control_config(short).continue_steps == 1
+    for light in ("0", "-1"):
+        assert control_config(load_config(CompareConfig, "transfer_cpu", [f"control_light={light}"])) is None
+
+
+def test_transfer_runs_take_a_share_of_the_labelled_frames_and_their_own_steps():
+    from mask3d_vit.config import ConfigError
+    from mask3d_vit.tasks.compare import _with_steps, transfer_key, transfer_runs
+    cfg = load_config(CompareConfig, "transfer_cpu")
+    runs = transfer_runs(cfg)
+    assert list(runs) == ["seg", "seg@10%", "seg@1%", "depth_probe", "seg_probe"]
+    assert [runs[k].data.sources[0].fraction for k in ("seg", "seg@10%", "seg@1%")] == [1.0, 0.1, 0.01]
+    assert [runs[k].train.max_steps for k in ("seg", "seg@10%", "seg@1%")] == [160, 80, 40]
+    assert runs["depth_probe"] is cfg.depth_probe and runs["seg_probe"] is cfg.seg_probe
+    assert transfer_key("seg") == "seg" and transfer_key("seg", 0.5) == "seg@50%"
+    # Without seg_steps every fraction trains the recipe's epochs.
+    plain = transfer_runs(load_config(CompareConfig, "transfer_cpu", ["seg_steps=[]", "probes=[]"]))
+    assert list(plain) == ["seg", "seg@10%", "seg@1%"] and all(r.train.max_steps == 0 for r in plain.values())
+    assert {r.train.epochs for r in plain.values()} == {cfg.seg.train.epochs}
+    # 1 step is a run; the warm-up keeps its share (a tenth of the epochs).
+    one = _with_steps(cfg.seg, 1)
+    assert (one.train.max_steps, one.train.epochs) == (1, 1)
+    assert one.optim.warmup_epochs == pytest.approx(cfg.seg.optim.warmup_epochs / cfg.seg.train.epochs)
+    for overrides, message in (
+            (["seg_steps=[0,1,1]"], "seg_steps: 0 must be > 0"),
+            (["seg_steps=[1,1]"], "seg_steps=[1, 1]: give one step count per fraction [1.0, 0.1, 0.01]"),
+            (["fractions=[0.0]", "seg_steps=[]"], "fractions: 0.0 must lie in (0, 1]"),
+            (["fractions=[1.5]", "seg_steps=[]"], "fractions: 1.5 must lie in (0, 1]"),
+            (["probes=[depth,normals]"], "probes ['normals']: choose from depth, seg"),
+            (["depth_probe.task=seg"], "depth_probe.task='seg': the comparison's probe is a depth probe"),
+            (["seg_probe.task=depth"], "seg_probe.task='depth': the comparison's seg probe is a seg probe")):
+        with pytest.raises(ConfigError) as caught:
+            transfer_runs(load_config(CompareConfig, "transfer_cpu", overrides))
+        assert str(caught.value) == message, overrides

@@ -108,7 +108,7 @@ TARGETS = {
                                          "transfer_key", "transfer_runs", "_with_steps", "variant_pretrain", "slug",
                                          "plan_runs", "_recorded", "_without_bookkeeping", "_cached",
                                          "probe_floor_note", "summarize", "_source_frames")],
-                ["tests/test_transfer_bench.py", "-k", "not quick_protocol and not rerun_keeps"]),
+                ["tests/test_transfer_bench.py", "-k", "not quick_protocol and not rerun_keeps and not records_continue"]),
     # The interrupt path: the signal handler, its installation and restoration, the all-ranks stop decision.
     "trainer-interrupt": ("mask3d_vit/engine/trainer.py", ["*ǁStopSignalsǁ*", "*ǁTrainerǁ_stop_requested__*"],
                           ["tests/test_interrupt.py", "-k", "stop_signals or second_ctrl_c or sigterm_then_ctrl_c "
@@ -126,18 +126,21 @@ def mutmut_config(module: str, tests: list[str]) -> str:
     quoted = ", ".join(f'"{t}"' for t in tests)
     return (f'\n[tool.mutmut]\nsource_paths = ["mask3d_vit"]\nonly_mutate = ["{module}"]\n'
             f'pytest_add_cli_args_test_selection = [{quoted}]\npytest_add_cli_args = ["-p", "no:cacheprovider"]\n'
+            # The benchmark scripts some tests load (tests/test_transfer_bench.py) beside the package.
+            'also_copy = ["benchmarks"]\n'
             # torch starts threads at import: forking straight from a process that ran the tests can hang.
             f'process_isolation = "forkserver"\n')
 
 
 def prepare(name: str, module: str, tests: list[str]) -> Path:
-    """A fresh scratch copy of the package, the tests and pyproject.toml with the target's mutmut section."""
+    """A fresh scratch copy of the package, the tests, the benchmarks and pyproject.toml with the target's mutmut section."""
     work = SCRATCH / name
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     ignore = shutil.ignore_patterns("__pycache__")
     shutil.copytree(ROOT / "mask3d_vit", work / "mask3d_vit", ignore=ignore)
     shutil.copytree(ROOT / "tests", work / "tests", ignore=ignore)
+    shutil.copytree(ROOT / "benchmarks", work / "benchmarks", ignore=ignore)
     pyproject = (ROOT / "pyproject.toml").read_text()
     if "[tool.mutmut]" in pyproject:
         raise SystemExit("pyproject.toml has its own [tool.mutmut] section; this script writes one per target")

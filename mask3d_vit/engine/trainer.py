@@ -154,7 +154,6 @@ class StopSignals:
     def __exit__(self, *exc) -> None:
         for s, h in self.previous.items():
             signal.signal(s, h)
-        self.previous = {}
 
 
 class Trainer:
