@@ -293,3 +293,34 @@ def test_evaluator_diagnostics_add_every_batch_of_two_under_its_own_masks():
     for key in keys:
         assert metrics[f"val_{key}"] == pytest.approx(expected[key], rel=1e-5), key
     assert metrics["val_loss_depth_hidden_swapped"] != pytest.approx(last_only["loss_depth_hidden_swapped"], rel=1e-3)
+
+
+def test_interpolation_matches_a_pixel_by_pixel_reference_on_an_asymmetric_grid():
+    # A 2x3 grid of 2-pixel patches with different means: a visible patch with a single valid pixel (its mean is
+    # that pixel), a visible one with none (not used), a hidden one. Every pixel against the definition, computed
+    # here one pixel and one patch at a time.
+    g = torch.Generator().manual_seed(8)
+    p, h, w = 2, 4, 6
+    target = torch.rand(1, 1, h, w, generator=g) * 5
+    valid = torch.ones(1, 1, h, w, dtype=torch.bool)
+    valid[0, 0, 0:2, 2:4] = False
+    valid[0, 0, 0, 2] = True                      # patch 1: one valid pixel
+    valid[0, 0, 2:4, 0:2] = False                 # patch 3: none
+    depth_mask = torch.tensor([[False, False, True, False, False, False]])
+    out = interpolate_visible_depth(target, valid, depth_mask, patch_size=p)
+    means, centres = [], []
+    for n in range(6):
+        i, j = divmod(n, 3)
+        cell = (slice(i * p, (i + 1) * p), slice(j * p, (j + 1) * p))
+        ok = valid[0, 0][cell]
+        if depth_mask[0, n] or not ok.any():
+            continue
+        means.append(target[0, 0][cell][ok].mean().item())
+        centres.append(((i + 0.5) * p, (j + 0.5) * p))
+    assert len(means) == 4 and means[1] == target[0, 0, 0, 2].item()
+    expected = torch.zeros(h, w)
+    for y in range(h):
+        for x in range(w):
+            weights = [(math.dist((y + 0.5, x + 0.5), c) + 0.5) ** -2 for c in centres]
+            expected[y, x] = sum(wt * m for wt, m in zip(weights, means)) / sum(weights)
+    torch.testing.assert_close(out, patchify(expected.view(1, 1, h, w), p), rtol=1e-5, atol=1e-6)

@@ -1,4 +1,5 @@
 """The evidence benchmark (benchmarks/transfer.py): its --quick form end to end, resuming, and its statistics."""
+import dataclasses
 import importlib.util
 import json
 import math
@@ -437,3 +438,84 @@ def test_transfer_runs_take_a_share_of_the_labelled_frames_and_their_own_steps()
         with pytest.raises(ConfigError) as caught:
             transfer_runs(load_config(CompareConfig, "transfer_cpu", overrides))
         assert str(caught.value) == message, overrides
+
+
+def test_frames_a_run_reads_and_its_pretraining_steps(tmp_path):
+    from test_formats_frames import write_frames
+
+    from mask3d_vit.data.build import DataConfig, SourceConfig
+    from mask3d_vit.tasks.compare import _source_frames, pretrain_steps, variant_pretrain
+    folder = write_frames(tmp_path / "f", n=6, split_val=2)  # 4 training frames, 2 val
+    data = DataConfig(sources=[SourceConfig(format="synthrooms", num_frames=100, seed=0, fraction=0.5),
+                               SourceConfig(format="synthrooms", num_frames=7, seed=1, fraction=0.01),
+                               SourceConfig(format="frames", root=str(folder))],
+                      val_sources=[SourceConfig(format="synthrooms", num_frames=8, seed=2)], size=(16, 24))
+    # A fraction applies to training frames, never below 1 frame; val frames count whole, from val_sources.
+    assert _source_frames(data, "train") == 50 + 1 + 4
+    assert _source_frames(data, "val") == 8
+    no_val = DataConfig(sources=data.sources, size=(16, 24))
+    assert _source_frames(no_val, "val") == 100 + 7 + 2
+    cfg = load_config(CompareConfig, "transfer_cpu", ["pretrain.train.batch_size=32", "pretrain.train.epochs=2"])
+    p = variant_pretrain(cfg, [])
+    # 55 frames of 32: one whole batch per epoch.
+    p = dataclasses.replace(p, data=data)
+    assert pretrain_steps(p) == 2
+    assert pretrain_steps(dataclasses.replace(p, train=dataclasses.replace(p.train, max_steps=1))) == 1
+
+
+def test_fine_tuning_steps_set_the_epochs_and_keep_the_warmup_share():
+    from mask3d_vit.tasks.compare import _with_steps, transfer_runs
+    cfg = load_config(CompareConfig, "transfer_cpu")
+    runs = transfer_runs(cfg)
+    # 1,024 frames of 8 = 128 steps per epoch: 160 steps take 2 epochs; 1 % = 10 frames = 1 step per epoch.
+    assert (runs["seg"].train.epochs, runs["seg"].optim.warmup_epochs) == (2, pytest.approx(0.2))
+    assert (runs["seg@1%"].train.epochs, runs["seg@1%"].optim.warmup_epochs) == (40, pytest.approx(4.0))
+    one_epoch = dataclasses.replace(cfg.seg, train=dataclasses.replace(cfg.seg.train, epochs=1),
+                                    optim=dataclasses.replace(cfg.seg.optim, warmup_epochs=0.5))
+    assert _with_steps(one_epoch, 256).optim.warmup_epochs == pytest.approx(0.5 * 2)
+
+
+def test_variants_follow_their_objective_and_name_what_is_wrong():
+    from mask3d_vit.config import ConfigError
+    from mask3d_vit.tasks.compare import MAE_RGB, PAPER_DESIGN
+    plain = objective_variants(["depth", "rgb"])  # without a config: no extra variants
+    assert plain == {"Mask3D": ["model.objective=depth"], "MAE-RGB": MAE_RGB}
+    cfg = load_config(CompareConfig, "transfer_cpu", ["pretrain.train.max_steps=3840"])
+    variants = objective_variants(cfg.objectives, cfg)
+    assert variants["Mask3D (paper design)"] == PAPER_DESIGN
+    assert variants["MAE-RGB (equal compute)"] == MAE_RGB + ["train.epochs=25", "train.max_steps=7910"]
+    assert variants["MAE-RGB → Mask3D"] == ["model.objective=depth", "train.max_steps=640", "init_from=variant:MAE-RGB"]
+    # The paper design follows the depth objective, equal compute MAE-RGB; a ratio of 1 is allowed.
+    only_rgb = load_config(CompareConfig, "transfer_cpu", ["objectives=[rgb]", "continued=[]", "compute_ratio=1"])
+    assert list(objective_variants(only_rgb.objectives, only_rgb)) == ["MAE-RGB", "MAE-RGB (equal compute)"]
+    assert "MAE-RGB (equal compute)" in objective_variants(["rgb"], load_config(
+        CompareConfig, "transfer_cpu", ["compute_ratio=1.5", "continued=[]"]))
+    for overrides, objectives, message in (
+            (["compute_ratio=0.5"], None, "compute_ratio=0.5: a step of the recipe's design costs at least an MAE "
+                                          "step"),
+            ([], ["depth", "sound"], "objectives ['sound']: choose from "),
+            (["continue_from=sound"], None, "continue_from ['sound']: choose from "),
+            (["continued=[sound]"], None, "continued ['sound']: choose from ")):
+        cfg = load_config(CompareConfig, "transfer_cpu", overrides)
+        with pytest.raises(ConfigError) as caught:
+            objective_variants(objectives or cfg.objectives, cfg)
+        assert str(caught.value).startswith(message), (overrides, str(caught.value))
+    with pytest.raises(ConfigError) as caught:
+        objective_variants(["sound"])
+    from mask3d_vit.tasks.compare import OBJECTIVE_NAMES
+    assert str(caught.value) == f"objectives ['sound']: choose from {', '.join(OBJECTIVE_NAMES)}"
+
+
+def test_floor_note_quotes_the_first_row_with_floors():
+    from mask3d_vit.tasks.compare import probe_floor_note
+    floors = {f"depth_probe_floor/{kind}/{m}": v for kind, vals in (("position", (0.4371, 35.06, 62.04)),
+                                                                    ("constant", (0.5, 30.0, 55.55)))
+              for m, v in zip(("abs_rel", "delta1", "delta1_med"), vals)}
+    rows = [{"backbone": "scratch"}, {"backbone": "a", **floors}, {"backbone": "b", "depth_probe_floor/position/"
+                                                                   "abs_rel": 9.0}]
+    assert probe_floor_note(rows) == (
+        "Depth probe floors (image-blind predictors fit on the probe's frames): position-only AbsRel 0.437 / delta1 "
+        "35.1 / delta1 (median-scaled) 62.0; constant AbsRel 0.500 / delta1 30.0 / delta1 (median-scaled) 55.5.")
+    renamed = [{k.replace("depth_probe", "other"): v for k, v in r.items()} for r in rows]
+    assert probe_floor_note(renamed, key="other") == probe_floor_note(rows)
+    assert probe_floor_note(renamed) == "" and probe_floor_note([]) == ""

@@ -87,6 +87,7 @@ TARGETS = {
                            "rgb_plus_depth_loss_is_weighted_sum")]
                        + [PRETEXT + name for name in (
                            "interpolation_baseline_by_hand",
+                           "interpolation_matches_a_pixel_by_pixel_reference_on_an_asymmetric_grid",
                            "complementary_masks_never_show_colour_and_depth_of_one_patch",
                            "block_masks_show_and_hide_depth_in_whole_squares",
                            "depth_hidden_loss_region_scores_only_patches_without_depth_input",
@@ -119,6 +120,8 @@ SCOPES = {"transforms": "geometry", "metrics-seg": "the metrics", "metrics-depth
           "mask3d-schemes": "mask schemes, depth prior, loss regions", "compare": "the protocol's logic",
           "trainer-interrupt": "the interrupt path"}
 COUNTED = ("killed", "survived", "timeout", "suspicious", "no tests", "segfault")
+# Any other status (e.g. "check was interrupted by user": a mutant that raised KeyboardInterrupt in pytest) counts
+# as not killed: a test must fail on it, not end the session.
 
 
 def mutmut_config(module: str, tests: list[str]) -> str:
@@ -209,6 +212,7 @@ def run_target(name: str, python: str, only: list[str] | None = None) -> dict:
     if globs:
         status = {k: v for k, v in status.items() if any(fnmatch(k, g) for g in globs)}
     counts = {s: sum(v == s for v in status.values()) for s in COUNTED}
+    counts["other"] = sum(v not in COUNTED for v in status.values())
     return {"name": name, "module": module, "tests": tests, "globs": globs, "counts": counts,
             "survivors": sorted(k for k, v in status.items() if v not in ("killed", "timeout"))}
 
