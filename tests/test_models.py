@@ -453,6 +453,20 @@ def test_standardized_target_of_a_flat_frame_is_finite():
 def test_rgb_plus_depth_loss_is_weighted_sum():
     out = run(micro(objective="rgb+depth", rgb_loss_weight=0.5), make_batch())
     torch.testing.assert_close(out["loss"], out["loss_depth"] + 0.5 * out["loss_rgb"])
+    # The weight balances colour against depth: MAE-RGB's loss is its colour loss whatever the weight.
+    batch = {"rgb": make_batch()["rgb"]}
+    mae = run(micro(objective="rgb", rgb_mask_ratio=0.75, rgb_loss_weight=0.5), batch)
+    torch.testing.assert_close(mae["loss"], mae["loss_rgb"])
+    assert set(mae) >= {"pred_rgb", "rgb_mask"}
+
+
+def test_without_depth_input_every_depth_patch_is_hidden():
+    # depth_mask_ratio=1: no depth enters the model; the depth loss is over every patch.
+    model = micro(depth_mask_ratio=1.0, loss_region="masked")
+    masks = model.draw_masks(2, (2, 3))
+    assert set(masks) == {"rgb_keep", "rgb_mask", "depth_mask"}
+    assert masks["depth_mask"].dtype == torch.bool and masks["depth_mask"].shape == (2, 6)
+    assert masks["depth_mask"].all()
 
 
 def test_loss_falls_when_overfitting_a_few_frames():

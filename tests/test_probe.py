@@ -338,3 +338,25 @@ def test_format_report_prints_each_row_and_value_as_documented():
     with pytest.raises(ValueError) as names:
         format_report(seg, class_names=("unlabeled", "a"))
     assert str(names.value) == "2 class names (with 'unlabeled') for 2 classes"
+
+
+def test_fit_probe_names_a_bad_argument_and_accepts_the_smallest_good_ones(micro):
+    depth = planted_depth_batches(micro, range(2), torch.zeros(256, 64, dtype=torch.float64),
+                                  torch.ones(256, dtype=torch.float64))
+    for kwargs, message in (({"task": "normals"}, "unknown task 'normals'; choose one of depth, seg"),
+                            ({"task": "seg"}, "segmentation needs num_classes >= 1, got 0"),
+                            ({"task": "depth", "cells": 0}, "cells=0 must divide the patch size 16"),
+                            ({"task": "depth", "cells": 3}, "cells=3 must divide the patch size 16")):
+        with pytest.raises(ValueError) as caught:
+            fit_probe(micro, depth, **kwargs)
+        assert str(caught.value) == message
+    # One class, one cell per patch: the smallest valid probes.
+    seg = [{"rgb": b["rgb"], "label": torch.ones(4, 32, 48, dtype=torch.long)} for b in depth]
+    assert fit_probe(micro, seg, task="seg", num_classes=1, cells=1, holdout_every=0, alphas=[0.0]).weights.shape == (
+        1, 65, 1)
+    assert fit_probe(micro, depth, task="depth", cells=1, holdout_every=0, alphas=[0.0]).cells == 1
+    # Defaults: 4 x 4 cells, every 5th frame held out (8 frames: the 5th), the ridge grid.
+    default = fit_probe(micro, depth, task="depth")
+    explicit = fit_probe(micro, depth, task="depth", cells=4, holdout_every=5)
+    assert default.weights.shape == (16, 65, 1) and default.heldout_mse == explicit.heldout_mse
+    assert default.heldout_mse != fit_probe(micro, depth, task="depth", holdout_every=6).heldout_mse

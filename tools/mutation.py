@@ -84,7 +84,8 @@ TARGETS = {
                            "loss_regions_average_valid_pixels_of_their_patches_in_log_space",
                            "random_masking_counts_and_independence", "depth_loss_closed_form",
                            "masked_loss_region_closed_form", "frames_without_valid_depth_give_a_finite_zero_loss",
-                           "rgb_plus_depth_loss_is_weighted_sum")]
+                           "rgb_plus_depth_loss_is_weighted_sum", "without_depth_input_every_depth_patch_is_hidden",
+                           "mae_rgb_loss_uses_hidden_patches_and_normalised_pixels")]
                        + [PRETEXT + name for name in (
                            "interpolation_baseline_by_hand",
                            "interpolation_matches_a_pixel_by_pixel_reference_on_an_asymmetric_grid",
