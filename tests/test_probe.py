@@ -12,7 +12,7 @@ from mask3d_vit.cli import build_parser
 from mask3d_vit.eval import baselines
 from mask3d_vit.eval.probe import (RidgeSums, cell_targets, cells_to_image, choose_ridge, fit_probe,
                                    format_report, load_ceiling, load_probe_encoder, mean_squared_error,
-                                   patch_features, probe_backbone, solve_ridge)
+                                   patch_features, probe_backbone, ridge_solutions, solve_ridge)
 from mask3d_vit.models.vit import build_encoder
 from mask3d_vit.tasks import finetune
 
@@ -240,6 +240,9 @@ def test_probe_backbone_defaults_are_the_documented_ones(micro):
     floors = baselines.depth_floors(train, val, min_depth=9.0, max_depth=10.0)
     assert narrow["position"]["abs_rel"] == pytest.approx(floors["position"]["abs_rel"])
     assert narrow["position"]["abs_rel"] != pytest.approx(result["position"]["abs_rel"])
+    # The hold-out and the strengths given reach the probe.
+    chosen = probe_backbone(micro, train, val, task="depth", holdout_every=3, alphas=[0.0, 1.0])
+    assert chosen["heldout_mse"] == fit_probe(micro, train, task="depth", holdout_every=3, alphas=[0.0, 1.0]).heldout_mse
     # Segmentation has no default class count: without one, every label is out of range.
     with pytest.raises(ValueError, match=r"label ids must lie in 0\.\.0; found 1\.\.1"):
         probe_backbone(micro, [{"rgb": images(2, 0), "label": torch.ones(2, 32, 48, dtype=torch.long)}], [],
@@ -360,3 +363,113 @@ def test_fit_probe_names_a_bad_argument_and_accepts_the_smallest_good_ones(micro
     explicit = fit_probe(micro, depth, task="depth", cells=4, holdout_every=5)
     assert default.weights.shape == (16, 65, 1) and default.heldout_mse == explicit.heldout_mse
     assert default.heldout_mse != fit_probe(micro, depth, task="depth", holdout_every=6).heldout_mse
+
+
+def test_cell_targets_sample_each_cell_centre_and_leave_out_what_has_no_target():
+    # Patch 4, 2 x 2 cells of 2 pixels: cell (a, b) of a patch reads pixel (1 + 2a, 1 + 2b) of it. A 6 x 7 image
+    # pads to 8 x 8: cells on row 7 or column 7 are padding and have no target.
+    depth = torch.arange(1.0, 43.0).view(1, 1, 6, 7)
+    valid = torch.ones(1, 1, 6, 7, dtype=torch.bool)
+    valid[0, 0, 1, 1] = False                     # patch 0, cell (0, 0): invalid
+    depth[0, 0, 1, 3] = 0.0                       # patch 0, cell (0, 1): flagged valid, but no reading
+    y, mask = cell_targets({"depth": depth, "valid": valid}, task="depth", patch=4, cells=2)
+    assert y.shape == (1, 4, 4, 1) and mask.shape == (1, 4, 4)
+    expected_mask = torch.tensor([[[False, False, True, True], [True, False, True, False],
+                                   [True, True, False, False], [True, False, False, False]]])
+    assert torch.equal(mask, expected_mask)
+    for n, a, b in ((0, 1, 0), (1, 1, 0), (2, 0, 1), (3, 0, 0)):
+        i, j = divmod(n, 2)
+        assert y[0, n, 2 * a + b, 0].item() == pytest.approx(math.log(depth[0, 0, 4 * i + 1 + 2 * a,
+                                                                                 4 * j + 1 + 2 * b].item()))
+    assert (y[~mask] == 0).all()  # cells without a target hold 0, never enter a sum
+    # Segmentation: one-hot over the K classes (here 3, though only 1 and 2 occur); 0 = unlabelled; padding too.
+    label = torch.tensor([[1, 1, 2, 2, 0, 0, 1], [1, 1, 2, 2, 0, 0, 1], [2, 2, 1, 1, 1, 1, 2],
+                          [2, 2, 1, 1, 1, 1, 2], [1, 1, 1, 1, 2, 2, 2], [1, 1, 1, 1, 2, 2, 2]]).view(1, 6, 7)
+    y, mask = cell_targets({"label": label}, task="seg", patch=4, cells=2, num_classes=3)
+    assert y.shape == (1, 4, 4, 3)
+    assert torch.equal(mask[0, 1], torch.tensor([False, False, True, False]))  # (1, 5) is 0; column 7 is padding
+    assert y[0, 0, 0].tolist() == [1.0, 0.0, 0.0] and y[0, 0, 1].tolist() == [0.0, 1.0, 0.0]
+    assert y[0, 1, 0].sum() == 0 and y[0, 3, 3].sum() == 0
+
+
+def test_cells_to_image_crops_the_padding_to_the_image_size():
+    scores = torch.randn(1, 4, 4, 1, dtype=torch.float64)
+    assert cells_to_image(scores, grid=(2, 2), cells=2, patch=4, size=(6, 7)).shape == (1, 1, 6, 7)
+
+
+def ridge_reference(x, y, alpha):
+    """Ridge with an unpenalised bias, one output cell, straight from the definition: centred normal equations
+    with the penalty alpha x the mean feature variance."""
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    cov, cov_xy = xc.T @ xc / len(x), xc.T @ yc / len(x)
+    w = torch.linalg.solve(cov + alpha * torch.diagonal(cov).mean() * torch.eye(x.shape[1], dtype=x.dtype), cov_xy)
+    return torch.cat([w, y.mean(0, keepdim=True) - x.mean(0, keepdim=True) @ w])
+
+
+def test_ridge_solutions_follow_the_definition_per_cell_at_any_feature_scale():
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(200, 4, generator=g, dtype=torch.float64)
+    y = torch.randn(200, 2, 1, generator=g, dtype=torch.float64)
+    # Cell 0 sees the features, cell 1 the same features at 1e-6 of the scale (variance 1e-12: not a null
+    # direction); the penalty follows each cell's own variance.
+    for scale in (1.0, 1e-6, 1e4):
+        sums = RidgeSums()
+        sums.update(x * scale, y[:, :1], torch.ones(200, 1, dtype=torch.bool))
+        sums_small = RidgeSums()
+        sums_small.update(x * scale * 1e-6, y[:, 1:], torch.ones(200, 1, dtype=torch.bool))
+        both = RidgeSums(torch.cat([sums.gram, sums_small.gram]), torch.cat([sums.cross, sums_small.cross]),
+                         sums.yy + sums_small.yy, sums.count + sums_small.count)
+        for alpha in (0.0, 0.5):
+            w = solve_ridge(both, alpha)
+            torch.testing.assert_close(w[0], ridge_reference(x * scale, y[:, 0], alpha), rtol=1e-6, atol=1e-9)
+            torch.testing.assert_close(w[1], ridge_reference(x * scale * 1e-6, y[:, 1], alpha), rtol=1e-6,
+                                       atol=1e-9 / (scale * 1e-6))
+    # A cell seen by one row: predicted that row's value (no variance: the bias alone).
+    one = RidgeSums()
+    one.update(x[:1], torch.full((1, 1, 1), 3.0, dtype=torch.float64), torch.ones(1, 1, dtype=torch.bool))
+    assert solve_ridge(one, 0.0)[0, -1, 0].item() == pytest.approx(3.0)
+    for sums, alphas, message in ((RidgeSums(), [0.0], "no training rows were accumulated; the probe cannot be fit"),
+                                  (one, [0.1, -1.0], "ridge strengths must be >= 0, got [0.1, -1.0]")):
+        with pytest.raises(ValueError) as caught:
+            ridge_solutions(sums, alphas)
+        assert str(caught.value) == message
+
+
+def test_redundant_features_get_the_minimum_norm_fit_at_any_scale():
+    g = torch.Generator().manual_seed(10)
+    base = torch.randn(100, 2, generator=g, dtype=torch.float64)
+    y = (base @ torch.tensor([1.0, -2.0], dtype=torch.float64) + 0.5)[:, None, None]
+    for scale in (1.0, 1e4):
+        x = torch.cat([base, base.sum(1, keepdim=True)], 1) * scale      # third feature = first + second
+        sums = RidgeSums()
+        sums.update(x, y, torch.ones(100, 1, dtype=torch.bool))
+        w = solve_ridge(sums, 0.0)[0, :, 0]
+        torch.testing.assert_close(x @ w[:-1] + w[-1], y[:, 0, 0], rtol=1e-6, atol=1e-6)
+        expected = torch.linalg.pinv(x - x.mean(0)) @ (y[:, 0, 0] - y.mean())   # the minimum-norm weights
+        torch.testing.assert_close(w[:-1], expected, rtol=1e-5, atol=1e-9)
+
+
+def test_the_held_out_frames_are_every_nth_counted_across_batches(micro):
+    # 8 frames in batches of 4; every 5th frame is held out: frame 4 only (the second batch's first).
+    g = torch.Generator().manual_seed(11)
+    batches = planted_depth_batches(micro, range(2), 0.1 * torch.randn(256, 64, generator=g, dtype=torch.float64),
+                                    torch.ones(256, dtype=torch.float64))
+    probe = fit_probe(micro, batches, task="depth", holdout_every=5, alphas=[0.0, 1.0])
+    fit, held = RidgeSums(), RidgeSums()
+    for k, batch in enumerate(batches):
+        x = patch_features(micro, batch["rgb"])
+        y, mask = cell_targets(batch, task="depth", patch=16, cells=4)
+        out = torch.tensor([4 * k + i == 4 for i in range(4)])
+        fit.update(x[~out].flatten(0, 1), y[~out].flatten(0, 1), mask[~out].flatten(0, 1))
+        held.update(x[out].flatten(0, 1), y[out].flatten(0, 1), mask[out].flatten(0, 1))
+    assert probe.heldout_mse == pytest.approx(choose_ridge(fit, held, [0.0, 1.0])[1])
+    # No hold-out: with holdout_every 0 or 1, or a single strength (which is then used); a hold-out of every 2nd
+    # frame chooses between 2 strengths.
+    for every, alphas in ((0, [0.0, 1.0]), (1, [0.0, 1.0]), (5, [0.5])):
+        single = fit_probe(micro, batches, task="depth", holdout_every=every, alphas=alphas)
+        assert single.heldout_mse == {} and single.alpha == alphas[0]
+    assert set(fit_probe(micro, batches, task="depth", holdout_every=2, alphas=[0.0, 1.0]).heldout_mse) == {0.0, 1.0}
+    with pytest.raises(ValueError) as few:
+        fit_probe(micro, batches[:1][:1], task="depth", holdout_every=5)
+    assert str(few.value) == ("no held-out frame with targets (every 5th of 4 frames): use more frames or "
+                              "holdout_every=0 with a single ridge strength")

@@ -4,6 +4,7 @@
     python tools/mutation.py                    # every target, smallest first (or: make mutation)
     python tools/mutation.py checkpoint trainer  # some targets (make mutation ARGS="checkpoint trainer")
     python tools/mutation.py --changed main     # smoke: only the functions a change touches (make mutation-changed)
+    python tools/mutation.py probe --mutants NAME...  # rerun a run's survivors after writing tests for them
 
 Each target mutates one module (or some of its functions) and runs only the tests that guard it, in a fresh scratch
 copy of the project under ``runs/mutation/<target>/`` (mutmut works in a copy of its own, ``mutants/``). Inspect a
@@ -236,12 +237,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("targets", nargs="*", help=f"some of {', '.join(TARGETS)} (default: all, in this order)")
     parser.add_argument("--changed", metavar="BASE", help="mutate only the functions that differ from git revision "
                         "BASE, in the targets that cover them (a smoke run of minutes)")
+    parser.add_argument("--mutants", nargs="+", metavar="NAME", help="only these mutants (names or globs, e.g. the "
+                        "survivors a run listed, after writing the tests that should kill them); one target")
     args = parser.parse_args(argv)
+    if args.mutants and len(args.targets) != 1:
+        parser.error("--mutants needs exactly one target")
     unknown = [t for t in args.targets if t not in TARGETS]
     if unknown:
         parser.error(f"unknown target(s) {', '.join(unknown)}; choose from {', '.join(TARGETS)}")
     date = datetime.date.today().isoformat()
-    only: dict[str, list[str] | None] = {name: None for name in args.targets or TARGETS}
+    only: dict[str, list[str] | None] = {name: args.mutants for name in args.targets or TARGETS}
     if args.changed:
         selected, uncovered = changed_targets(args.changed)
         only = {name: globs for name, globs in selected.items() if not args.targets or name in args.targets}
