@@ -152,6 +152,18 @@ def _cmdline(proc: Path) -> bytes:
         return b""
 
 
+@pytest.fixture
+def stray_sigterm_fails():
+    """A SIGTERM that the code under test fails to catch fails the test instead of killing the test process (a
+    killed pytest reads as a pass to mutation testing)."""
+    def fail(signum, frame):
+        pytest.fail("SIGTERM reached the test process's own handler")
+
+    previous = signal.signal(signal.SIGTERM, fail)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
 def signalling_trainer(tmp_path, signals, at_step=2):
     """A Trainer whose model sends itself ``signals`` during step ``at_step``'s forward pass."""
     from mask3d_vit.engine.optim import OptimConfig
@@ -173,7 +185,7 @@ def signalling_trainer(tmp_path, signals, at_step=2):
     return Trainer(Signals(), ToyData(), train=train, optim=OptimConfig(), run_dir=tmp_path, config={})
 
 
-def test_a_second_ctrl_c_quits_at_once_without_saving_and_handlers_are_restored(tmp_path):
+def test_a_second_ctrl_c_quits_at_once_without_saving_and_handlers_are_restored(tmp_path, stray_sigterm_fails):
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     with pytest.raises(KeyboardInterrupt):
         signalling_trainer(tmp_path, [signal.SIGINT, signal.SIGINT]).fit()
@@ -181,7 +193,7 @@ def test_a_second_ctrl_c_quits_at_once_without_saving_and_handlers_are_restored(
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
-def test_sigterm_then_ctrl_c_still_saves(tmp_path):
+def test_sigterm_then_ctrl_c_still_saves(tmp_path, stray_sigterm_fails):
     # Ctrl-C under torchrun: the agent's SIGTERM and the terminal's SIGINT reach a worker together; it must save.
     from mask3d_vit.engine.trainer import TrainingInterrupted
 
@@ -211,20 +223,31 @@ def test_signal_handlers_are_restored_after_a_finished_fit(tmp_path):
 def test_stop_signals_record_in_order_warn_once_and_only_a_repeated_ctrl_c_quits(caplog):
     from mask3d_vit.engine.trainer import StopSignals
 
-    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    with caplog.at_level("WARNING", logger="mask3d_vit.engine.trainer"):
-        with StopSignals() as received:
-            # A Python handler runs before the next bytecode of the main thread: right after each kill.
-            try:
-                os.kill(os.getpid(), signal.SIGTERM)
-                os.kill(os.getpid(), signal.SIGTERM)
-                os.kill(os.getpid(), signal.SIGINT)
-            except KeyboardInterrupt:  # would end the whole pytest session instead of failing this test
-                pytest.fail("the first Ctrl-C quit")
-            assert received == [signal.SIGTERM, signal.SIGTERM, signal.SIGINT]
-            with pytest.raises(KeyboardInterrupt):
-                os.kill(os.getpid(), signal.SIGINT)
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    # Stand-in handlers: a signal that StopSignals fails to catch lands here, failing the test instead of killing
+    # the test process; on exit they must be back.
+    missed = []
+
+    def stand_in(signum, frame):
+        missed.append(signum)
+
+    before = signal.signal(signal.SIGINT, stand_in), signal.signal(signal.SIGTERM, stand_in)
+    try:
+        with caplog.at_level("WARNING", logger="mask3d_vit.engine.trainer"):
+            with StopSignals() as received:
+                # A Python handler runs before the next bytecode of the main thread: right after each kill.
+                try:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    os.kill(os.getpid(), signal.SIGINT)
+                except KeyboardInterrupt:  # would end the whole pytest session instead of failing this test
+                    pytest.fail("the first Ctrl-C quit")
+                assert received == [signal.SIGTERM, signal.SIGTERM, signal.SIGINT] and missed == []
+                with pytest.raises(KeyboardInterrupt):
+                    os.kill(os.getpid(), signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is stand_in and signal.getsignal(signal.SIGTERM) is stand_in
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
     warnings = [r.getMessage() for r in caplog.records]
     assert warnings == ["SIGTERM received: stopping after this step and saving a checkpoint (Ctrl-C again to quit "
                         "without saving)"]

@@ -383,7 +383,7 @@ def test_cell_targets_sample_each_cell_centre_and_leave_out_what_has_no_target()
                                                                                  4 * j + 1 + 2 * b].item()))
     assert (y[~mask] == 0).all()  # cells without a target hold 0, never enter a sum
     # Segmentation: one-hot over the K classes (here 3, though only 1 and 2 occur); 0 = unlabelled; padding too.
-    label = torch.tensor([[1, 1, 2, 2, 0, 0, 1], [1, 1, 2, 2, 0, 0, 1], [2, 2, 1, 1, 1, 1, 2],
+    label = torch.tensor([[3, 3, 3, 3, 3, 3, 3], [1, 1, 2, 2, 0, 0, 1], [2, 2, 1, 1, 1, 1, 2],
                           [2, 2, 1, 1, 1, 1, 2], [1, 1, 1, 1, 2, 2, 2], [1, 1, 1, 1, 2, 2, 2]]).view(1, 6, 7)
     y, mask = cell_targets({"label": label}, task="seg", patch=4, cells=2, num_classes=3)
     assert y.shape == (1, 4, 4, 3)
@@ -450,16 +450,16 @@ def test_redundant_features_get_the_minimum_norm_fit_at_any_scale():
 
 
 def test_the_held_out_frames_are_every_nth_counted_across_batches(micro):
-    # 8 frames in batches of 4; every 5th frame is held out: frame 4 only (the second batch's first).
+    # 12 frames in batches of 4; every 5th frame is held out: frames 4 and 9.
     g = torch.Generator().manual_seed(11)
-    batches = planted_depth_batches(micro, range(2), 0.1 * torch.randn(256, 64, generator=g, dtype=torch.float64),
+    batches = planted_depth_batches(micro, range(3), 0.1 * torch.randn(256, 64, generator=g, dtype=torch.float64),
                                     torch.ones(256, dtype=torch.float64))
     probe = fit_probe(micro, batches, task="depth", holdout_every=5, alphas=[0.0, 1.0])
     fit, held = RidgeSums(), RidgeSums()
     for k, batch in enumerate(batches):
         x = patch_features(micro, batch["rgb"])
         y, mask = cell_targets(batch, task="depth", patch=16, cells=4)
-        out = torch.tensor([4 * k + i == 4 for i in range(4)])
+        out = torch.tensor([4 * k + i in (4, 9) for i in range(4)])
         fit.update(x[~out].flatten(0, 1), y[~out].flatten(0, 1), mask[~out].flatten(0, 1))
         held.update(x[out].flatten(0, 1), y[out].flatten(0, 1), mask[out].flatten(0, 1))
     assert probe.heldout_mse == pytest.approx(choose_ridge(fit, held, [0.0, 1.0])[1])

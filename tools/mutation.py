@@ -226,8 +226,11 @@ def table_row(r: dict, date: str) -> str:
     score = f"{100 * killed / total:.0f} %" if total else "-"
     if not r["globs"]:
         scope = "every function"
+    elif r["globs"] == TARGETS[r["name"]][1]:
+        scope = SCOPES[r["name"]]
     else:
-        scope = SCOPES[r["name"]] if r["globs"] == TARGETS[r["name"]][1] else ", ".join(r["globs"])
+        named = all("*" not in g for g in r["globs"])
+        scope = f"{len(r['globs'])} named mutants" if named else ", ".join(r["globs"])
     return (f"| `{r['module']}` ({scope}) | {total} | {killed} | {total - killed} | {score} | "
             f"`python tools/mutation.py {r['name']}` | {date} |")
 
