@@ -52,7 +52,7 @@ from mask3d_vit.models.vit import encoder_patch_size
 from mask3d_vit.tasks.compare import (CEILING, EQUAL_COMPUTE_NAME, PAPER_DESIGN, PAPER_NAME, SCRATCH, CompareConfig,
                                       RunSpec, check_scenes, control_config, estimate_seconds, format_estimate, machine,
                                       materialize, objective_variants, plan_runs, pretrain_steps, run_comparison,
-                                      run_once, slug, summarize, transfer_key, variant_pretrain)
+                                      run_once, slug, summarize, transfer_key, variant_pretrain, _cached)
 from mask3d_vit.tasks.finetune import load_dense_model
 from mask3d_vit.viz.panels import pyplot
 
@@ -241,6 +241,11 @@ def run_real_frames(out: Path, rows: list[dict], *, cfg: CompareConfig, shared: 
         backbone = pretrained.get(row["pretrain_run"])
         spec = RunSpec("depth_probe", name, seed, out / "real" / f"depth_probe-{slug(name)}-s{seed}",
                        [backbone] if backbone else [], probe, row["pretrain_run"])
+        if backbone and _cached(spec) is None and not list_checkpoints(backbone.run_dir):
+            # Its pre-training finished in another sitting whose folder is gone (restored from records): the
+            # section covers the rows whose weights are here rather than pre-training them again.
+            log(f"real frames: {name}, seed {seed}: its weights are not here (a restored record); row left out")
+            continue
         done = run_once(spec, lambda line: log(f"real frames: {line}"))
         real = {"backbone": name, "seed": seed, "machines": [done.get("machine", "not recorded")], **done["metrics"]}
         if "seg_run" in row:

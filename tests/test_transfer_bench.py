@@ -91,7 +91,7 @@ def test_quick_protocol_writes_the_report(quick):
         assert "Skipped: `../shared/data` is absent" in text
 
 
-def test_records_continue_the_protocol_in_another_folder_without_running_anything(quick):
+def test_records_continue_the_protocol_in_another_folder_without_running_anything(quick, capsys):
     bench, tmp, args = quick
     from mask3d_vit.checkpoint import list_checkpoints
     records, fresh = tmp / "records", tmp / "elsewhere"
@@ -106,6 +106,11 @@ def test_records_continue_the_protocol_in_another_folder_without_running_anythin
     assert figures(fresh / "rows.json") == figures(tmp / "runs" / "rows.json")
     text = (tmp / "elsewhere-results.md").read_text()
     assert "over 2 invocation(s)" in text and str(tmp / "runs") not in text
+    if REAL_FRAMES is not None:  # a real-frames probe still to do, its backbone's weights in the other folder
+        (fresh / "real" / "depth_probe-mask3d-s0" / "result.json").unlink()
+        bench._main(moved + ["--records", "", "--report", str(tmp / "elsewhere-results.md")])
+        assert "real frames: Mask3D, seed 0: its weights are not here" in capsys.readouterr().out
+        assert not [p for p in fresh.rglob("*") if p.is_dir() and list_checkpoints(p)], "a run ran again"
 
 
 def test_rerun_keeps_finished_runs_and_redoes_changed_ones(quick):
