@@ -22,7 +22,10 @@ frame. It rewrites ``docs/results.md`` (tables, paired differences with confiden
 Every run writes ``result.json`` (its metrics, the hardware it ran on, and the recipes it and the runs it starts from
 ran) when it finishes: run the same command with the same ``--out`` again after an interruption and only what is
 missing runs (a run whose recipe, or whose backbone's recipe, changed runs again), so the protocol may span
-sittings.
+sittings. Every finished run's result is also kept in ``benchmarks/records/<config>`` (small JSON files committed
+with the report; ``--records``): in a fresh checkout or on another machine the same command restores them into
+``--out`` and runs only the rest. A restored pre-training has no weights there; it runs again only when a run still
+to do starts from it (the real-frames rows of such backbones are left out instead).
 """
 from __future__ import annotations
 
