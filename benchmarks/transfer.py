@@ -6,14 +6,15 @@ for 3840 steps of 32 on 10,240 distinct SynthRooms frames (rendered once into ``
 default design), Mask3D as the paper reads it, MAE-RGB at the same steps and MAE-RGB at equal pre-training compute,
 plus MAE-RGB continued by Mask3D and by itself; from {scratch, those backbones} fine-tune segmentation on 100 %,
 10 % and 1 % of the labelled frames (other scenes) and fit the closed-form frozen depth and segmentation probes
-beside their image-blind floors, for 3 seeds; fine-tune the supervised ceilings once. The positive control follows:
+beside their image-blind floors (on the last block's tokens and, ``probe_layers``, on earlier blocks'), for 3 seeds;
+fine-tune the supervised ceilings once. The positive control follows:
 the same backbones at the first seed on headlamp frames (``camera_light``: colour carries depth), probes only. Where
 ``../shared/data`` exists, a real-frames section follows: the depth probe of every backbone fit on the real sample
 frames and scored on SUN RGB-D val, and sim-to-real NYU13 segmentation of every 100 % model on the labelled NYUv2
 frame. It rewrites ``docs/results.md`` (tables, paired differences with confidence intervals, PNG figures under
 ``docs/figures/``, the command, commits, hardware, wall time)::
 
-    python benchmarks/transfer.py                      # ~150 min on 2 idle CPU cores (the estimate is printed first)
+    python benchmarks/transfer.py                      # ~200 min on 2 idle CPU cores (the estimate is printed first)
     python benchmarks/transfer.py --quick              # the same protocol at smoke size (a test runs it)
     python benchmarks/transfer.py --dry-run            # print the plan and the time estimate only
     python benchmarks/transfer.py --scale 10 workers=1 # 10x the frames and steps, for a GPU (docs/paper_scale.md)
@@ -38,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +57,8 @@ from mask3d_vit.models.vit import encoder_patch_size
 from mask3d_vit.tasks.compare import (CEILING, EQUAL_COMPUTE_NAME, PAPER_DESIGN, PAPER_NAME, SCRATCH, CompareConfig,
                                       RunSpec, check_scenes, control_config, estimate_seconds, format_estimate, machine,
                                       materialize, objective_variants, plan_runs, pretrain_steps, run_comparison,
-                                      run_once, slug, summarize, transfer_key, variant_pretrain, _cached)
+                                      probe_key, run_once, slug, summarize, transfer_key, variant_pretrain,
+                                      _cached)
 from mask3d_vit.tasks.finetune import load_dense_model
 from mask3d_vit.viz.panels import pyplot
 
@@ -66,7 +69,7 @@ REFERENCE = "Mask3D"
 CONTINUED = ("MAE-RGB → Mask3D", "MAE-RGB → MAE-RGB")  # the paired comparison of continued pre-training
 # --quick: the whole protocol at smoke size (a micro ViT at 32x48, 2 seeds, a few steps per run): about a minute.
 QUICK = ["seeds=[0,1]", "fractions=[1.0,0.5]", "seg_steps=[3,2]", "continue_steps=2", "ceiling_steps=3",
-         "pretrain.train.epochs=2", "pretrain.train.eval_every=1", "control_epochs=1"]
+         "pretrain.train.epochs=2", "pretrain.train.eval_every=1", "control_epochs=1", "probe_layers=[0]"]
 for _section in ("pretrain", "seg", "depth_probe", "seg_probe"):
     _seed = 0 if _section == "pretrain" else 100
     QUICK += [f"{_section}.data.sources=[{{format: synthrooms, num_frames: 16, seed: {_seed}}}]",
@@ -271,6 +274,12 @@ def seg_columns(cfg: CompareConfig) -> list[tuple[str, str, int]]:
 PROBE_COLUMNS = [("depth_probe/abs_rel", "depth AbsRel", 3), ("depth_probe/delta1", "depth delta1", 1),
                  ("depth_probe/delta1_med", "depth delta1 (median-scaled)", 1), ("seg_probe/miou", "seg mIoU", 1),
                  ("seg_probe/pixel_acc", "seg pixel acc", 1)]
+def layer_columns(layer: int) -> list[tuple[str, str, int]]:
+    """:data:`PROBE_COLUMNS` of the probes of block ``layer``."""
+    return [(f"{probe_key(key.split('_probe/')[0], layer)}/{key.split('/')[1]}", f"{header}, block {layer}", decimals)
+            for key, header, decimals in PROBE_COLUMNS]
+
+
 DIAGNOSTIC_COLUMNS = [("pretrain/rgb_reliance", "rgb_reliance", 3),
                       ("pretrain/vs_interpolation", "vs_interpolation", 2),
                       ("pretrain/loss_depth_hidden", "depth loss (hidden patches)", 3),
@@ -372,31 +381,51 @@ def floors(rows: list[dict], probe: str, metric_keys: list[str], as_key=lambda k
 FLOOR_RULE = {"depth_probe": ("abs_rel", "delta1", "delta1_med"), "seg_probe": ("miou", "pixel_acc")}
 
 
-def floor_findings(rows: list[dict], ceiling: dict) -> list[str]:
-    """Which backbones' probes beat each image-blind floor, one line per probe and floor, and the ceilings.
+def probe_floors(rows: list[dict], layer: int = -1) -> list[tuple[str, dict]]:
+    """The floors of the depth and seg probes of block ``layer`` as reference rows under their probe columns."""
+    return [ref for task, metrics in FLOOR_RULE.items() for ref in floors(
+        rows, probe_key(task.removesuffix("_probe"), layer), list(metrics),
+        as_key=lambda m, key=probe_key(task.removesuffix("_probe"), layer): f"{key}/{m}")]
+
+
+def floor_wins(rows: list[dict], name: str, probe: str, kind: str, metrics: Sequence[str]) -> tuple[list[str], int]:
+    """The metrics (of ``metrics``) on which backbone ``name``'s ``probe`` beats its ``kind`` floor, and its seeds:
+    the 95 % interval over seeds of score minus floor lies on the better side of zero (one seed: the score does)."""
+    ref = next(r for r in rows if f"{probe}_floor/{kind}/{metrics[0]}" in r)
+    wins, n = [], 0
+    for m in metrics:
+        d = interval([r[f"{probe}/{m}"] - ref[f"{probe}_floor/{kind}/{m}"] for r in rows
+                      if r["backbone"] == name and f"{probe}/{m}" in r])
+        n = d[2]
+        if call(d if n > 1 else (d[0], 0.0, 1), m) == "better":
+            wins.append(m)
+    return wins, n
+
+
+def floor_findings(rows: list[dict], ceiling: dict, layer: int = -1) -> list[str]:
+    """Which backbones' probes (of block ``layer``, -1 = the last) beat each image-blind floor, one line per probe
+    and floor, and the ceilings.
 
     A backbone beats a floor when, on every metric of :data:`FLOOR_RULE`, the 95 % interval over seeds of its
     probe's score minus the floor's lies on the better side of zero (one seed: its score does; no interval).
     """
     names = list(dict.fromkeys(r["backbone"] for r in rows))
-    titles = {key: title for key, title, _ in PROBE_COLUMNS}
     lines = []
-    for probe, metrics in FLOOR_RULE.items():
+    for base, metrics in FLOOR_RULE.items():
+        probe = probe_key(base.removesuffix("_probe"), layer)
+        titles = {f"{probe}/{key.split('/')[1]}": title for key, title, _ in PROBE_COLUMNS}
         ref = next((r for r in rows if f"{probe}_floor/position/{metrics[0]}" in r), None)
         if ref is None:
             continue
-        what = "Depth probe" if probe == "depth_probe" else "Segmentation probe"
+        what = ("Depth probe" if base == "depth_probe" else "Segmentation probe") + (
+            "" if layer == -1 else f" of block {layer}")
         for kind, title in (("position", "position-only"), ("constant", "constant")):
             floor = {m: ref[f"{probe}_floor/{kind}/{m}"] for m in metrics}
             beaten, short, single = [], [], False
             for name in names:
-                wins = []
-                for m in metrics:
-                    d = interval([r[f"{probe}/{m}"] - floor[m] for r in rows
-                                  if r["backbone"] == name and f"{probe}/{m}" in r])
-                    single |= d[2] == 1
-                    if call(d if d[2] > 1 else (d[0], 0.0, 1), m) == "better":  # one seed: the score itself
-                        wins.append(titles[f"{probe}/{m}"])
+                won, seeds = floor_wins(rows, name, probe, kind, metrics)
+                single |= seeds == 1
+                wins = [titles[f"{probe}/{m}"] for m in won]
                 (beaten if len(wins) == len(metrics) else short).append((name, wins))
             lines.append(
                 f"- {what} against its {title} floor ("
@@ -405,12 +434,51 @@ def floor_findings(rows: list[dict], ceiling: dict) -> list[str]:
                    "beaten by no backbone on all its metrics")
                 + ("; not by " + ", ".join(f"{n} ({', '.join(w) if w else 'none'} better)" for n, w in short)
                    if short else "") + (" (one seed: no interval)." if single else "."))
-        task = "depth" if probe == "depth_probe" else "seg"
+        task = "depth" if base == "depth_probe" else "seg"
         top = [f"{titles[f'{probe}/{m}']} {ceiling[f'{task}_ceiling/{m}']:.3g}" for m in metrics
-               if f"{task}_ceiling/{m}" in ceiling]
+               if layer == -1 and f"{task}_ceiling/{m}" in ceiling]  # the ceiling is a fine-tuning, of no block
         if top:
             lines.append(f"- {what}'s supervised ceiling: {', '.join(top)}.")
     return lines
+
+
+def expected_outcome(rows: list[dict], cfg: CompareConfig) -> list[str]:
+    """Issue 23's expected outcome, part by part, as this run's paired differences and floors decide it: the default
+    Mask3D's depth probe (of the last block, then of ``cfg.probe_layers``) beats MAE-RGB at equal compute and the
+    position-only floor on every depth metric, and its segmentation at the fewest labels beats scratch and MAE-RGB."""
+    names = {r["backbone"] for r in rows}
+    titles = dict((k.split("/")[1], t) for k, t, _ in PROBE_COLUMNS)
+
+    def verdict(won: list[str], metrics: Sequence[str]) -> str:
+        shown = ", ".join(titles.get(m, m) for m in won) or "none"
+        return "**yes**" if len(won) == len(metrics) else f"**no** (better on {shown} of {len(metrics)})"
+
+    def better(other: str, key: str) -> bool:
+        d = paired(rows, REFERENCE, other, key)
+        return d is not None and call(d, key) == "better"
+
+    if REFERENCE not in names:
+        return []
+    lines, depth = [], FLOOR_RULE["depth_probe"]
+    for layer in [-1, *cfg.probe_layers]:
+        probe = probe_key("depth", layer)
+        if not any(f"{probe}/{depth[0]}" in r for r in rows):
+            continue
+        where = "" if layer == -1 else f" of block {layer}"
+        parts = []
+        if EQUAL_COMPUTE_NAME in names:
+            won = [m for m in depth if better(EQUAL_COMPUTE_NAME, f"{probe}/{m}")]
+            parts.append(f"beats {EQUAL_COMPUTE_NAME}: {verdict(won, depth)}")
+        won = floor_wins(rows, REFERENCE, probe, "position", depth)[0]
+        parts.append(f"beats the position-only floor: {verdict(won, depth)}")
+        lines.append(f"- Mask3D's depth probe{where}, on all {len(depth)} depth metrics, " + "; ".join(parts) + ".")
+    fewest = min(cfg.fractions)
+    key = f"{transfer_key('seg', fewest)}/miou"
+    for other in (SCRATCH, "MAE-RGB"):
+        if other in names and any(key in r for r in rows):
+            lines.append(f"- Mask3D's segmentation at {fewest * 100:g} % labels beats {other}: "
+                         + ("**yes**." if better(other, key) else "**no**."))
+    return ["Issue 23's expected outcome, decided by the intervals above:", "", *lines, ""] if lines else []
 
 
 def bar_figure(summary: list[dict], rows: list[dict], columns: list[tuple[str, str, int]], path: Path,
@@ -531,9 +599,7 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
     seg_ceiling = [(f"ceiling: supervised, {steps} steps on all labelled frames",
                     {**{f"{transfer_key('seg', f)}/miou": ceiling["seg_ceiling/miou"] for f in cfg.fractions},
                      "seg/pixel_acc": ceiling["seg_ceiling/pixel_acc"]})] if "seg_ceiling/miou" in ceiling else []
-    probe_refs = floors(rows, "depth_probe", ["abs_rel", "delta1", "delta1_med"],
-                        as_key=lambda m: f"depth_probe/{m}") + floors(rows, "seg_probe", ["miou", "pixel_acc"],
-                                                                       as_key=lambda m: f"seg_probe/{m}")
+    probe_refs = probe_floors(rows)
     probe_ceiling = ({f"depth_probe/{m}": ceiling[f"depth_ceiling/{m}"] for m in ("abs_rel", "delta1", "delta1_med")
                       if f"depth_ceiling/{m}" in ceiling}
                      | {f"seg_probe/{m}": ceiling[f"seg_ceiling/{m}"] for m in ("miou", "pixel_acc")
@@ -578,7 +644,7 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
            paired_table(rows, [CONTINUED], headline), ""] if CONTINUED in pairs else []),
         "Probes against their image-blind floors, on scenes used neither in pre-training nor in fitting the probe "
         f"({probe_seeds}; pre-training seed {', '.join(str(x.seed) for x in p.data.sources)}):", "",
-        *floor_findings(rows, ceiling), "",
+        *floor_findings(rows, ceiling), "", *expected_outcome(rows, cfg),
         f"Cost: pre-training minutes per run (one worker thread, mean over seeds): {cost}.", "",
         "## How they were made", "",
         f"- Command: `{command}` ({outside}resolved config: `{out / 'transfer_config.yaml'}`; every run directory "
@@ -629,7 +695,7 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
         "Depth: AbsRel (lower is better), delta1 = % of pixels within 1.25x of the truth; the median-scaled delta1 "
         "rescales each prediction to the truth's median first, so it scores the shape of the depth map without its "
         "scale.", "", f"![probes](figures/{probes.name})", "",
-        *control_section(result["control_rows"], cfg),
+        *layer_section(rows, cfg, mask3d_pairs), *control_section(result["control_rows"], cfg),
         "## Pre-training diagnostics and time", "",
         "`rgb_reliance`: the depth loss on hidden patches with the colour of another image, over the loss with the "
         "true colour (1 = colour ignored); `vs_interpolation`: the model's loss over that of interpolating the "
@@ -648,6 +714,27 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
     return text
 
 
+def layer_section(rows: list[dict], cfg: CompareConfig, pairs: list[tuple[str, str]]) -> list[str]:
+    """The probes of the earlier blocks (``cfg.probe_layers``): per backbone, paired, and against the floors."""
+    if not cfg.probe_layers:
+        return []
+    columns = [c for layer in cfg.probe_layers for c in layer_columns(layer)]
+    merged: dict[str, dict] = {}
+    for layer in cfg.probe_layers:  # the floors do not look at the image: one row per floor, under every block
+        for name, values in probe_floors(rows, layer):
+            merged.setdefault(name.replace(f"@block{layer}", ""), {}).update(values)
+    blocks = ", ".join(str(k) for k in cfg.probe_layers)
+    return [
+        "## Frozen probes of earlier blocks", "",
+        f"The same probes on the tokens of block(s) {blocks} (0-based) through the encoder's final norm, beside "
+        "the last block's above: a backbone whose knowledge sits before its last blocks (which specialise to the "
+        "pre-training decoder) shows it here. Mean ± standard deviation over seeds, then the paired differences.",
+        "", metric_table(summarize(rows), columns, list(merged.items())), "",
+        paired_table(rows, pairs, columns), "",
+        *[line for layer in cfg.probe_layers for line in floor_findings(rows, {}, layer)], "",
+    ]
+
+
 def made_on(rows: list[dict]) -> str:
     """The hardware the runs of ``rows`` ran on (``machines`` of each row)."""
     return "; ".join(sorted({m for r in rows for m in r.get("machines", [])})) or "not recorded"
@@ -659,8 +746,7 @@ def control_section(rows: list[dict], cfg: CompareConfig) -> list[str]:
     if not rows or control is None:
         return []
     summary = summarize(rows)
-    refs = floors(rows, "depth_probe", ["abs_rel", "delta1", "delta1_med"], as_key=lambda m: f"depth_probe/{m}") + \
-        floors(rows, "seg_probe", ["miou", "pixel_acc"], as_key=lambda m: f"seg_probe/{m}")
+    refs = probe_floors(rows)
     return [
         "## Positive control: headlamp frames", "",
         f"The same backbones at seed {control.seeds[0]}, pre-trained and probed on SynthRooms frames lit by a "

@@ -13,7 +13,7 @@ from mask3d_vit.eval import baselines
 from mask3d_vit.eval.probe import (RidgeSums, cell_targets, cells_to_image, choose_ridge, fit_probe,
                                    format_report, load_ceiling, load_probe_encoder, mean_squared_error,
                                    patch_features, probe_backbone, ridge_solutions, solve_ridge)
-from mask3d_vit.models.vit import build_encoder
+from mask3d_vit.models.vit import build_encoder, normalize_rgb
 from mask3d_vit.tasks import finetune
 
 
@@ -103,6 +103,21 @@ def test_features_are_after_the_final_norm(micro):
     assert torch.allclose(x.var(-1, unbiased=False), torch.ones(2, 6), atol=1e-3)
 
 
+def test_a_layer_is_that_block_through_the_final_norm_and_the_last_is_forward_features(micro):
+    rgb = images(2, 0)
+    x = normalize_rgb(rgb)
+    assert torch.equal(patch_features(micro, rgb, -1), micro.forward_features(x)[:, micro.num_prefix_tokens:])
+    # By hand: patch embedding, position embedding, block 0 only, then the final norm.
+    tokens = micro.norm_pre(micro._pos_embed(micro.patch_embed(x)))
+    first = micro.norm(micro.blocks[0](tokens))[:, micro.num_prefix_tokens:]
+    assert torch.allclose(patch_features(micro, rgb, 0), first, atol=1e-6)
+    assert torch.equal(patch_features(micro, rgb, -2), patch_features(micro, rgb, 0))   # 2 blocks: -2 is block 0
+    assert not torch.allclose(patch_features(micro, rgb, 0), patch_features(micro, rgb, 1), atol=1e-3)
+    for bad in (2, -3):
+        with pytest.raises(ValueError, match=f"layer={bad} is not a block of this 2-block encoder"):
+            patch_features(micro, rgb, bad)
+
+
 def test_cell_layout_round_trips_at_full_resolution():
     y = torch.randn(2, 6, 16 * 16, 1, dtype=torch.float64)
     image = cells_to_image(y, grid=(2, 3), cells=16, patch=16, size=(32, 48))
@@ -111,12 +126,14 @@ def test_cell_layout_round_trips_at_full_resolution():
     assert mask.all() and torch.allclose(back, y, atol=1e-5)
 
 
-def planted_depth_batches(encoder, seeds, weights, bias):
-    """Batches whose log depth is exactly a linear function of the encoder's patch tokens (one value per pixel)."""
+def planted_depth_batches(encoder, seeds, weights, bias, features=None):
+    """Batches whose log depth is exactly a linear function of ``features(rgb)`` (default: the encoder's last
+    normed patch tokens; one value per pixel)."""
+    features = features or (lambda rgb: patch_features(encoder, rgb))
     out = []
     for seed in seeds:
         rgb = images(4, seed)
-        scores = torch.einsum("bnd,sd->bns", patch_features(encoder, rgb).double(), weights) + bias
+        scores = torch.einsum("bnd,sd->bns", features(rgb).double(), weights) + bias
         log_depth = cells_to_image(scores[..., None], grid=(2, 3), cells=16, patch=16, size=(32, 48))
         valid = torch.ones(4, 1, 32, 48, dtype=torch.bool)
         valid[:, :, :3] = False                          # invalid pixels carry garbage the fit must not see
@@ -140,6 +157,24 @@ def test_probe_recovers_a_planted_linear_map(micro):
     val = planted_depth_batches(micro, [10], weights, bias)[0]
     pred = probe.predict(micro, val["rgb"])
     assert torch.allclose(pred[:, :, 3:], val["depth"][:, :, 3:], rtol=1e-3)
+
+
+def test_probe_fits_and_predicts_from_the_layer_it_is_given(micro):
+    g = torch.Generator().manual_seed(3)
+    weights = 0.1 * torch.randn(256, 64, generator=g, dtype=torch.float64)
+    bias = 1.0 + 0.1 * torch.randn(256, generator=g, dtype=torch.float64)
+    first = lambda rgb: patch_features(micro, rgb, 0)                               # noqa: E731
+    train = planted_depth_batches(micro, range(6), weights, bias, features=first)
+    val = planted_depth_batches(micro, [10], weights, bias, features=first)[0]
+    errors = {}
+    for layer in (0, -1):
+        probe = fit_probe(micro, train, task="depth", cells=16, holdout_every=0, alphas=[0.0], layer=layer)
+        assert probe.layer == layer
+        errors[layer] = (probe.predict(micro, val["rgb"]) / val["depth"] - 1)[:, :, 3:].abs().max().item()
+    # The map is planted on block 0: read there it is recovered exactly, read from the last block it is not.
+    assert errors[0] < 1e-3 < 0.01 < errors[-1]
+    with pytest.raises(ValueError, match="layer=5"):
+        fit_probe(micro, train, task="depth", layer=5)
 
 
 def test_probe_backbone_scores_probe_and_floors_alike(micro):
@@ -209,6 +244,20 @@ def test_probe_cli_prints_the_probe_beside_floors_and_ceiling(tmp_path, capsys):
     assert again["probe"]["abs_rel"] == pytest.approx(saved["probe"]["abs_rel"])
     assert scratch["probe"]["abs_rel"] != pytest.approx(saved["probe"]["abs_rel"])
     assert scratch["position"]["abs_rel"] == pytest.approx(saved["position"]["abs_rel"])
+
+
+def test_probe_config_layer_reaches_the_probe_and_its_report(tmp_path, capsys):
+    cli("probe", "depth", "--out", tmp_path / "run", *TOY, "layer=0")
+    saved = json.loads((tmp_path / "run" / "probe.json").read_text())
+    assert saved["layer"] == 0 and "probe: closed-form ridge (alpha=" in capsys.readouterr().out
+    assert ", block 0) |" in (tmp_path / "run" / "probe.md").read_text()
+    cfg = finetune.load_config(finetune.ProbeConfig, "probe_synth_depth", ["task=depth", *TOY])
+    last = finetune.run_probe(cfg)
+    assert last["layer"] == -1 and ", block" not in last["report"]
+    assert last["probe"]["abs_rel"] != pytest.approx(saved["probe"]["abs_rel"])
+    assert last["position"]["abs_rel"] == pytest.approx(saved["position"]["abs_rel"])
+    with pytest.raises(finetune.ConfigError, match=r"layer=2 is not a block of this 2-block encoder.*vit_micro"):
+        finetune.run_probe(finetune.dataclasses.replace(cfg, layer=2))
 
 
 def test_probe_cli_rejects_a_ceiling_of_the_other_task(tmp_path):

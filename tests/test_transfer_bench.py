@@ -77,6 +77,10 @@ def test_quick_protocol_writes_the_report(quick):
     assert "*ceiling: supervised fine-tuning, 3 steps*" in text and "## What this run shows" in text
     assert "Depth probe against its position-only floor (depth AbsRel" in text
     assert "## Positive control: headlamp" in text
+    # The probes of an earlier block (probe_layers=[0] at smoke size) beside the last block's, with their floors.
+    assert all(r["depth_probe@block0/abs_rel"] != r["depth_probe/abs_rel"] for r in rows + control)
+    assert "## Frozen probes of earlier blocks" in text and "depth AbsRel, block 0" in text
+    assert "- Depth probe of block 0 against its position-only floor" in text
     assert text.count("Made on: ") >= 2
     assert "over 1 invocation(s)" in text and "Command: `python benchmarks/transfer.py --quick" in text
     figures = tmp / "docs" / "figures"
@@ -127,7 +131,7 @@ def test_rerun_keeps_finished_runs_and_redoes_changed_ones(quick):
     before = {p: p.stat().st_mtime_ns for p in results}
     bench._main(args + ["seg_steps=[3,1]", "continue_steps=1"])
     changed = {p.parent.name for p in results if p.stat().st_mtime_ns != before[p]}
-    keys = ("pretrain", "seg", "seg_50pct", "depth_probe", "seg_probe")
+    keys = ("pretrain", "seg", "seg_50pct", "depth_probe", "depth_probe_block0", "seg_probe", "seg_probe_block0")
     assert changed == {f"{k}-mae-rgb-then-{b}-s{s}" for k in keys for b in ("mask3d", "mae-rgb") for s in (0, 1)}
 
 
@@ -181,10 +185,10 @@ def test_summary_statistics_and_estimate():
     equal = estimate_seconds(cfg, variants={"MAE-RGB": variants["MAE-RGB (equal compute)"]})
     assert math.isclose(equal["pretrain"] / mae["pretrain"], cfg.compute_ratio, rel_tol=0.05)
     assert 0.8 < equal["pretrain"] / shorter["pretrain"] < 1.25
-    # The whole protocol, its positive control included, stays within 10 % of the ~150-minute budget of an idle
-    # 2-core machine (docs/benchmarks.md, "Token grid": why it cannot be less at 3 seeds).
+    # The whole protocol's prediction, its positive control included, is the measured wall time of the issue-23 run
+    # within 10 % (~200 min on an idle 2-core machine; docs/benchmarks.md "Token grid": why not less at 3 seeds).
     protocol = _load_script().protocol_estimate(cfg)
-    assert full["total"] + 5 * 60 < protocol["total"] < 165 * 60
+    assert full["total"] + 5 * 60 < protocol["total"] and 180 * 60 < protocol["total"] < 220 * 60
 
 
 def test_scale_multiplies_frames_and_steps_not_epochs():
@@ -240,7 +244,8 @@ def test_a_pretraining_change_reruns_exactly_the_runs_built_on_it(tmp_path):
     # The base recipe's loss region reaches Mask3D and MAE-RGB → Mask3D (which keep it), not the variants that set
     # their own (MAE-RGB, Mask3D as the paper reads it), nor scratch: those two backbones and all built on them rerun.
     rerun = {u.run_dir.name for u in plan("pretrain.model.loss_region=all") if _cached(u) is None}
-    keys = ("pretrain", "seg", "seg_10pct", "seg_1pct", "depth_probe", "seg_probe")
+    keys = ("pretrain", "seg", "seg_10pct", "seg_1pct", *(f"{p}_probe{b}" for p in ("depth", "seg")
+                                                          for b in ("", "_block3", "_block7")))
     assert rerun == {f"{k}-{b}-s{s}" for k in keys for b in ("mask3d", "mae-rgb-then-mask3d") for s in (0, 1)}
     # Continued pre-training sets its own steps, so a change of the recipe's steps reaches its own config only
     # through its base (MAE-RGB): it reruns all the same, with everything built on it; scratch and the ceilings stay.
@@ -271,6 +276,36 @@ def test_a_probe_beats_a_floor_only_on_every_metric():
     line = bench.floor_findings(rows, {})[0]
     assert line.startswith("- Depth probe against its position-only floor (depth AbsRel 0.437")
     assert "beaten on all 3 metrics by B; not by A (depth AbsRel, depth delta1 better)." in line
+    # The probe of an earlier block is judged on its own keys; the ceiling (a fine-tuning) is not its.
+    block = [{k.replace("depth_probe", "depth_probe@block4"): v for k, v in r.items()} for r in rows]
+    lines = bench.floor_findings(block, {"depth_ceiling/abs_rel": 0.1}, layer=4)
+    assert lines[0] == line.replace("Depth probe against", "Depth probe of block 4 against") and len(lines) == 2
+    assert bench.floor_findings(block, {}) == [] and bench.floor_findings(rows, {}, layer=4) == []
+
+
+def test_expected_outcome_is_decided_part_by_part_by_the_intervals():
+    bench = _load_script()
+    cfg = load_config(CompareConfig, "transfer_cpu", ["probe_layers=[3]"])
+    floor = {f"{p}_floor/position/{m}": v for p in ("depth_probe", "depth_probe@block3")
+             for m, v in (("abs_rel", 0.45), ("delta1", 33.0), ("delta1_med", 59.0))}
+    # Per seed (abs_rel, delta1, delta1_med) of the last block and of block 3, and seg mIoU at 1 % labels.
+    scores = {"Mask3D": ((0.44, 34.0, 60.0), (0.43, 35.0, 58.0), 9.0),
+              "MAE-RGB (equal compute)": ((0.46, 33.5, 59.5), (0.44, 34.5, 58.5), 8.0),
+              "MAE-RGB": ((0.47, 32.0, 59.0), (0.45, 33.0, 57.0), 8.9), "scratch": ((0.5, 30.0, 55.0),) * 2 + (7.0,)}
+    rows = [{"backbone": name, "seed": s, **floor, "seg@1%/miou": seg + 0.1 * s * (name == "MAE-RGB"),
+             **{f"{p}/{m}": v + 0.001 * s for p, values in (("depth_probe", last), ("depth_probe@block3", block))
+                for m, v in zip(("abs_rel", "delta1", "delta1_med"), values)}}
+            for s in range(3) for name, (last, block, seg) in scores.items()]
+    assert bench.expected_outcome(rows, cfg) == [
+        "Issue 23's expected outcome, decided by the intervals above:", "",
+        "- Mask3D's depth probe, on all 3 depth metrics, beats MAE-RGB (equal compute): **yes**; beats the "
+        "position-only floor: **yes**.",
+        "- Mask3D's depth probe of block 3, on all 3 depth metrics, beats MAE-RGB (equal compute): **no** (better on "
+        "depth AbsRel, depth delta1 of 3); beats the position-only floor: **no** (better on depth AbsRel, depth "
+        "delta1 of 3).",
+        "- Mask3D's segmentation at 1 % labels beats scratch: **yes**.",
+        "- Mask3D's segmentation at 1 % labels beats MAE-RGB: **no**.", ""]
+    assert bench.expected_outcome([r for r in rows if r["backbone"] != "Mask3D"], cfg) == []
 
 
 def test_records_restore_under_the_new_folder_and_weightless_backbones_rerun_only_for_pending_runs(tmp_path):
@@ -316,7 +351,7 @@ def test_plan_lists_every_run_with_its_key_backbone_seed_start_and_weights(tmp_p
     cfg = load_config(CompareConfig, "transfer_cpu", ["seeds=[0,1]"])
     variants = objective_variants(cfg.objectives, cfg)
     units, rows = plan_runs(cfg, tmp_path, variants)
-    keys = ["seg", "seg@10%", "seg@1%", "depth_probe", "seg_probe"]
+    keys = ["seg", "seg@10%", "seg@1%", *(f"{p}_probe{b}" for p in ("depth", "seg") for b in ("", "@block3", "@block7"))]
     expected, expected_rows = [], []
     for seed in (0, 1):
         expected += [("pretrain", name, seed, f"pretrain-{slug}-s{seed}",
@@ -419,7 +454,10 @@ def test_transfer_runs_take_a_share_of_the_labelled_frames_and_their_own_steps()
     from mask3d_vit.tasks.compare import _with_steps, transfer_key, transfer_runs
     cfg = load_config(CompareConfig, "transfer_cpu")
     runs = transfer_runs(cfg)
-    assert list(runs) == ["seg", "seg@10%", "seg@1%", "depth_probe", "seg_probe"]
+    assert list(runs) == ["seg", "seg@10%", "seg@1%", "depth_probe", "depth_probe@block3", "depth_probe@block7",
+                          "seg_probe", "seg_probe@block3", "seg_probe@block7"]
+    # A probe of an earlier block is the same probe reading that block.
+    assert runs["seg_probe@block7"] == dataclasses.replace(cfg.seg_probe, layer=7) and runs["seg_probe"].layer == -1
     assert [runs[k].data.sources[0].fraction for k in ("seg", "seg@10%", "seg@1%")] == [1.0, 0.1, 0.01]
     assert [runs[k].train.max_steps for k in ("seg", "seg@10%", "seg@1%")] == [160, 80, 40]
     assert runs["depth_probe"] is cfg.depth_probe and runs["seg_probe"] is cfg.seg_probe
@@ -438,6 +476,8 @@ def test_transfer_runs_take_a_share_of_the_labelled_frames_and_their_own_steps()
             (["fractions=[0.0]", "seg_steps=[]"], "fractions: 0.0 must lie in (0, 1]"),
             (["fractions=[1.5]", "seg_steps=[]"], "fractions: 1.5 must lie in (0, 1]"),
             (["probes=[depth,normals]"], "probes ['normals']: choose from depth, seg"),
+            (["probe_layers=[3,3]"], "probe_layers=[3, 3]: give each block once; the last (-1) is always probed"),
+            (["probe_layers=[-1]"], "probe_layers=[-1]: give each block once; the last (-1) is always probed"),
             (["depth_probe.task=seg"], "depth_probe.task='seg': the comparison's probe is a depth probe"),
             (["seg_probe.task=depth"], "seg_probe.task='depth': the comparison's seg probe is a seg probe")):
         with pytest.raises(ConfigError) as caught:

@@ -4,8 +4,11 @@ What a probe measures here: how much of a task a *linear* map can read off a fro
 trained for a few dozen SGD steps from a random initialisation measures its initialisation instead, so the probe
 is the ridge-regression optimum, solved exactly:
 
-- **features**: the encoder's final, normed patch tokens (``forward_features``: after the final LayerNorm; the class
-  token dropped), ``(B, N, D)`` for an image padded to a multiple of the patch size ``p``.
+- **features**: the encoder's patch tokens after its final LayerNorm (the class token dropped), ``(B, N, D)`` for an
+  image padded to a multiple of the patch size ``p``: by default those of the last block (``forward_features``);
+  ``layer=k`` reads block ``k`` instead (0-based, negative counts from the end), through the same final norm, so
+  a probe of a middle block asks what the encoder knew before its last blocks specialised to the pre-training
+  decoder.
 - **targets**: each patch is cut into ``cells x cells`` cells (stride ``s = p / cells``, sampled at the cell's
   centre pixel, as the fine-tuning loss grid is). A patch token predicts all its cells: depth -> the natural log of
   depth in metres (1 value per cell), seg -> a one-hot class vector (K values per cell; the prediction is the
@@ -70,12 +73,24 @@ def load_probe_encoder(name: str, *, img_size: Sequence[int], init_from: str | N
     return encoder.requires_grad_(False).eval()
 
 
+def check_layer(encoder: VisionTransformer, layer: int) -> None:
+    """Raise ValueError naming ``layer`` unless it indexes one of ``encoder``'s blocks."""
+    depth = len(encoder.blocks)
+    if not -depth <= layer < depth:
+        raise ValueError(f"layer={layer} is not a block of this {depth}-block encoder: choose 0..{depth - 1} or "
+                         f"-{depth}..-1 (-1 = the last)")
+
+
 @torch.no_grad()
-def patch_features(encoder: VisionTransformer, rgb: torch.Tensor) -> torch.Tensor:
-    """The final normed patch tokens: ``rgb`` uint8 ``(B, 3, H, W)`` -> float32 ``(B, N, D)``, ``N`` = the
-    ``ceil(H/p) x ceil(W/p)`` grid in row-major order."""
+def patch_features(encoder: VisionTransformer, rgb: torch.Tensor, layer: int = -1) -> torch.Tensor:
+    """The normed patch tokens of block ``layer``: ``rgb`` uint8 ``(B, 3, H, W)`` -> float32 ``(B, N, D)``, ``N``
+    = the ``ceil(H/p) x ceil(W/p)`` grid in row-major order. ``layer=-1`` is ``forward_features`` exactly."""
+    check_layer(encoder, layer)
     x = pad_to_multiple(normalize_rgb(rgb), encoder.patch_embed.patch_size[0])
-    return encoder.forward_features(x)[:, encoder.num_prefix_tokens:].float()
+    # stop_early: the blocks after ``layer`` are not run.
+    (tokens,) = encoder.forward_intermediates(x, indices=[layer], norm=True, stop_early=True, output_fmt="NLC",
+                                              intermediates_only=True)
+    return tokens.float()
 
 
 def cell_targets(batch: dict, *, task: str, patch: int, cells: int, num_classes: int = 0
@@ -226,12 +241,14 @@ class LinearProbe:
         cells: cells per patch side.
         alpha: the ridge strength it was fit with.
         heldout_mse: held-out squared error per ridge strength tried (empty when none was held out).
+        layer: the block whose tokens it reads (:func:`patch_features`).
     """
     task: str
     weights: torch.Tensor
     cells: int
     alpha: float
     heldout_mse: dict = field(default_factory=dict)
+    layer: int = -1
 
     @torch.no_grad()
     def predict(self, encoder: VisionTransformer, rgb: torch.Tensor) -> torch.Tensor:
@@ -239,7 +256,7 @@ class LinearProbe:
         ids ``1..K`` (seg), as the fine-tuned models predict."""
         p = encoder.patch_embed.patch_size[0]
         h, w = rgb.shape[-2:]
-        x = patch_features(encoder, rgb).double()
+        x = patch_features(encoder, rgb, self.layer).double()
         weights = self.weights.to(x.device)
         scores = torch.einsum("bnd,sdc->bnsc", x, weights[:, :-1]) + weights[:, -1]
         out = cells_to_image(scores, grid=(math.ceil(h / p), math.ceil(w / p)), cells=self.cells, patch=p,
@@ -248,7 +265,7 @@ class LinearProbe:
 
 
 def fit_probe(encoder: VisionTransformer, batches: Iterable[dict], *, task: str, num_classes: int = 0,
-              cells: int = 4, holdout_every: int = 5, alphas: Sequence[float] = RIDGES,
+              cells: int = 4, holdout_every: int = 5, alphas: Sequence[float] = RIDGES, layer: int = -1,
               device: torch.device | str = "cpu") -> LinearProbe:
     """Fit the closed-form probe on ``batches`` (see the module docstring).
 
@@ -261,6 +278,7 @@ def fit_probe(encoder: VisionTransformer, batches: Iterable[dict], *, task: str,
         holdout_every: every this-many-th training frame is held out to choose ``alpha``; 0 or a single ``alpha``
             = no hold-out (fit on everything with ``alphas[0]``).
         alphas: relative ridge strengths to choose from.
+        layer: the block whose normed tokens are the features (:func:`patch_features`; -1 = the last).
         device: where features and sums are computed.
     """
     if task not in TASKS:
@@ -270,11 +288,12 @@ def fit_probe(encoder: VisionTransformer, batches: Iterable[dict], *, task: str,
     patch = encoder.patch_embed.patch_size[0]
     if cells < 1 or patch % cells:
         raise ValueError(f"cells={cells} must divide the patch size {patch}")
+    check_layer(encoder, layer)
     choose = holdout_every > 1 and len(alphas) > 1
     fit, held = RidgeSums(), RidgeSums()
     seen = 0
     for batch in batches:
-        x = patch_features(encoder, batch[RGB].to(device))                                   # (B, N, D)
+        x = patch_features(encoder, batch[RGB].to(device), layer)                            # (B, N, D)
         y, mask = cell_targets({k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}, task=task,
                                patch=patch, cells=cells, num_classes=num_classes)
         frame = torch.arange(seen, seen + x.shape[0], device=device)
@@ -288,12 +307,13 @@ def fit_probe(encoder: VisionTransformer, batches: Iterable[dict], *, task: str,
                          f"frames or holdout_every=0 with a single ridge strength")
     alpha, errors = choose_ridge(fit, held, alphas) if choose else (float(alphas[0]), {})
     return LinearProbe(task=task, weights=solve_ridge(fit + held, alpha), cells=cells, alpha=alpha,
-                       heldout_mse=errors)
+                       heldout_mse=errors, layer=layer)
 
 
 def probe_backbone(encoder: VisionTransformer, train: Iterable[dict], val: Iterable[dict], *, task: str,
                    num_classes: int = 0, cells: int = 4, holdout_every: int = 5, alphas: Sequence[float] = RIDGES,
-                   min_depth: float = 1e-3, max_depth: float = 10.0, device: torch.device | str = "cpu") -> dict:
+                   min_depth: float = 1e-3, max_depth: float = 10.0, layer: int = -1,
+                   device: torch.device | str = "cpu") -> dict:
     """Fit the closed-form probe and the floors on ``train``, score all three on ``val``.
 
     Args:
@@ -303,11 +323,12 @@ def probe_backbone(encoder: VisionTransformer, train: Iterable[dict], val: Itera
         val: validation batches at the same size (iterated once).
         task: "depth" or "seg".
         num_classes: K (seg).
-        cells, holdout_every, alphas, device: see :func:`fit_probe`.
+        cells, holdout_every, alphas, layer, device: see :func:`fit_probe`.
         min_depth, max_depth: the scored depth range (depth).
 
     Returns:
-        ``{"task", "probe": metrics, "constant": metrics, "position": metrics, "alpha", "heldout_mse", "cells"}``;
+        ``{"task", "probe": metrics, "constant": metrics, "position": metrics, "alpha", "heldout_mse", "cells",
+        "layer"}``;
         metrics as :func:`mask3d_vit.eval.baselines.score` returns (depth: ``abs_rel``, ``delta1``... and
         ``_med``; seg: ``miou``, ``pixel_acc``, per-class ``iou``...). ``constant`` also holds ``constant_m``
         (depth) or ``constant_class`` (seg): the constant floor's value.
@@ -318,11 +339,12 @@ def probe_backbone(encoder: VisionTransformer, train: Iterable[dict], val: Itera
     encoder = encoder.to(device).eval()
     floors = fit_depth_floors(train) if task == "depth" else fit_seg_floors(train, num_classes)
     probe = fit_probe(encoder, train, task=task, num_classes=num_classes, cells=cells, holdout_every=holdout_every,
-                      alphas=alphas, device=device)
+                      alphas=alphas, layer=layer, device=device)
     predictors = {**floor_predictors(floors), "probe": lambda b: probe.predict(encoder, b[RGB].to(device))}
     metrics = score(predictors, val, task=task, num_classes=num_classes, min_depth=min_depth, max_depth=max_depth)
     metrics["constant"]["constant_m" if task == "depth" else "constant_class"] = floors.constant
-    return {"task": task, **metrics, "alpha": probe.alpha, "heldout_mse": probe.heldout_mse, "cells": cells}
+    return {"task": task, **metrics, "alpha": probe.alpha, "heldout_mse": probe.heldout_mse, "cells": cells,
+            "layer": layer}
 
 
 # (metric key, column title, decimals) of the report tables.
@@ -372,7 +394,8 @@ def format_report(result: dict, *, ceiling: dict | None = None, ceiling_name: st
         constant = f"'{class_names[result['constant']['constant_class']]}'"
     rows = [(f"floor: constant ({constant})", result["constant"]),
             ("floor: position only", result["position"]),
-            (f"probe: closed-form ridge (alpha={result['alpha']:g})", result["probe"])]
+            (f"probe: closed-form ridge (alpha={result['alpha']:g}"
+             + (f", block {result['layer']})" if result.get("layer", -1) != -1 else ")"), result["probe"])]
     if ceiling is not None:
         rows.append((f"ceiling: supervised{f' ({ceiling_name})' if ceiling_name else ''}", ceiling))
     lines = ["| predictor | " + " | ".join(title for _, title, _ in columns) + " |",

@@ -37,7 +37,7 @@ from ..engine.data import seed_all
 from ..engine.optim import OptimConfig
 from ..engine.trainer import TrainConfig
 from ..eval.dense import DenseEvaluator, DepthScore, EvalConfig, SegmentationScore
-from ..eval.probe import RIDGES, format_report, load_ceiling, load_probe_encoder, probe_backbone
+from ..eval.probe import RIDGES, check_layer, format_report, load_ceiling, load_probe_encoder, probe_backbone
 from ..io import write_json, write_text
 from ..models.dense import TASKS, DenseModel, DenseModelConfig
 from ..viz.dense import DenseFigure
@@ -179,6 +179,7 @@ class ProbeConfig:
     ridges: list[float] = field(default_factory=lambda: list(RIDGES))
     split: str = "val"             # the scored split
     max_images: int = 0            # 0 = the whole split
+    layer: int = -1                # the block whose normed tokens are probed (0-based; -1 = the last)
     min_depth: float = 1e-3        # depth: scored ground-truth range is (min_depth, data.max_depth)
     init_from: str = ""            # encoder weights (set by --init-from); "" = scratch
     ceiling: str = ""              # a supervised fine-tuning run (or its eval_<split>.json) shown as the ceiling
@@ -205,6 +206,10 @@ def run_probe(cfg: ProbeConfig, run_dir: str | Path | None = None) -> dict:
     device = D.init_distributed(cfg.device)
     seed_all(cfg.seed)
     encoder = task.part("model")(cfg)
+    try:
+        check_layer(encoder, cfg.layer)
+    except ValueError as e:
+        raise ConfigError(f"{e} ({cfg.encoder})") from None
     result = task.part("evaluator")(cfg, device=device)(encoder)
     result["report"] = format_report(result, ceiling=ceiling, ceiling_name=cfg.ceiling, class_names=class_names)
     if ceiling is not None:
@@ -235,7 +240,7 @@ def build_probe_evaluator(cfg: ProbeConfig, *, device: torch.device | str, out_d
     return functools.partial(probe_backbone, train=loader(train), val=loader(val), task=cfg.task,
                              num_classes=num_classes, cells=cfg.cells,
                              holdout_every=cfg.holdout_every, alphas=cfg.ridges, min_depth=cfg.min_depth,
-                             max_depth=cfg.data.max_depth, device=device)
+                             max_depth=cfg.data.max_depth, layer=cfg.layer, device=device)
 
 
 def probe_main(args: argparse.Namespace, *, task: str) -> None:
