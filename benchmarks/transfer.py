@@ -846,7 +846,7 @@ def _main(argv: list[str] | None = None) -> None:
         if restored:
             print(f"[transfer] restored {restored} finished run result(s) from {records}", flush=True)
     timing = json.loads(timing_file.read_text())["invocations"] if timing_file.is_file() else []
-    started = time.time()
+    started, code = time.time(), commit()  # the code this invocation runs, whatever is checked out by its end
 
     def log(line: str) -> None:
         print(f"[transfer] {line}", flush=True)
@@ -859,7 +859,7 @@ def _main(argv: list[str] | None = None) -> None:
         with exit_on_stop(command if args.out else f"{command} --out {shlex.quote(str(out))}"):
             result = run_transfer(out, cfg=cfg, shared=shared, log=log)
     finally:  # a stopped invocation's time counts too, and what it finished is kept
-        timing.append({"command": command, "commit": commit(), "machine": machine(),
+        timing.append({"command": command, "commit": code, "machine": machine(),
                        "minutes": (time.time() - started) / 60,
                        "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)),
                        **({} if result is not None else {"stopped": True})})

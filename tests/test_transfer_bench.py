@@ -135,6 +135,22 @@ def test_rerun_keeps_finished_runs_and_redoes_changed_ones(quick):
     assert changed == {f"{k}-mae-rgb-then-{b}-s{s}" for k in keys for b in ("mask3d", "mae-rgb") for s in (0, 1)}
 
 
+def test_an_invocation_records_the_commit_it_started_at_even_when_it_fails(tmp_path, monkeypatch):
+    bench = _load_script()
+    head = {"commit": "abc1234"}
+    monkeypatch.setattr(bench, "commit", lambda: head["commit"])
+
+    def fails(*args, **kwargs):
+        head["commit"] = "def5678 +changes"  # a commit made while the protocol runs
+        raise RuntimeError("a run failed")
+    monkeypatch.setattr(bench, "run_transfer", fails)
+    with pytest.raises(RuntimeError, match="a run failed"):
+        bench._main(["--quick", "--out", str(tmp_path / "runs"), "--report", str(tmp_path / "results.md"),
+                     "--real", "off", "--records", ""])
+    (entry,) = json.loads((tmp_path / "runs" / "timing.json").read_text())["invocations"]
+    assert entry["commit"] == "abc1234" and entry["stopped"] and entry["command"].endswith("--records ''")
+
+
 def test_out_that_is_not_a_protocol_is_refused(tmp_path):
     (tmp_path / "stray.txt").write_text("x")
     with pytest.raises(SystemExit, match="not empty and holds no protocol"):
