@@ -286,6 +286,16 @@ DIAGNOSTIC_COLUMNS = [("pretrain/rgb_reliance", "rgb_reliance", 3),
                       ("pretrain/loss_rgb", "colour loss", 3)]
 
 
+TRAIN_MIN = "pretrain/train_min"  # minutes of a pre-training's steps, from its log (compare.run_comparison)
+
+
+def time_share(rows: list[dict], name: str, ref: str) -> tuple[float, list[float]] | None:
+    """``name``'s pre-training minutes over ``ref``'s, per seed both have (seed order), and their mean; or None."""
+    by = {(r["backbone"], r["seed"]): r.get(TRAIN_MIN) for r in rows}
+    shares = [by[(name, s)] / by[(ref, s)] for (n, s) in by if n == name and by[(name, s)] and by.get((ref, s))]
+    return (float(np.mean(shares)), shares) if shares else None
+
+
 def _mean_std(entry: dict, key: str, decimals: int) -> str:
     if key not in entry:
         return "-"
@@ -624,7 +634,10 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
                       if k.endswith("_s")) / 60
     headline = PROBE_COLUMNS + seg_cols[:-1]
     mask3d_pairs = [pair for pair in pairs if pair != CONTINUED]
-    cost = "; ".join(f"{e['backbone']} {e['pretrain_s'][0] / 60:.1f}" for e in summary if e["backbone"] != SCRATCH)
+    cost = "; ".join(f"{e['backbone']} " + (_mean_std(e, TRAIN_MIN, 1) if TRAIN_MIN in e else
+                                             f"{e['pretrain_s'][0] / 60:.1f}") for e in summary
+                     if e["backbone"] != SCRATCH)
+    share = time_share(rows, EQUAL_COMPUTE_NAME, REFERENCE)
     probe_seeds = (f"fit on SynthRooms seed {', '.join(str(x.seed) for x in cfg.depth_probe.data.sources)}, scored "
                    f"on seed {', '.join(str(x.seed) for x in val_sources(cfg.depth_probe.data))}")
     lines = [
@@ -645,7 +658,8 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
         "Probes against their image-blind floors, on scenes used neither in pre-training nor in fitting the probe "
         f"({probe_seeds}; pre-training seed {', '.join(str(x.seed) for x in p.data.sources)}):", "",
         *floor_findings(rows, ceiling), "", *expected_outcome(rows, cfg),
-        f"Cost: pre-training minutes per run (one worker thread, mean over seeds): {cost}.", "",
+        "Cost: minutes of pre-training steps per run (from each run's log, so a run resumed across sittings counts "
+        f"whole; one worker thread; mean ± std over seeds): {cost}.", "",
         "## How they were made", "",
         f"- Command: `{command}` ({outside}resolved config: `{out / 'transfer_config.yaml'}`; every run directory "
         f"under `{out}` holds its own `config.yaml` and `result.json`, with the hardware it ran on). "
@@ -667,8 +681,11 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
         + "MAE-RGB hides 0.75 of the colour and reconstructs it, same steps"
         + (f"; {EQUAL_COMPUTE_NAME} is MAE-RGB for {cfg.compute_ratio}x the steps "
            f"({pretrain_steps(variant_pretrain(cfg, variants[EQUAL_COMPUTE_NAME]))}): a step of the default design "
-           f"costs {cfg.compute_ratio} MAE steps in wall time on one CPU thread (docs/benchmarks.md, \"Token "
-           "grid\"), so both spend the same pre-training time" if EQUAL_COMPUTE_NAME in variants else "") + ".",
+           f"costs {cfg.compute_ratio} MAE steps in wall time on one idle thread of the reference CPU "
+           "(docs/benchmarks.md, \"Token grid\"), where both spend the same pre-training time"
+           + (f"; in this run's logs it trained for {share[0]:.2f} of Mask3D's time (per seed: "
+              f"{', '.join(f'{x:.2f}' for x in share[1])})" if share else "")
+           if EQUAL_COMPUTE_NAME in variants else "") + ".",
         f"- Continued pre-training: from each seed's MAE-RGB backbone, {cfg.continue_steps} more steps of Mask3D "
         f"(`--init-from`), against {cfg.continue_steps} more steps of MAE-RGB, on the same frames. Only the encoder "
         "is carried over, as from an ImageNet MAE checkpoint: both continued runs start a new decoder."
@@ -702,7 +719,7 @@ def write_report(result: dict, cfg: CompareConfig, *, command: str, out: Path, r
         "visible depth patches (< 1 = better than interpolation). Measured on the pre-training validation frames at "
         "the end of each run; MAE-RGB predicts no depth, so it has none.", "",
         metric_table([e for e in summary if e["backbone"] != SCRATCH],
-                     DIAGNOSTIC_COLUMNS + [("pretrain_s", "pre-training time (s)", 0)]), "",
+                     DIAGNOSTIC_COLUMNS + [(TRAIN_MIN, "pre-training steps (min)", 1)]), "",
         *[f"![reconstruction {name}](figures/{path.name})" for name, path in recon], "",
         "### Every seed", "", seed_table(rows, seg_cols + PROBE_COLUMNS + DIAGNOSTIC_COLUMNS[:2]), "",
     ]

@@ -1,5 +1,6 @@
 """The generic loop: schedule, parameter groups, checkpoints, exact resume, NaN guard, atomic writes."""
 import copy
+import json
 import pickle
 import time
 
@@ -8,7 +9,7 @@ import torch
 
 from mask3d_vit.checkpoint import (CheckpointError, list_checkpoints, load_checkpoint, load_latest,
                                    save_checkpoint)
-from mask3d_vit.engine.logger import read_metrics
+from mask3d_vit.engine.logger import read_metrics, training_seconds
 from mask3d_vit.engine.optim import OptimConfig, build_optimizer, lr_at
 from mask3d_vit.engine.trainer import NonFiniteLossError, TrainConfig, Trainer
 from mask3d_vit.io import atomic_write
@@ -233,6 +234,18 @@ def test_img_per_s_counts_training_time_only(tmp_path, monkeypatch):
     rates = [r["img_per_s"] for r in read_metrics(tmp_path) if "img_per_s" in r]
     assert len(rates) == 5  # steps 4, 8, 12, 16, 18; evaluations after steps 6, 12, 18
     assert rates == [4.0] * 5
+    assert training_seconds(tmp_path, 4) == 18.0  # 18 steps of 1 s; the 150 s of evaluations are left out
+
+
+def test_training_seconds_sum_every_logged_interval_of_a_resumed_run(tmp_path):
+    # Logged every 20 steps at batch 32, an evaluation record at step 20, resumed at step 40 and stopped at 45.
+    records = [{"step": 20, "img_per_s": 64.0}, {"step": 20, "eval/val_loss": 1.0}, {"step": 40, "img_per_s": 32.0},
+               {"step": 45, "img_per_s": 10.0}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert training_seconds(tmp_path, 32) == 20 * 32 / 64 + 20 * 32 / 32 + 5 * 32 / 10
+    assert training_seconds(tmp_path, 16) == (20 * 16 / 64 + 20 * 16 / 32 + 5 * 16 / 10)
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 0, "eval/val_loss": 1.0}) + "\n")
+    assert training_seconds(tmp_path, 32) is None and training_seconds(tmp_path / "absent", 32) is None
 
 
 def test_max_steps_ends_the_run_and_its_schedule_early(tmp_path):

@@ -77,6 +77,9 @@ def test_quick_protocol_writes_the_report(quick):
     assert "*ceiling: supervised fine-tuning, 3 steps*" in text and "## What this run shows" in text
     assert "Depth probe against its position-only floor (depth AbsRel" in text
     assert "## Positive control: headlamp" in text
+    # Pre-training cost from each run's log, and the time MAE-RGB at equal compute actually had against Mask3D's.
+    assert all(r["pretrain/train_min"] > 0 for r in rows if r["backbone"] != "scratch")
+    assert "Cost: minutes of pre-training steps per run" in text and "of Mask3D's time (per seed: " in text
     # The probes of an earlier block (probe_layers=[0] at smoke size) beside the last block's, with their floors.
     assert all(r["depth_probe@block0/abs_rel"] != r["depth_probe/abs_rel"] for r in rows + control)
     assert "## Frozen probes of earlier blocks" in text and "depth AbsRel, block 0" in text
@@ -171,6 +174,17 @@ def test_paired_differences_and_calls():
     assert bench.call(bench.paired(rows, "Mask3D", "scratch", "d/abs_rel"), "d/abs_rel") == "within noise"
     assert math.isnan(bench.paired(rows[:2], "Mask3D", "scratch", "m/miou")[1])
     assert bench.paired(rows, "Mask3D", "MAE-RGB", "m/miou") is None
+
+
+def test_time_share_pairs_the_seeds_with_logged_minutes():
+    bench = _load_script()
+    minutes = {("A", 0): 30.0, ("B", 0): 40.0, ("A", 1): 36.0, ("B", 1): 40.0, ("A", 2): 9.0, ("B", 2): None,
+               ("A", 3): 9.0}  # B's seed-2 log is gone; B has no seed 3
+    rows = [{"backbone": b, "seed": s, **({} if m is None else {"pretrain/train_min": m})}
+            for (b, s), m in minutes.items()]
+    assert bench.time_share(rows, "A", "B") == (pytest.approx(0.825), [0.75, 0.9])
+    assert bench.time_share(rows, "B", "A") == (pytest.approx((40 / 30 + 40 / 36) / 2), [40 / 30, 40 / 36])
+    assert bench.time_share(rows, "A", "C") is None
 
 
 def test_summary_statistics_and_estimate():

@@ -21,6 +21,19 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def training_seconds(run_dir: str | Path, batch_size: int) -> float | None:
+    """Seconds a run spent in training steps, from its ``metrics.jsonl``, however many invocations it took (a resumed
+    run's log holds every step once): the steps since the previous training record, times ``batch_size``, over each
+    record's img/s (steps trained after the last record before a stop count at the rate of the first record after
+    the resume). Evaluations, start-up and checkpoint writing are left out. None when no record has img/s."""
+    total, previous, found = 0.0, 0, False
+    for record in read_metrics(run_dir):
+        if "img_per_s" in record:  # evaluation records carry a step too, but the trainer counts images past them
+            total += (record["step"] - previous) * batch_size / record["img_per_s"]
+            previous, found = record["step"], True
+    return total if found else None
+
+
 class RunLogger:
     """Writes ``metrics.jsonl`` and ``tb/`` under the run dir; silent on ranks other than 0.
 

@@ -22,7 +22,8 @@ the run's final evaluation metrics as ``<key>/<metric>`` (``miou``, ``pixel_acc`
 ``<probe>_floor/constant/<metric>`` and ``<probe>_floor/position/<metric>``; ``machines`` lists the hardware its
 runs ran on (:func:`machine`). ``pretrain/<metric>`` holds the
 pre-training run's final validation figures (``loss_depth``, ``rgb_reliance``, ``vs_interpolation``... of
-:mod:`mask3d_vit.eval.pretext`). With ``ceiling_steps`` a last row, backbone ``supervised``, holds
+:mod:`mask3d_vit.eval.pretext`) and ``pretrain/train_min``, the minutes of its training steps over every sitting
+(``pretrain_s`` counts the last one only). With ``ceiling_steps`` a last row, backbone ``supervised``, holds
 ``seg_ceiling/<metric>`` and ``depth_ceiling/<metric>``: both tasks fine-tuned from scratch on all the labelled
 frames for that many steps.
 """
@@ -50,6 +51,7 @@ from ..checkpoint import list_checkpoints
 from ..config import ConfigError, from_dict, load_config, save_config, to_dict
 from ..data.build import DataConfig, SourceConfig, open_source, val_sources
 from ..data.registry import get_format
+from ..engine.logger import training_seconds
 from ..engine.trainer import TrainingInterrupted
 from ..io import write_json
 from ..models.mask3d import Mask3D
@@ -396,13 +398,16 @@ def run_once(unit: RunSpec, log: Callable[[str], None]) -> dict:
     log(f"{what} {unit.backbone}, seed {unit.seed} -> {unit.run_dir}")
     t = time.time()
     resume = "auto" if (unit.run_dir / "checkpoints").is_dir() else None
+    extra = {}
     if unit.key == "pretrain":
         save_config(unit.config, unit.run_dir / "config.yaml")
         result = run_pretrain(unit.config, unit.run_dir, resume=resume)
         metrics = {f"pretrain/{k[len('eval/val_'):]}": v for k, v in result.items() if k.startswith("eval/val_")}
+        # "seconds" counts this invocation only; the log holds every step of a run resumed across sittings.
+        extra = {"train_seconds": training_seconds(unit.run_dir, unit.config.train.batch_size)}
     else:
         metrics = _transfer(unit.config, unit.run_dir, key=unit.key, init=unit.init, seed=unit.seed, resume=resume)
-    result = {"seconds": time.time() - t, "metrics": metrics, "machine": machine(), **_recorded(unit)}
+    result = {"seconds": time.time() - t, "metrics": metrics, "machine": machine(), **extra, **_recorded(unit)}
     write_json(unit.result_file, result)
     return result
 
@@ -570,6 +575,11 @@ def run_comparison(cfg: CompareConfig, out: str | Path, *, variants: dict[str, l
         row = {"backbone": name, "seed": seed, "pretrain_s": 0.0, "pretrain_run": str(init.run_dir if init else "")}
         if init:
             row.update(pretrain_s=results[init.run_dir]["seconds"], **results[init.run_dir]["metrics"])
+            train_s = results[init.run_dir].get("train_seconds")
+            if train_s is None:  # a result written before results kept it: its log, where the run has one
+                train_s = training_seconds(init.run_dir, init.config.train.batch_size)
+            if train_s is not None:
+                row["pretrain/train_min"] = train_s / 60
         own = [init] if init else []
         for u in units:
             if u.key != "pretrain" and u.backbone == name and u.seed == seed:
