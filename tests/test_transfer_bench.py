@@ -283,6 +283,34 @@ def test_a_pretraining_change_reruns_exactly_the_runs_built_on_it(tmp_path):
     assert rerun == {u.run_dir.name for u in plan() if u.backbone not in ("scratch", "supervised")}
 
 
+def test_a_worker_runs_what_is_ready_and_waits_only_for_a_run_still_running(tmp_path, monkeypatch):
+    from mask3d_vit.io import write_json
+    from mask3d_vit.tasks import compare
+    cfg = load_config(CompareConfig, "transfer_cpu")
+    a = compare.RunSpec("pretrain", "A", 0, tmp_path / "a", [], cfg.pretrain)
+    b = compare.RunSpec("seg", "A", 0, tmp_path / "b", [a], cfg.seg, str(tmp_path / "a"))
+    c = compare.RunSpec("pretrain", "C", 0, tmp_path / "c", [], cfg.pretrain)
+
+    def finish(unit, **changed):
+        write_json(unit.result_file, {"seconds": 1.0, "metrics": {}, **compare._recorded(unit), **changed})
+    # A's result is stale (its recipe changed) and another worker has claimed A to run it again.
+    finish(a, config={"recipe": "before the change"})
+    claims = tmp_path / "claims"
+    claims.mkdir()
+    (claims / "a").touch()
+    order, polls = [], []
+    monkeypatch.setattr(compare, "run_once", lambda unit, log: (order.append(unit.run_dir.name), finish(unit)))
+
+    def sleep(seconds):  # nothing is ready: the other worker finishes A while this one waits
+        polls.append(seconds)
+        assert len(polls) == 1, "waited again after A finished"
+        finish(a)
+    monkeypatch.setattr(compare.time, "sleep", sleep)
+    compare._work([a, b, c], claims, print, poll_s=0.5)
+    # C first (B needs A, whose result on disk is of the old recipe), then one wait, then B on A's new weights.
+    assert order == ["c", "b"] and polls == [0.5]
+
+
 def test_transfer_runs_must_fit_and_score_other_scenes():
     from mask3d_vit.config import ConfigError
     from mask3d_vit.tasks.compare import check_scenes

@@ -437,13 +437,18 @@ def _claim(unit: RunSpec, claims: Path) -> bool:
 
 
 def _work(units: list[RunSpec], claims: Path | None, log: Callable[[str], None], poll_s: float = 2.0) -> None:
-    """Run every unit not taken by another worker, in order, waiting for the runs each one needs."""
-    for unit in units:
-        if _cached(unit) is not None or (claims is not None and not _claim(unit, claims)):
+    """Run every unit not taken by another worker: the first in plan order whose needed runs have finished with
+    their current recipe (a stale result of a run about to run again does not count), so a worker waits only when
+    every run left needs one that another worker is still running."""
+    pending = [unit for unit in units if _cached(unit) is None]
+    while pending:
+        unit = next((u for u in pending if all(_cached(need) is not None for need in u.needs)), None)
+        if unit is None:
+            time.sleep(poll_s)
             continue
-        while not all(need.result_file.is_file() for need in unit.needs):
-            time.sleep(poll_s)  # a run this one starts from is still running in another worker
-        run_once(unit, log)
+        pending.remove(unit)
+        if claims is None or _claim(unit, claims):
+            run_once(unit, log)
 
 
 class ComparisonInterrupted(TrainingInterrupted):
