@@ -114,8 +114,10 @@ def test_a_layer_is_that_block_through_the_final_norm_and_the_last_is_forward_fe
     assert torch.equal(patch_features(micro, rgb, -2), patch_features(micro, rgb, 0))   # 2 blocks: -2 is block 0
     assert not torch.allclose(patch_features(micro, rgb, 0), patch_features(micro, rgb, 1), atol=1e-3)
     for bad in (2, -3):
-        with pytest.raises(ValueError, match=f"layer={bad} is not a block of this 2-block encoder"):
+        with pytest.raises(ValueError) as caught:
             patch_features(micro, rgb, bad)
+        assert str(caught.value) == (f"layer={bad} is not a block of this 2-block encoder: choose 0..1 or -2..-1 "
+                                     "(-1 = the last)")
 
 
 def test_cell_layout_round_trips_at_full_resolution():
