@@ -288,7 +288,6 @@ def fit_probe(encoder: VisionTransformer, batches: Iterable[dict], *, task: str,
     patch = encoder.patch_embed.patch_size[0]
     if cells < 1 or patch % cells:
         raise ValueError(f"cells={cells} must divide the patch size {patch}")
-    check_layer(encoder, layer)
     choose = holdout_every > 1 and len(alphas) > 1
     fit, held = RidgeSums(), RidgeSums()
     seen = 0

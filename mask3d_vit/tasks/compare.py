@@ -80,8 +80,8 @@ CEILING = "supervised"
 # probed one 0.2; rendering a SynthRooms frame RENDER_MS x pixels / 96x128. Fit to single steps at 96x128 with patch
 # 16 and 8, then to the 3840-step runs of the issue-23 protocol, two single-thread workers at once on a 2-core AMD
 # EPYC Zen 4 (2026-12-07, median img/s: the default Mask3D 17.9 ms an image, the paper's design 7.2, MAE-RGB 7.3;
-# fine-tunings ~20 % and probes ~30 % under the model before). The issue-15 fit (encoder tokens 0.164 ms, MAE 1.19x) had
-# come from 320-step runs on an idle core and predicted the issue-23 protocol at 156 min; it took ~200.
+# fine-tunings ~20 % and probes ~30 % under the model before). The issue-15 fit (encoder tokens 0.164 ms, MAE
+# 1.19x) had come from 320-step runs on an idle core and predicted the issue-23 protocol at 156 min; it took ~200.
 PRETRAIN_MS = (2.5, 0.28, 0.007, 1e-4)
 OBJECTIVE_COST = {"depth": 1.0, "rgb": 1.02, "rgb+depth": 1.53}
 SEG_MS = (7.8, 0.142)
@@ -441,8 +441,11 @@ def _work(units: list[RunSpec], claims: Path | None, log: Callable[[str], None],
     their current recipe (a stale result of a run about to run again does not count), so a worker waits only when
     every run left needs one that another worker is still running."""
     pending = [unit for unit in units if _cached(unit) is None]
+    finished: set[Path] = set()  # needed runs found current: each is read once a poll until it is, then never again
     while pending:
-        unit = next((u for u in pending if all(_cached(need) is not None for need in u.needs)), None)
+        waiting = {n.run_dir: n for u in pending for n in u.needs if n.run_dir not in finished}
+        finished |= {run_dir for run_dir, need in waiting.items() if _cached(need) is not None}
+        unit = next((u for u in pending if all(n.run_dir in finished for n in u.needs)), None)
         if unit is None:
             time.sleep(poll_s)
             continue
